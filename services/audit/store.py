@@ -1,0 +1,142 @@
+"""The audit log's store: leaves in consumption order, their hashes, the tree's nodes, positions.
+
+Leaf bytes live apart from leaf hashes, so a later erasure of one borrower's data leaves every
+hash, node and proof intact. A leaf, its nodes and the Kafka position commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.audit import merkle
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leaves (
+    leaf_index INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    leaf_hash BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leaves_by_subject ON leaves (subject, leaf_index);
+CREATE TABLE IF NOT EXISTS leaf_data (
+    leaf_index INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Leaf:
+    leaf_index: int
+    event_id: str
+    event_type: str
+    data: bytes | None
+
+
+@dataclass(frozen=True)
+class NewLeaf:
+    event_id: str
+    subject: str
+    event_type: str
+    data: bytes
+    leaf_hash: bytes
+
+
+class LogStore:
+    """SQLite in the embedded default (one file); a single writer appends, in commit order."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+        self._size = self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def position(self, name: str) -> int | None:
+        row = self._db.execute("SELECT position FROM positions WHERE name=?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def append(self, leaf: NewLeaf | None, position: tuple[str, int]) -> bool:
+        """Append a leaf (unless its event id is already logged) and move the position.
+
+        False when nothing was appended: a redelivered offset or an event already in the log.
+        """
+        name, offset = position
+        with self._transaction() as db:
+            last = self.position(name)
+            if last is not None and last >= offset:
+                return False
+            db.execute("INSERT INTO positions (name, position) VALUES (?, ?) ON CONFLICT(name) "
+                       "DO UPDATE SET position=excluded.position", (name, offset))
+            if leaf is None or self._logged(leaf.event_id):
+                return False
+            index = self._size
+            db.execute("INSERT INTO leaves (leaf_index, event_id, subject, event_type, leaf_hash)"
+                       " VALUES (?, ?, ?, ?, ?)",
+                       (index, leaf.event_id, leaf.subject, leaf.event_type, leaf.leaf_hash))
+            db.execute("INSERT INTO leaf_data (leaf_index, data) VALUES (?, ?)",
+                       (index, leaf.data))
+            entries = merkle.nodes_for_append(index, leaf.leaf_hash, self)
+            db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
+                           [(level, idx, value) for (level, idx), value in entries])
+        self._size = index + 1
+        return True
+
+    def _logged(self, event_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM leaves WHERE event_id=?",
+                                (event_id,)).fetchone() is not None
+
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
+        found: dict[tuple[int, int], bytes] = {}
+        for level, idx in keys:
+            row = self._db.execute("SELECT hash FROM nodes WHERE level=? AND idx=?",
+                                   (level, idx)).fetchone()
+            if row is not None:
+                found[(level, idx)] = bytes(row[0])
+        return found
+
+    def leaves_of(self, subject: str) -> list[Leaf]:
+        rows = self._db.execute(
+            "SELECT l.leaf_index, l.event_id, l.event_type, d.data FROM leaves l "
+            "LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index "
+            "WHERE l.subject=? ORDER BY l.leaf_index", (subject,)).fetchall()
+        return [Leaf(r[0], r[1], r[2], None if r[3] is None else bytes(r[3])) for r in rows]
+
+    def ping(self) -> int:
+        return int(self._db.execute("SELECT 1").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,74 @@
+"""The escalation application: intake of the lender's reports, and the cases they open."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+from shared.application import ServiceApplication
+from shared.events import CloudEvent, EventData, LoanOverdue, PaymentReceived, event_id_for
+from shared.policy_pack import PolicyPack
+
+from services.escalation import policy
+from services.escalation.domain import CollectionCase, Intake
+
+
+class DifferentReport(Exception):
+    """An idempotency key reused for a different report."""
+
+
+class Cases(ServiceApplication):
+    name = "escalation"
+
+    def __init__(self, pack: PolicyPack, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        self.pack = pack
+
+    def report(self, data: EventData, reporter: str, idempotency_key: str | None) -> str:
+        """Record a report durably (the relay publishes it); returns its CloudEvents id.
+
+        The same idempotency key from the same reporter returns the first report's id.
+        """
+        key = f"{reporter}/{idempotency_key}" if idempotency_key else f"anon/{uuid4()}"
+        intake_id = Intake.create_id(key)
+        payload = data.model_dump(mode="json", exclude_none=True)
+        if self.exists(intake_id):
+            earlier: Intake = self.load(intake_id)
+            if earlier.event_type != data.event_type() or earlier.payload != payload:
+                raise DifferentReport(idempotency_key)
+            return event_id_for(intake_id, 1)
+        self.save(Intake(key=key, event_type=data.event_type(), payload=payload))
+        return event_id_for(intake_id, 1)
+
+    def open_or_update(self, cause: CloudEvent, overdue: LoanOverdue, now: datetime) -> None:
+        stage = policy.opening_stage(self.pack, overdue.days_past_due, overdue.amount_overdue)
+        fields: dict[str, Any] = dict(
+            lender_id=overdue.lender_id,
+            borrower=overdue.borrower.model_dump(mode="json", exclude_none=True),
+            amount_overdue=overdue.amount_overdue, currency=overdue.currency,
+            due_date=overdue.due_date.isoformat(), days_past_due=overdue.days_past_due,
+            repayment_channel=overdue.repayment_channel,
+            verification_channel=overdue.verification_channel, stage=stage, cause=cause.id)
+        case_id = CollectionCase.create_id(overdue.loan_id)
+        if self.exists(case_id):
+            case: CollectionCase = self.load(case_id)
+            case.report_overdue(at=now, **fields)
+        else:
+            case = CollectionCase(loan_id=overdue.loan_id, opened_at=now, **fields)
+        self.save(case)
+
+    def apply_payment(self, cause: CloudEvent, payment: PaymentReceived) -> bool:
+        """False when there is no case for the loan (the caller dead-letters it)."""
+        case_id = CollectionCase.create_id(payment.loan_id)
+        if not self.exists(case_id):
+            return False
+        case: CollectionCase = self.load(case_id)
+        case.record_payment(payment.amount, payment.remaining_overdue, payment.paid_at,
+                            policy.payment_closes_case(payment.remaining_overdue), cause.id)
+        self.save(case)
+        return True
+
+    def case(self, loan_id: str) -> CollectionCase | None:
+        case_id = CollectionCase.create_id(loan_id)
+        return self.repository.get(case_id) if case_id in self.repository else None

@@ -1,0 +1,113 @@
+"""Escalation's aggregates: what the lender reported (Intake) and one CollectionCase per loan."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+CASE_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/cases")
+INTAKE_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/intake")
+
+
+class Intake(Aggregate):
+    """One report received over HTTP, kept until the relay has published it."""
+
+    @event("Reported")
+    def __init__(self, key: str, event_type: str, payload: dict[str, Any]) -> None:
+        self.key = key
+        self.event_type = event_type
+        self.payload = payload
+
+    @staticmethod
+    def create_id(key: str) -> UUID:
+        return uuid5(INTAKE_NAMESPACE, key)
+
+
+class CollectionCase(Aggregate):
+    """One overdue loan being collected, from overdue to closed."""
+
+    @event("Opened")
+    def __init__(self, loan_id: str, lender_id: str, borrower: dict[str, Any],
+                 amount_overdue: Decimal, currency: str, due_date: str, days_past_due: int,
+                 repayment_channel: str, verification_channel: str | None, stage: str,
+                 opened_at: datetime, cause: str) -> None:
+        self.loan_id = loan_id
+        self.status = "open"
+        self.correlation_id = cause
+        self._apply_overdue(lender_id, borrower, amount_overdue, currency, due_date,
+                            days_past_due, repayment_channel, verification_channel)
+        self.stage = stage
+        self.opened_at = opened_at
+        self.closed_at: datetime | None = None
+        self.close_reason: str | None = None
+
+    @staticmethod
+    def create_id(loan_id: str) -> UUID:
+        return uuid5(CASE_NAMESPACE, loan_id)
+
+    def report_overdue(self, lender_id: str, borrower: dict[str, Any], amount_overdue: Decimal,
+                       currency: str, due_date: str, days_past_due: int, repayment_channel: str,
+                       verification_channel: str | None, stage: str, at: datetime,
+                       cause: str) -> None:
+        """A later LoanOverdue updates the case; on a closed case it opens it again."""
+        if self.status == "closed":
+            self._reopened(self.loan_id, lender_id, borrower, amount_overdue, currency, due_date,
+                           days_past_due, repayment_channel, verification_channel, stage, at,
+                           cause)
+        else:
+            self._updated(lender_id, borrower, amount_overdue, currency, due_date,
+                          days_past_due, repayment_channel, verification_channel, cause)
+
+    def record_payment(self, amount: Decimal, remaining: Decimal, paid_at: datetime,
+                       closes: bool, cause: str) -> None:
+        self._paid(amount, remaining, paid_at, cause)
+        if closes and self.status == "open":
+            self._closed(self.loan_id, "paid", paid_at, cause, self.correlation_id)
+
+    @event("Updated")
+    def _updated(self, lender_id: str, borrower: dict[str, Any], amount_overdue: Decimal,
+                 currency: str, due_date: str, days_past_due: int, repayment_channel: str,
+                 verification_channel: str | None, cause: str) -> None:
+        self._apply_overdue(lender_id, borrower, amount_overdue, currency, due_date,
+                            days_past_due, repayment_channel, verification_channel)
+
+    @event("Reopened")
+    def _reopened(self, loan_id: str, lender_id: str, borrower: dict[str, Any], amount_overdue: Decimal,
+                  currency: str, due_date: str, days_past_due: int, repayment_channel: str,
+                  verification_channel: str | None, stage: str, opened_at: datetime,
+                  cause: str) -> None:
+        self._apply_overdue(lender_id, borrower, amount_overdue, currency, due_date,
+                            days_past_due, repayment_channel, verification_channel)
+        self.status = "open"
+        self.stage = stage
+        self.opened_at = opened_at
+        self.correlation_id = cause
+        self.closed_at = None
+        self.close_reason = None
+
+    @event("PaymentRecorded")
+    def _paid(self, amount: Decimal, remaining: Decimal, paid_at: datetime, cause: str) -> None:
+        self.amount_overdue = remaining
+
+    @event("Closed")
+    def _closed(self, loan_id: str, reason: str, closed_at: datetime, cause: str,
+                correlation: str) -> None:
+        self.status = "closed"
+        self.closed_at = closed_at
+        self.close_reason = reason
+
+    def _apply_overdue(self, lender_id: str, borrower: dict[str, Any], amount_overdue: Decimal,
+                       currency: str, due_date: str, days_past_due: int, repayment_channel: str,
+                       verification_channel: str | None) -> None:
+        self.lender_id = lender_id
+        self.borrower = borrower
+        self.amount_overdue = amount_overdue
+        self.currency = currency
+        self.due_date = due_date
+        self.days_past_due = days_past_due
+        self.repayment_channel = repayment_channel
+        self.verification_channel = verification_channel

@@ -1,0 +1,26 @@
+"""Integration events in, application calls out: one function per event type."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shared.consumer import Handler, Rejected
+from shared.events import CloudEvent, EventData, LoanOverdue, PaymentReceived
+
+from services.escalation.application import Cases
+
+
+def on_loan_overdue(cases: Cases, event: CloudEvent, data: LoanOverdue, now: datetime) -> None:
+    cases.open_or_update(event, data, now)
+
+
+def on_payment_received(cases: Cases, event: CloudEvent, data: PaymentReceived,
+                        now: datetime) -> None:
+    if not cases.apply_payment(event, data):
+        raise Rejected(f"no case for loan {data.loan_id}")
+
+
+HANDLERS: dict[type[EventData], Handler] = {
+    LoanOverdue: on_loan_overdue,
+    PaymentReceived: on_payment_received,
+}

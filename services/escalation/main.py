@@ -1,0 +1,39 @@
+"""Composition root of the escalation service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared import topics
+from shared.clock import Clock, SystemClock
+from shared.consumer import HandlerSink
+from shared.policy_pack import pack
+from shared.service import Parts, assemble, serve
+
+from services.escalation.api import router
+from services.escalation.application import Cases
+from services.escalation.handlers import HANDLERS
+from services.escalation.relay import integration_event
+from services.escalation.settings import Settings
+
+
+def create(settings: Settings | None = None, clock: Clock | None = None,
+           connect: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    cases = Cases(pack(settings.pack), env=settings.persistence_env("escalation"))
+    parts = Parts(
+        name="escalation", settings=settings, clock=clock, store=cases,
+        store_check=cases.recorder.max_notification_id,
+        sink=HandlerSink(cases, HANDLERS, clock), subscribe=[topics.LOANS],
+        routers=[router], relay=(cases, integration_event))
+    return assemble(parts, connect=connect)
+
+
+def main() -> None:
+    settings = Settings()
+    serve(create(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

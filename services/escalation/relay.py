@@ -1,0 +1,34 @@
+"""Stored domain events that other services must see, as integration events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.events import EVENT_TYPES, CaseClosed, CaseOpened
+from shared.relay import Publication
+
+from services.escalation.domain import CollectionCase, Intake
+
+
+def integration_event(event: Any) -> Publication | None:
+    if isinstance(event, Intake.Reported):
+        data = EVENT_TYPES[event.event_type].model_validate(event.payload)
+        return Publication(data, causation_id=None, correlation_id=None)
+    if isinstance(event, (CollectionCase.Opened, CollectionCase.Reopened)):
+        return Publication(_opened(event), causation_id=event.cause, correlation_id=event.cause)
+    if isinstance(event, CollectionCase.Closed):
+        return Publication(
+            CaseClosed(loan_id=event.loan_id, reason=event.reason, closed_at=event.closed_at),
+            causation_id=event.cause, correlation_id=event.correlation)
+    return None
+
+
+def _opened(event: Any) -> CaseOpened:
+    return CaseOpened(
+        loan_id=event.loan_id,
+        lender_id=event.lender_id, borrower=event.borrower,
+        amount_overdue=event.amount_overdue, currency=event.currency, due_date=event.due_date,
+        days_past_due=event.days_past_due, repayment_channel=event.repayment_channel,
+        verification_channel=event.verification_channel, stage=event.stage,
+        opened_at=event.opened_at)
+

@@ -1,0 +1,10 @@
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ESCALATION_", extra="ignore")
+
+    port: int = 8001
+    pack: str = "cn"

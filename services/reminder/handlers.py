@@ -1,0 +1,26 @@
+"""Integration events in, application calls out: one function per event type."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shared.consumer import Handler
+from shared.events import CaseClosed, CaseOpened, CloudEvent, EventData
+
+from services.reminder.application import Reminders
+
+
+def on_case_opened(reminders: Reminders, event: CloudEvent, data: CaseOpened,
+                   now: datetime) -> None:
+    reminders.plan_first_reminder(event, data, now)
+
+
+def on_case_closed(reminders: Reminders, event: CloudEvent, data: CaseClosed,
+                   now: datetime) -> None:
+    reminders.close_plan(event, data, now)
+
+
+HANDLERS: dict[type[EventData], Handler] = {
+    CaseOpened: on_case_opened,
+    CaseClosed: on_case_closed,
+}

@@ -1,0 +1,138 @@
+"""What every service's HTTP side shares: JSON errors, a body limit, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+REQUESTS = Counter("dunwell_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("dunwell_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+Checks = Callable[[], dict[str, bool]]
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+class BodyLimit:
+    """Refuses a request body over the limit with 413 before any of it is parsed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(error_body("payload_too_large", f"the body exceeds {limit} bytes"), 413)
+
+
+def create_app(*, title: str, routers: Sequence[APIRouter], checks: Checks,
+               lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
+               jwt_secret: str) -> FastAPI:
+    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    app.state.jwt_secret = jwt_secret
+    for router in routers:
+        app.include_router(router, prefix="/v1")
+    app.add_middleware(BodyLimit)
+    _add_errors(app)
+    _add_operations(app, checks)
+    _add_metrics(app)
+    return app
+
+
+def _add_errors(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        detail = error.detail
+        if isinstance(detail, dict) and "code" in detail:
+            body = {"error": {"details": None, **detail}}
+        else:
+            body = error_body(_code(error.status_code), str(detail))
+        return JSONResponse(body, error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                   for e in error.errors()[:20]]
+        return JSONResponse(error_body("invalid_request", "the request does not fit the schema",
+                                       details), 422)
+
+
+def _code(status: int) -> str:
+    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+            405: "method_not_allowed", 409: "conflict", 413: "payload_too_large"
+            }.get(status, f"http_{status}")
+
+
+def _add_operations(app: FastAPI, checks: Checks) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        try:
+            results = checks()
+        except Exception as error:  # noqa: BLE001 - a failing check means not ready
+            log.warning("readiness check failed: %s", type(error).__name__)
+            results = {"checks": False}
+        ok = all(results.values())
+        return JSONResponse({"ready": ok, "checks": results}, 200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_metrics(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, path, response.status_code).inc()
+        LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+

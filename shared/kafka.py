@@ -1,0 +1,99 @@
+"""Kafka plumbing on aiokafka: topics, the broker's incarnation, the producer.
+
+Nothing here depends on the broker being Tansu: it is plain Kafka protocol. Producers use
+acks="all" without idempotence; consumers de-duplicate on the CloudEvents id instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from shared import topics
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+TOPIC_EXISTS = 36
+
+
+async def ensure_topics(settings: KafkaSettings, attempts: int = 30) -> None:
+    """Create every contract topic and its DLQ if missing; never rely on auto-creation."""
+    wanted = [NewTopic(name, 1 if name == topics.INCARNATION or name.endswith(".dlq")
+                       else settings.partitions, settings.replication_factor)
+              for name in topics.all_topics()]
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                response = await admin.create_topics(missing)
+                for name, code, *_ in getattr(response, "topic_errors", []):
+                    if code not in (0, TOPIC_EXISTS):
+                        raise RuntimeError(f"could not create topic {name}: error {code}")
+            return
+        except (OSError, asyncio.TimeoutError, ConnectionError) as error:
+            if attempt == attempts - 1:
+                raise
+            log.info("broker not ready (%s); retrying", type(error).__name__)
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+async def broker_incarnation(settings: KafkaSettings, timeout: float = 30.0) -> str:
+    """The id in the first record of the incarnation topic, written by whoever comes first.
+
+    A broker that lost its data (Tansu's memory store, a rebuilt cluster) has an empty topic,
+    so it gets a new id, and positions kept under the old one no longer apply.
+    """
+    partition = TopicPartition(topics.INCARNATION, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([partition])
+        deadline = asyncio.get_running_loop().time() + timeout
+        written = False
+        while asyncio.get_running_loop().time() < deadline:
+            consumer.seek(partition, 0)
+            batch = await consumer.getmany(partition, timeout_ms=1000, max_records=1)
+            for record in batch.get(partition, []):
+                return record.value.decode()
+            if not written:
+                await _write_incarnation(settings)
+                written = True
+        raise TimeoutError("could not read the broker incarnation")
+    finally:
+        await consumer.stop()
+
+
+async def _write_incarnation(settings: KafkaSettings) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.INCARNATION, uuid.uuid4().hex.encode(), partition=0)
+    finally:
+        await producer.stop()
+
+
+def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        max_request_size=settings.max_request_bytes,
+    )
+
+
+async def prepare_broker(settings: KafkaSettings) -> str:
+    """Topics first, then the incarnation: what a service does before it consumes or relays."""
+    await ensure_topics(settings)
+    return await broker_incarnation(settings)

@@ -1,0 +1,486 @@
+"""Verifier side of the audit transparency log (RFC 6962 trees, C2SP notes).
+
+Only the standard library and ``cryptography`` are imported here, because the
+offline evidence verifier ships this module on its own to auditors.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+BUNDLE_FORMAT = "dunwell-evidence/v1"
+MAX_SIGNATURES = 100
+ED25519_TYPE = 0x01
+SIGNATURE_PREFIX = "\u2014 "
+_SKEY_PREFIX = "PRIVATE+KEY+"
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
+_MAX_SIZE = 2**64 - 1
+
+_T = TypeVar("_T")
+
+
+class VerificationError(Exception):
+    """Evidence failed to verify; carries the failing leaf index or tree size for the CLI."""
+
+    def __init__(
+        self, message: str, /, *, leaf_index: int | None = None, size: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.leaf_index = leaf_index
+        self.size = size
+
+
+# --- RFC 6962 hashing -------------------------------------------------------
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """Hash leaf data with the 0x00 prefix so a leaf can never pose as a node."""
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Hash two children with the 0x01 prefix (RFC 6962 domain separation)."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _check_hash(value: object, what: str, **where: int | None) -> bytes:
+    """Reject anything that is not a 32-byte digest before it reaches a comparison."""
+    if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+        raise VerificationError(f"{what} is not a {HASH_SIZE}-byte hash", **where)
+    return value
+
+
+# --- RFC 9162 proof verification ---------------------------------------------
+
+
+def verify_inclusion(
+    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Check an audit path (RFC 9162 2.1.3.2); raises VerificationError naming index and size."""
+    where: dict[str, int | None] = {"leaf_index": index, "size": size}
+    if index < 0 or index >= size:
+        raise VerificationError(f"leaf index {index} is outside tree size {size}", **where)
+    _check_hash(root, "root", **where)
+    result = _check_hash(leaf_hash, "leaf hash", **where)
+    fn, sn = index, size - 1
+    for element in proof:
+        _check_hash(element, "inclusion proof element", **where)
+        if sn == 0:
+            raise VerificationError(
+                f"inclusion proof for leaf {index} in size {size} has extra hashes", **where
+            )
+        if fn & 1 or fn == sn:
+            result = node_hash(element, result)
+            while fn & 1 == 0 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            result = node_hash(result, element)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise VerificationError(
+            f"inclusion proof for leaf {index} in size {size} is too short", **where
+        )
+    if result != root:
+        raise VerificationError(
+            f"inclusion proof for leaf {index} does not lead to the root of size {size}",
+            **where,
+        )
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """Check that tree `second` extends tree `first` (RFC 9162 2.1.4.2)."""
+    span = f"from size {first} to size {second}"
+    if first < 0 or first > second:
+        raise VerificationError(f"consistency {span} is impossible", size=second)
+    _check_hash(first_root, "first root", size=second)
+    _check_hash(second_root, "second root", size=second)
+    if first == 0:
+        if proof or first_root != EMPTY_ROOT:
+            raise VerificationError(f"consistency proof {span} must be empty", size=second)
+        return
+    if first == second:
+        if proof or first_root != second_root:
+            raise VerificationError(f"checkpoints of equal size {second} differ", size=second)
+        return
+    hashes = [_check_hash(p, "consistency proof element", size=second) for p in proof]
+    if not hashes:
+        raise VerificationError(f"consistency proof {span} is empty", size=second)
+    if first & (first - 1) == 0:
+        hashes.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = hashes[0]
+    for element in hashes[1:]:
+        if sn == 0:
+            raise VerificationError(f"consistency proof {span} has extra hashes", size=second)
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(element, fr), node_hash(element, sr)
+            while fn & 1 == 0 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, element)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0 or fr != first_root or sr != second_root:
+        raise VerificationError(f"consistency proof {span} does not verify", size=second)
+
+
+# --- base64 and names -------------------------------------------------------
+
+
+def b64encode(data: bytes) -> str:
+    """Encode as standard padded base64, the only encoding C2SP formats use."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: object, what: str) -> bytes:
+    """Decode canonical base64 only, so one value has exactly one accepted spelling."""
+    if not isinstance(text, str):
+        raise VerificationError(f"{what} is not a base64 string")
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise VerificationError(f"{what} is not valid base64") from None
+    if b64encode(data) != text:
+        raise VerificationError(f"{what} is not canonical base64")
+    return data
+
+
+def _valid_key_name(name: object) -> bool:
+    """Key names are non-empty and free of Unicode spaces, '+' and control characters."""
+    return (
+        isinstance(name, str)
+        and name != ""
+        and "+" not in name
+        and not any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in name)
+    )
+
+
+def _check_key_name(name: str) -> None:
+    """Refuse to sign or encode with a name a conforming verifier would reject."""
+    if not _valid_key_name(name):
+        raise ValueError(f"invalid key name {name!r}")
+
+
+# --- checkpoints --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A C2SP tlog-checkpoint body: which log, how many leaves, which root."""
+
+    origin: str
+    size: int
+    root: bytes
+
+    def __post_init__(self) -> None:
+        """Refuse values that would serialise to an ambiguous or invalid body."""
+        if not self.origin or any(ord(c) < 0x20 for c in self.origin):
+            raise ValueError("checkpoint origin must be a non-empty single line")
+        if isinstance(self.size, bool) or not 0 <= self.size <= _MAX_SIZE:
+            raise ValueError(f"checkpoint size {self.size!r} out of range")
+        if not isinstance(self.root, bytes) or len(self.root) != HASH_SIZE:
+            raise ValueError("checkpoint root must be a 32-byte hash")
+
+    def body(self) -> str:
+        """Render the exact note text that gets signed; we never emit extension lines."""
+        return f"{self.origin}\n{self.size}\n{b64encode(self.root)}\n"
+
+
+def parse_checkpoint_body(text: str) -> Checkpoint:
+    """Parse a checkpoint body strictly: three lines, canonical size, 32-byte root."""
+    if not isinstance(text, str) or not text.endswith("\n"):
+        raise VerificationError("checkpoint body must end with a newline")
+    lines = text[:-1].split("\n")
+    if len(lines) != 3:
+        raise VerificationError(
+            f"checkpoint body has {len(lines)} lines, expected exactly 3 (no extensions)"
+        )
+    origin, size_text, root_text = lines
+    if not _DECIMAL.fullmatch(size_text):
+        raise VerificationError(f"checkpoint size {size_text!r} is not canonical decimal")
+    root = b64decode(root_text, "checkpoint root")
+    try:
+        return Checkpoint(origin, int(size_text), root)
+    except ValueError as exc:
+        raise VerificationError(str(exc)) from None
+
+
+# --- Ed25519 signed notes ---------------------------------------------------------
+
+
+def key_id(name: str, public_key: bytes) -> bytes:
+    """Compute the 4-byte signed-note key ID binding key name, algorithm and key."""
+    material = name.encode("utf-8") + b"\n" + bytes([ED25519_TYPE]) + public_key
+    return hashlib.sha256(material).digest()[:4]
+
+
+def _public_bytes(private_key: Ed25519PrivateKey) -> bytes:
+    """Raw 32-byte public key, the form key IDs and vkeys are computed over."""
+    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def sign_note(body: str, name: str, private_key: Ed25519PrivateKey) -> str:
+    """Sign `body` as a C2SP signed note with one Ed25519 signature line."""
+    _check_key_name(name)
+    if not body.endswith("\n") or _has_control_chars(body):
+        raise ValueError("note body must end with a newline and contain no control characters")
+    signature = private_key.sign(body.encode("utf-8"))
+    blob = key_id(name, _public_bytes(private_key)) + signature
+    return f"{body}\n{SIGNATURE_PREFIX}{name} {b64encode(blob)}\n"
+
+
+def _has_control_chars(text: str) -> bool:
+    """Signed notes forbid ASCII control characters other than newline."""
+    return any(ord(c) < 0x20 and c != "\n" for c in text)
+
+
+def _split_note(note: object) -> tuple[str, list[str]]:
+    """Split a note into body and signature lines, rejecting malformed framing."""
+    if not isinstance(note, str) or not note.endswith("\n"):
+        raise VerificationError("signed note must be text ending with a newline")
+    if _has_control_chars(note):
+        raise VerificationError("signed note contains control characters")
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise VerificationError("signed note has no blank line before its signatures")
+    body, signatures = note[: split + 1], note[split + 2 :]
+    if not signatures:
+        raise VerificationError("signed note has no signature lines")
+    lines = signatures[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise VerificationError(f"signed note has more than {MAX_SIGNATURES} signatures")
+    return body, lines
+
+
+def _parse_signature_line(line: str) -> tuple[str, bytes]:
+    """Return (key name, key ID || signature) from one '— name base64' line."""
+    if not line.startswith(SIGNATURE_PREFIX):
+        raise VerificationError("signed note has a malformed signature line")
+    parts = line[len(SIGNATURE_PREFIX) :].split(" ")
+    if len(parts) != 2 or not _valid_key_name(parts[0]):
+        raise VerificationError("signed note has a malformed signature line")
+    blob = b64decode(parts[1], "note signature")
+    if len(blob) < 5:
+        raise VerificationError("note signature is too short")
+    return parts[0], blob
+
+
+def verify_note(note: str, name: str, public_key: bytes) -> str:
+    """Return the note body once a signature by (name, public_key) verifies."""
+    body, lines = _split_note(note)
+    expected_id = key_id(name, public_key)
+    verifier = _load_public_key(public_key)
+    verified = False
+    for line in lines:
+        signer, blob = _parse_signature_line(line)
+        if signer != name or blob[:4] != expected_id:
+            continue  # unknown key: MUST be ignored
+        try:
+            verifier.verify(blob[4:], body.encode("utf-8"))
+        except InvalidSignature:
+            raise VerificationError(f"signature by {name} does not verify") from None
+        verified = True
+    if not verified:
+        raise VerificationError(f"note carries no signature by {name}")
+    return body
+
+
+def _load_public_key(public_key: bytes) -> Ed25519PublicKey:
+    """Load a raw Ed25519 key, turning a bad length into a verification failure."""
+    if not isinstance(public_key, bytes) or len(public_key) != 32:
+        raise VerificationError("Ed25519 public key must be 32 bytes")
+    try:
+        return Ed25519PublicKey.from_public_bytes(public_key)
+    except ValueError:
+        raise VerificationError("Ed25519 public key is invalid") from None
+
+
+def open_checkpoint(note: str, public_key_vkey: str) -> Checkpoint:
+    """Verify a checkpoint note against a vkey; the origin must equal the key name."""
+    name, public_key = decode_vkey(public_key_vkey)
+    checkpoint = parse_checkpoint_body(verify_note(note, name, public_key))
+    if checkpoint.origin != name:
+        raise VerificationError(
+            f"checkpoint origin {checkpoint.origin!r} is not the log {name!r}",
+            size=checkpoint.size,
+        )
+    return checkpoint
+
+
+# --- verifier and signer key text -----------------------------------------------------
+
+
+def encode_vkey(name: str, public_key: bytes) -> str:
+    """Encode a verifier key as '<name>+<hex key id>+<base64(0x01 || key)>'."""
+    _check_key_name(name)
+    if len(public_key) != 32:
+        raise ValueError("Ed25519 public key must be 32 bytes")
+    encoded = b64encode(bytes([ED25519_TYPE]) + public_key)
+    return f"{name}+{key_id(name, public_key).hex()}+{encoded}"
+
+
+def _split_key_text(text: object, what: str) -> tuple[str, str, bytes]:
+    """Parse '<name>+<hex id>+<base64(0x01 || key)>' into (name, hex id, raw key)."""
+    if not isinstance(text, str):
+        raise VerificationError(f"{what} is not text")
+    parts = text.strip().split("+", 2)
+    if len(parts) != 3 or not _valid_key_name(parts[0]) or not _KEY_ID_HEX.fullmatch(parts[1]):
+        raise VerificationError(f"{what} is malformed")
+    name, id_hex, key_b64 = parts
+    key = b64decode(key_b64, what)
+    if len(key) != 33 or key[0] != ED25519_TYPE:
+        raise VerificationError(f"{what} is not an Ed25519 key")
+    return name, id_hex, key[1:]
+
+
+def decode_vkey(vkey: str) -> tuple[str, bytes]:
+    """Parse a verifier key, rejecting a key ID that does not match name and key."""
+    name, id_hex, public_key = _split_key_text(vkey, "verifier key")
+    if key_id(name, public_key).hex() != id_hex:
+        raise VerificationError("verifier key ID does not match its name and key")
+    return name, public_key
+
+
+def generate_signer(name: str) -> tuple[str, str]:
+    """Create a fresh log key; returns (skey text to keep secret, public vkey)."""
+    _check_key_name(name)
+    private_key = Ed25519PrivateKey.generate()
+    seed = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public_key = _public_bytes(private_key)
+    skey = (
+        f"{_SKEY_PREFIX}{name}+{key_id(name, public_key).hex()}+"
+        f"{b64encode(bytes([ED25519_TYPE]) + seed)}"
+    )
+    return skey, encode_vkey(name, public_key)
+
+
+def load_signer(skey_text: str) -> tuple[str, Ed25519PrivateKey]:
+    """Load an skey ('PRIVATE+KEY+<name>+<hex id>+<b64(0x01||seed)>'), checking its ID."""
+    text = skey_text.strip() if isinstance(skey_text, str) else ""
+    if not text.startswith(_SKEY_PREFIX):
+        raise ValueError("signer key must start with PRIVATE+KEY+")
+    try:
+        name, id_hex, seed = _split_key_text(text[len(_SKEY_PREFIX) :], "signer key")
+    except VerificationError as exc:
+        raise ValueError(exc.message) from None
+    private_key = Ed25519PrivateKey.from_private_bytes(seed)
+    if key_id(name, _public_bytes(private_key)).hex() != id_hex:
+        raise ValueError("signer key ID does not match its name and key")
+    return name, private_key
+
+
+# --- evidence bundles -----------------------------------------------------------
+
+
+_KIND_NAMES = {int: "an integer", str: "a string", list: "a list"}
+
+
+def _field(mapping: object, key: str, kind: type[_T], what: str) -> _T:
+    """Fetch a typed JSON field, turning any shape error into a VerificationError."""
+    if not isinstance(mapping, Mapping) or key not in mapping:
+        raise VerificationError(f"{what} is missing {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        kind_name = _KIND_NAMES.get(kind, kind.__name__)
+        raise VerificationError(f"{what} field {key!r} is not {kind_name}")
+    return value
+
+
+def _hash_list(value: list[object], what: str) -> list[bytes]:
+    """Decode a JSON list of base64 32-byte hashes."""
+    return [_check_hash(b64decode(item, what), what) for item in value]
+
+
+def _verify_leaves(leaves: object, checkpoint: Checkpoint) -> None:
+    """Check every leaf's inclusion in order; the first failure names its leaf index."""
+    if not isinstance(leaves, list):
+        raise VerificationError("bundle 'leaves' is not a list")
+    previous = -1
+    for item in leaves:
+        index = _field(item, "leaf_index", int, "bundle leaf")
+        try:
+            _verify_leaf(item, index, previous, checkpoint)
+        except VerificationError as exc:
+            raise VerificationError(exc.message, leaf_index=index, size=checkpoint.size) from None
+        previous = index
+
+
+def _verify_leaf(item: object, index: int, previous: int, checkpoint: Checkpoint) -> None:
+    """Check one bundle leaf: ordering, encoding, and its inclusion proof."""
+    if index <= previous:
+        raise VerificationError(
+            f"leaf index {index} does not follow {previous} (indices must strictly increase)"
+        )
+    data = b64decode(_field(item, "leaf", str, "bundle leaf"), "leaf")
+    proof = _hash_list(_field(item, "inclusion_proof", list, "bundle leaf"), "inclusion proof")
+    verify_inclusion(leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
+
+
+def _verify_extension(
+    base: Checkpoint, note: str, proof: Sequence[object], vkey: str
+) -> Checkpoint:
+    """Open a later checkpoint and prove the base checkpoint is a prefix of it."""
+    later = open_checkpoint(note, vkey)
+    hashes = [_check_hash(p, "consistency proof element", size=later.size) for p in proof]
+    verify_consistency(base.size, later.size, base.root, later.root, hashes)
+    return later
+
+
+def verify_bundle(
+    bundle: Mapping[str, object],
+    vkey: str,
+    later_checkpoint_note: str | None = None,
+    consistency_proof: Sequence[bytes] | None = None,
+) -> Checkpoint:
+    """Verify a dunwell evidence bundle end to end; returns the latest verified checkpoint.
+
+    Unknown JSON keys are ignored (no proof covers them); explicit later-checkpoint
+    arguments are checked against the bundle's own checkpoint.
+    """
+    if not isinstance(bundle, Mapping):
+        raise VerificationError("bundle is not a JSON object")
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise VerificationError(f"bundle format is not {BUNDLE_FORMAT!r}")
+    _field(bundle, "loan_id", str, "bundle")
+    checkpoint = open_checkpoint(_field(bundle, "checkpoint", str, "bundle"), vkey)
+    _verify_leaves(bundle.get("leaves"), checkpoint)
+    latest = checkpoint
+    section = bundle.get("consistency")
+    if section is not None:
+        note = _field(section, "checkpoint", str, "bundle consistency")
+        proof = _field(section, "proof", list, "bundle consistency")
+        hashes = _hash_list(proof, "consistency proof")
+        latest = _verify_extension(checkpoint, note, hashes, vkey)
+    if (later_checkpoint_note is None) != (consistency_proof is None):
+        raise VerificationError("a later checkpoint and its consistency proof go together")
+    if later_checkpoint_note is not None and consistency_proof is not None:
+        if not isinstance(later_checkpoint_note, str):
+            raise VerificationError("later checkpoint is not a signed note text")
+        later = _verify_extension(checkpoint, later_checkpoint_note, consistency_proof, vkey)
+        latest = later if later.size >= latest.size else latest
+    return latest

@@ -1,0 +1,24 @@
+"""Kafka topic names of the contract, and the dead-letter convention."""
+
+LOANS = "loans.events"
+CASES = "cases.events"
+REMINDERS = "reminders.events"
+VISITS = "visits.events"
+CHECKPOINTS = "audit.checkpoints"
+
+EVENT_TOPICS = (LOANS, CASES, REMINDERS, VISITS, CHECKPOINTS)
+
+# One record at offset 0 names the broker's incarnation: a broker that lost its topics gets a
+# new one, and every position kept in a store under the old name is left behind.
+INCARNATION = "dunwell.incarnation"
+
+DLQ_REASON_HEADER = "dunwell-dlq-reason"
+DLQ_GROUP_HEADER = "dunwell-dlq-group"
+
+
+def dlq(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def all_topics() -> tuple[str, ...]:
+    return EVENT_TOPICS + tuple(dlq(t) for t in EVENT_TOPICS) + (INCARNATION,)

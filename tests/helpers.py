@@ -1,0 +1,47 @@
+"""Small helpers the test tiers share: borrower time zones, loan bodies, polling."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def zone_at_local_hour(hour: int, now: datetime | None = None) -> str:
+    """An IANA zone (Etc/GMT±N) whose local hour is `hour` right now."""
+    now = now or datetime.now(timezone.utc)
+    offset = (hour - now.hour) % 24
+    if offset > 14:
+        offset -= 24
+    # Etc/GMT names have the sign inverted: Etc/GMT-3 is UTC+3.
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+def loan_body(loan_id: str | None = None, *, lender_id: str = "lender-1",
+              timezone_name: str = "Asia/Shanghai", amount: str = "1200.50",
+              dpd: int = 35) -> dict[str, Any]:
+    return {
+        "loan_id": loan_id or f"L-{uuid.uuid4().hex[:12]}",
+        "lender_id": lender_id,
+        "borrower": {"borrower_id": "B-1", "name": "Wang Fang", "phone": "+8613800000000",
+                     "email": "wang@example.org", "residence_address": "1 Example Road",
+                     "timezone": timezone_name},
+        "amount_overdue": amount, "currency": "CNY", "due_date": "2026-10-01",
+        "days_past_due": dpd, "repayment_channel": "transfer to account 6222-0000-1111",
+    }
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, every: float = 0.2,
+             what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
