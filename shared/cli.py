@@ -49,11 +49,11 @@ def run(
         if not bootstrap:
             broker = devstack.start_broker(broker_port, logs)
             bootstrap = f"127.0.0.1:{broker_port}"
-            typer.echo(f"broker   Tansu on {bootstrap} (pid {broker.pid}, in memory)")
+            typer.echo(f"broker     Tansu on {bootstrap} (pid {broker.pid}, in memory)")
         else:
-            typer.echo(f"broker   {bootstrap} (external)")
+            typer.echo(f"broker     {bootstrap} (external)")
         incarnation = asyncio.run(prepare_broker(KafkaSettings(bootstrap=bootstrap)))
-        typer.echo(f"topics   ready (broker incarnation {incarnation[:8]})")
+        typer.echo(f"topics     ready (broker incarnation {incarnation[:8]})")
         load_or_create_secret(var_dir / "jwt.secret")
         for name in devstack.SERVICES:
             port = int(os.environ.get(f"{name.upper()}_PORT", devstack.DEFAULT_PORTS[name]))
@@ -61,10 +61,10 @@ def run(
             process = devstack.start_service(name, env, logs)
             processes.append(process)
             devstack.wait_ready(f"http://127.0.0.1:{port}", process)
-            typer.echo(f"{name:<9}http://127.0.0.1:{port}  (docs /docs, pid {process.pid})")
-        typer.echo("\ntoken    .venv/bin/dunwell token --role lender --subject <lender_id>"
+            typer.echo(f"{name:<11}http://127.0.0.1:{port}  (docs /docs, pid {process.pid})")
+        typer.echo("\ntoken      .venv/bin/dunwell token --role lender --subject <lender_id>"
                    "   (roles: lender collector ops auditor provider)")
-        typer.echo(f"logs     {logs}/    stores {var_dir}/*.db\nCtrl-C or SIGTERM stops all.")
+        typer.echo(f"logs       {logs}/    stores {var_dir}/*.db\nCtrl-C or SIGTERM stops all.")
         while stopping["signal"] is None:
             dead = [p for p in processes + ([broker] if broker else []) if not p.alive()]
             if dead:

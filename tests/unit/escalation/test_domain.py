@@ -1,0 +1,169 @@
+"""A CollectionCase from overdue to closed, and what escalation tells the other services."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from services.escalation.domain import CollectionCase, Intake
+from services.escalation.policy import SOFT_REMINDERS, payment_closes_case
+from services.escalation.relay import integration_event
+from shared.events import CaseClosed, CaseOpened, LoanOverdue, PaymentReceived
+from tests.helpers import loan_body
+
+OPENED_AT = datetime(2026, 10, 14, 3, 0, tzinfo=timezone.utc)
+
+
+def report(dpd: int = 35, amount: str = "1200.50", cause: str = "ev-overdue-1") -> dict[str, Any]:
+    """The fields escalation takes from a LoanOverdue report."""
+    body = loan_body("L-1", amount=amount, dpd=dpd)
+    return dict(lender_id=body["lender_id"], borrower=body["borrower"],
+                amount_overdue=Decimal(amount), currency=body["currency"],
+                due_date=body["due_date"], days_past_due=dpd,
+                repayment_channel=body["repayment_channel"], verification_channel=None,
+                stage=SOFT_REMINDERS, cause=cause)
+
+
+def opened_case() -> CollectionCase:
+    case = CollectionCase(loan_id="L-1", opened_at=OPENED_AT, **report())
+    case.collect_events()
+    return case
+
+
+def pay(case: CollectionCase, remaining: str, cause: str = "ev-payment-1") -> None:
+    left = Decimal(remaining)
+    case.record_payment(Decimal("100.00"), left, OPENED_AT + timedelta(days=2),
+                        payment_closes_case(left), cause)
+
+
+def names(events: list[Any]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def test_a_first_report_opens_a_case() -> None:
+    case = CollectionCase(loan_id="L-1", opened_at=OPENED_AT, **report())
+    assert names(case.collect_events()) == ["Opened"]
+    assert (case.status, case.stage, case.correlation_id) == ("open", SOFT_REMINDERS,
+                                                              "ev-overdue-1")
+    assert case.id == CollectionCase.create_id("L-1")
+
+
+def test_one_loan_is_one_case_stream() -> None:
+    assert CollectionCase.create_id("L-1") == CollectionCase.create_id("L-1")
+    assert CollectionCase.create_id("L-1") != CollectionCase.create_id("L-2")
+
+
+def test_a_second_report_updates_the_case_and_opens_nothing() -> None:
+    case = opened_case()
+    case.report_overdue(at=OPENED_AT + timedelta(days=30), **report(dpd=65, amount="1500.00",
+                                                                     cause="ev-overdue-2"))
+    assert names(case.collect_events()) == ["Updated"]
+    assert (case.days_past_due, case.amount_overdue) == (65, Decimal("1500.00"))
+    assert (case.status, case.opened_at, case.correlation_id) == ("open", OPENED_AT,
+                                                                  "ev-overdue-1")
+
+
+def test_paying_everything_closes_the_case_as_paid() -> None:
+    case = opened_case()
+    pay(case, "0.00")
+    events = case.collect_events()
+    assert names(events) == ["PaymentRecorded", "Closed"]
+    assert events[-1].reason == "paid"
+    assert (case.status, case.close_reason, case.amount_overdue) == ("closed", "paid",
+                                                                     Decimal("0.00"))
+
+
+@pytest.mark.parametrize("remaining", ["0.01", "600.00", "1200.49"])
+def test_a_partial_payment_leaves_the_case_open(remaining: str) -> None:
+    case = opened_case()
+    pay(case, remaining)
+    assert names(case.collect_events()) == ["PaymentRecorded"]
+    assert (case.status, case.amount_overdue) == ("open", Decimal(remaining))
+
+
+def test_a_payment_on_a_closed_case_does_not_close_it_twice() -> None:
+    case = opened_case()
+    pay(case, "0.00")
+    case.collect_events()
+    pay(case, "0.00", cause="ev-payment-2")
+    assert names(case.collect_events()) == ["PaymentRecorded"]
+
+
+def test_a_report_on_a_closed_case_reopens_it() -> None:
+    case = opened_case()
+    pay(case, "0.00")
+    case.collect_events()
+    reopened_at = OPENED_AT + timedelta(days=60)
+    case.report_overdue(at=reopened_at, **report(dpd=10, amount="300.00", cause="ev-overdue-3"))
+    assert names(case.collect_events()) == ["Reopened"]
+    assert (case.status, case.opened_at, case.closed_at, case.close_reason) == (
+        "open", reopened_at, None, None)
+    assert (case.amount_overdue, case.correlation_id) == (Decimal("300.00"), "ev-overdue-3")
+
+
+# --- the relay's view: stored domain events as integration events ---
+
+def test_a_reported_intake_is_published_as_the_original_report() -> None:
+    overdue = LoanOverdue.model_validate(loan_body("L-1"))
+    intake = Intake(key="lender-1/key-1", event_type="LoanOverdue",
+                    payload=overdue.model_dump(mode="json", exclude_none=True))
+    publication = integration_event(intake.collect_events()[0])
+    assert publication is not None
+    assert publication.data == overdue
+    assert (publication.causation_id, publication.correlation_id) == (None, None)
+
+
+def test_a_reported_payment_is_published_as_the_original_payment() -> None:
+    payment = PaymentReceived(loan_id="L-1", amount=Decimal("100.00"), currency="CNY",
+                              paid_at=OPENED_AT, remaining_overdue=Decimal("0.00"))
+    intake = Intake(key="lender-1/key-2", event_type="PaymentReceived",
+                    payload=payment.model_dump(mode="json", exclude_none=True))
+    publication = integration_event(intake.collect_events()[0])
+    assert publication is not None and publication.data == payment
+
+
+def test_an_opened_case_is_published_as_case_opened_caused_by_the_report() -> None:
+    case = CollectionCase(loan_id="L-1", opened_at=OPENED_AT, **report(cause="ev-overdue-1"))
+    publication = integration_event(case.collect_events()[0])
+    assert publication is not None
+    assert isinstance(publication.data, CaseOpened)
+    assert (publication.causation_id, publication.correlation_id) == ("ev-overdue-1",
+                                                                      "ev-overdue-1")
+    data = publication.data
+    assert (data.loan_id, data.lender_id, data.stage, data.opened_at) == (
+        "L-1", "lender-1", SOFT_REMINDERS, OPENED_AT)
+    assert (data.amount_overdue, data.days_past_due) == (Decimal("1200.50"), 35)
+    assert data.borrower.timezone == "Asia/Shanghai"
+
+
+def test_a_closed_case_is_published_as_case_closed_in_the_case_correlation() -> None:
+    case = opened_case()
+    pay(case, "0.00", cause="ev-payment-1")
+    closed = case.collect_events()[-1]
+    publication = integration_event(closed)
+    assert publication is not None
+    assert publication.data == CaseClosed(loan_id="L-1", reason="paid",
+                                          closed_at=OPENED_AT + timedelta(days=2))
+    assert (publication.causation_id, publication.correlation_id) == ("ev-payment-1",
+                                                                      "ev-overdue-1")
+
+
+def test_a_reopened_case_is_published_as_case_opened_in_a_new_correlation() -> None:
+    case = opened_case()
+    pay(case, "0.00")
+    case.collect_events()
+    case.report_overdue(at=OPENED_AT + timedelta(days=60), **report(cause="ev-overdue-3"))
+    publication = integration_event(case.collect_events()[0])
+    assert publication is not None and isinstance(publication.data, CaseOpened)
+    assert (publication.causation_id, publication.correlation_id) == ("ev-overdue-3",
+                                                                      "ev-overdue-3")
+
+
+def test_updates_and_partial_payments_are_not_published() -> None:
+    case = opened_case()
+    case.report_overdue(at=OPENED_AT, **report(dpd=40))
+    pay(case, "600.00")
+    assert [integration_event(e) for e in case.collect_events()] == [None, None]
