@@ -1,0 +1,193 @@
+"""`make bench`: the raw broker rate beside the end-to-end rate, measured in one run.
+
+Raw: aiokafka produce + consume of N records the size of a LoanOverdue event.
+End to end: N overdue loans, from the first POST until every loan's ReminderSent is in the
+audit log. Machines here are shared and noisy, so the figure that matters is the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shared import devstack
+from shared.auth import Role, issue_token, load_or_create_secret, now_utc
+from shared.events import LoanOverdue, envelope
+from shared.kafka import prepare_broker
+from shared.settings import KafkaSettings
+
+console = Console()
+RESULTS = Path("bench/results")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def _loan(i: int, zone: str) -> dict:
+    return {
+        "loan_id": f"BENCH-{i:07d}", "lender_id": "lender-bench",
+        "borrower": {"borrower_id": f"B-{i}", "name": "Bench Borrower", "phone": "+8613800000000",
+                     "timezone": zone},
+        "amount_overdue": "1500.00", "currency": "CNY", "due_date": "2026-10-01",
+        "days_past_due": 40, "repayment_channel": "transfer to account 6222-0000-1111",
+    }
+
+
+def _daytime_zone() -> str:
+    hour = datetime.now(timezone.utc).hour
+    offset = (12 - hour) % 24
+    offset = offset - 24 if offset > 14 else offset
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+async def raw_broker(bootstrap: str, count: int, value: bytes) -> dict[str, float]:
+    topic = "bench.raw"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    with _progress() as progress:
+        task = progress.add_task("raw broker: produce", total=count)
+        started = time.perf_counter()
+        for i in range(count):
+            await producer.send(topic, value, key=f"BENCH-{i:07d}".encode())
+            if i % 500 == 0:
+                progress.update(task, completed=i)
+        await producer.flush()
+        produced = time.perf_counter() - started
+        progress.update(task, completed=count)
+        await producer.stop()
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not partitions:
+            partitions = [TopicPartition(topic, p) for p in range(4)]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        task = progress.add_task("raw broker: consume", total=count)
+        seen = 0
+        started = time.perf_counter()
+        while seen < count:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10000)
+            seen += sum(len(records) for records in batch.values())
+            progress.update(task, completed=seen)
+        consumed = time.perf_counter() - started
+        await consumer.stop()
+    return {"produce_per_s": count / produced, "consume_per_s": count / consumed,
+            "round_trip_per_s": count / (produced + consumed)}
+
+
+async def end_to_end(stack_urls: dict[str, str], var_dir: Path, count: int,
+                     concurrency: int = 16) -> dict[str, float]:
+    secret = load_or_create_secret(var_dir / "jwt.secret")
+    headers = {"authorization": f"Bearer {issue_token(secret, Role.LENDER, 'lender-bench', now_utc())}"}
+    zone = _daytime_zone()
+    audit_db = sqlite3.connect(f"file:{var_dir / 'audit.db'}?mode=ro", uri=True)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+    with _progress() as progress:
+        posted_task = progress.add_task("end to end: POST LoanOverdue", total=count)
+        sent_task = progress.add_task("end to end: ReminderSent in audit", total=count)
+        started = time.perf_counter()
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                response = await client.post("/v1/loans/overdue", json=_loan(i, zone))
+                response.raise_for_status()
+                progress.advance(posted_task)
+
+        async with httpx.AsyncClient(base_url=stack_urls["escalation"], headers=headers,
+                                     timeout=30) as client:
+            posting = asyncio.gather(*(worker(client) for _ in range(concurrency)))
+            posted_at = None
+            while True:
+                sent = audit_db.execute("SELECT COUNT(*) FROM leaves WHERE event_type="
+                                        "'ReminderSent' AND subject LIKE 'BENCH-%'").fetchone()[0]
+                progress.update(sent_task, completed=sent)
+                if posting.done() and posted_at is None:
+                    posting.result()
+                    posted_at = time.perf_counter() - started
+                if sent >= count:
+                    break
+                await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - started
+    audit_db.close()
+    return {"loans_per_s": count / elapsed, "seconds": elapsed,
+            "post_per_s": count / (posted_at or elapsed)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", 10_000)))
+    args = parser.parse_args()
+    count = args.loans
+    with tempfile.TemporaryDirectory(prefix="dunwell-bench-") as tmp:
+        var_dir = Path(tmp)
+        port = devstack.free_port()
+        broker = devstack.start_broker(port, var_dir / "logs")
+        processes: list[devstack.Process] = []
+        try:
+            bootstrap = f"127.0.0.1:{port}"
+            asyncio.run(prepare_broker(KafkaSettings(bootstrap=bootstrap)))
+            sample = _loan(0, "Asia/Shanghai")
+            value = envelope(LoanOverdue.model_validate(sample), event_id="0" * 36,
+                             source="/bench", time=now_utc(), causation_id=None,
+                             correlation_id=None).encode()
+            raw = asyncio.run(raw_broker(bootstrap, count, value))
+            urls = {}
+            for name in devstack.SERVICES:
+                service_port = devstack.free_port()
+                env = devstack.service_env(name, service_port, var_dir, bootstrap,
+                                           {"DUNWELL_LOG_LEVEL": "WARNING"})
+                processes.append(devstack.start_service(name, env, var_dir / "logs"))
+                urls[name] = f"http://127.0.0.1:{service_port}"
+            for process, name in zip(processes, devstack.SERVICES):
+                devstack.wait_ready(urls[name], process)
+            e2e = asyncio.run(end_to_end(urls, var_dir, count))
+        finally:
+            for process in processes:
+                process.stop()
+            broker.stop()
+    report(count, len(value), raw, e2e)
+
+
+def report(count: int, size: int, raw: dict[str, float], e2e: dict[str, float]) -> None:
+    ratio = e2e["loans_per_s"] / raw["round_trip_per_s"]
+    table = Table(title=f"dunwell bench: {count} loans, {size}-byte events")
+    table.add_column("measure")
+    table.add_column("rate", justify="right")
+    table.add_row("raw broker produce", f"{raw['produce_per_s']:,.0f} msg/s")
+    table.add_row("raw broker consume", f"{raw['consume_per_s']:,.0f} msg/s")
+    table.add_row("raw broker produce+consume", f"{raw['round_trip_per_s']:,.0f} msg/s")
+    table.add_row("intake POST", f"{e2e['post_per_s']:,.0f} loans/s")
+    table.add_row("end to end (POST → ReminderSent in audit)", f"{e2e['loans_per_s']:,.0f} loans/s")
+    table.add_row("ratio end-to-end / raw round trip", f"{ratio:.4f}")
+    console.print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    figures = {"measured_at": datetime.now(timezone.utc).isoformat(), "loans": count,
+               "event_bytes": size, "raw_broker": raw, "end_to_end": e2e,
+               "ratio_e2e_to_raw": ratio, "machine": {"cpus": os.cpu_count()}}
+    path = RESULTS / "bench.json"
+    path.write_text(json.dumps(figures, indent=2))
+    console.print(f"figures written to {path}")
+
+
+if __name__ == "__main__":
+    main()
