@@ -44,18 +44,26 @@ class BodyLimit:
             await _too_large(self.limit)(scope, receive, send)
             return
         seen = 0
+        too_large = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                too_large = True
                 raise _BodyTooLarge
             return message
 
+        async def guarded(message: Message) -> None:
+            if not too_large:  # the framework turns our stop into a 400; answer 413 instead
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, counted, guarded)
         except _BodyTooLarge:
+            pass
+        if too_large:
             await _too_large(self.limit)(scope, receive, send)
 
 

@@ -62,6 +62,9 @@ class PolicyPack:
             tighter.visit_min_failed_contacts < self.visit_min_failed_contacts,
             tighter.notice_lead < self.notice_lead,
             tighter.min_collectors_per_visit < self.min_collectors_per_visit,
+            tighter.third_party_after_failed_attempts < self.third_party_after_failed_attempts,
+            # A shorter repayment deadline presses the borrower harder: that loosens, too.
+            tighter.reminder_deadline_days < self.reminder_deadline_days,
         ]
         if any(loosened):
             raise ValueError(f"a lender may tighten the {self.name} pack, never loosen it")

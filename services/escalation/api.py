@@ -94,7 +94,12 @@ def _record(cases: Cases, data: EventData, user: Principal, key: str | None) -> 
                                   "details": {"key": str(error)}}) from error
 
 
-def _with_loan(model: type[EventData], loan_id: str, body: BaseModel) -> EventData:
+def _with_loan(model: type[EventData], loan_id: str, body: BaseModel, cases: Cases,
+               user: Principal) -> EventData:
+    """The report for a loan of this lender's; another lender's loan is not found."""
+    case = cases.case(loan_id)
+    if case is not None and case.lender_id != user.subject:
+        raise HTTPException(404, f"no case for loan {loan_id}")
     try:
         return model.model_validate({"loan_id": loan_id, **body.model_dump()})
     except ValidationError as error:
@@ -112,25 +117,25 @@ def loan_overdue(body: LoanOverdue, cases: CasesDep, user: LenderDep,
 @router.post("/loans/{loan_id}/payments", status_code=202, response_model=Accepted)
 def payment(loan_id: LoanId, body: PaymentIn, cases: CasesDep, user: LenderDep,
             key: IdempotencyKey = None) -> Accepted:
-    return _record(cases, _with_loan(PaymentReceived, loan_id, body), user, key)
+    return _record(cases, _with_loan(PaymentReceived, loan_id, body, cases, user), user, key)
 
 
 @router.post("/loans/{loan_id}/cease-contact", status_code=202, response_model=Accepted)
 def cease_contact(loan_id: LoanId, body: CeaseContactIn, cases: CasesDep, user: LenderDep,
                   key: IdempotencyKey = None) -> Accepted:
-    return _record(cases, _with_loan(CeaseContactRequested, loan_id, body), user, key)
+    return _record(cases, _with_loan(CeaseContactRequested, loan_id, body, cases, user), user, key)
 
 
 @router.post("/loans/{loan_id}/disputes", status_code=202, response_model=Accepted)
 def dispute(loan_id: LoanId, body: DisputeIn, cases: CasesDep, user: LenderDep,
             key: IdempotencyKey = None) -> Accepted:
-    return _record(cases, _with_loan(DisputeOpened, loan_id, body), user, key)
+    return _record(cases, _with_loan(DisputeOpened, loan_id, body, cases, user), user, key)
 
 
 @router.post("/loans/{loan_id}/disputes/resolve", status_code=202, response_model=Accepted)
 def resolve_dispute(loan_id: LoanId, body: DisputeResolveIn, cases: CasesDep, user: LenderDep,
                     key: IdempotencyKey = None) -> Accepted:
-    return _record(cases, _with_loan(DisputeResolved, loan_id, body), user, key)
+    return _record(cases, _with_loan(DisputeResolved, loan_id, body, cases, user), user, key)
 
 
 @router.get("/cases/{loan_id}", response_model=CaseView)

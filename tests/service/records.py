@@ -22,6 +22,10 @@ def consumer_record(event: CloudEvent, topic: str, offset: int,
                           headers=[("content-type", b"application/cloudevents+json")])
 
 
+def position_name(topic: str, partition: int = 0) -> str:
+    return tracking_name(INCARNATION, topic, partition)
+
+
 def tracking_of(record: ConsumerRecord[bytes, bytes]) -> Tracking:
     """The position the consumer records with the work, as `EventConsumer` names it."""
-    return Tracking(tracking_name(INCARNATION, record.topic, record.partition), record.offset)
+    return Tracking(position_name(record.topic, record.partition), record.offset)

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from services.escalation.application import Cases
+from services.escalation.domain import Intake
 from services.escalation.handlers import HANDLERS
 from services.escalation.relay import integration_event
 from shared import topics
@@ -69,11 +70,13 @@ def lender(token: Headers) -> dict[str, str]:
 @pytest.mark.parametrize("route", POSTS)
 def test_a_report_is_accepted_and_recorded(route: str, escalation: TestClient, cases: Cases,
                                            lender: dict[str, str]) -> None:
-    before = recorded(cases)
     response = escalation.post(route, json=ROUTES[route][0], headers=lender)
     assert response.status_code == 202, response.text
     assert response.json()["event_id"]
-    assert recorded(cases) == before + 1
+    [notification] = cases.recorder.select_notifications(1, 10)
+    intake = cases.mapper.to_domain_event(notification)
+    assert isinstance(intake, Intake.Reported)
+    assert intake.payload["loan_id"] == "L-1"
 
 
 def test_reports_without_a_key_are_each_recorded(escalation: TestClient, cases: Cases,
@@ -147,7 +150,6 @@ NEGATIVE_AMOUNTS = [
     ("/v1/loans/overdue", {"amount_overdue": "-1.00"}),
     ("/v1/loans/overdue", {"days_past_due": -3}),
     ("/v1/loans/L-1/payments", {"amount": "-100.00"}),
-    ("/v1/loans/L-1/payments", {"amount": "0.00"}),
     ("/v1/loans/L-1/payments", {"remaining_overdue": "-0.01"}),
 ]
 OUT_OF_CONTRACT = [
@@ -155,6 +157,8 @@ OUT_OF_CONTRACT = [
     ("/v1/loans/overdue", {"borrower": {**loan_body()["borrower"], "timezone": "CST"}}),
     ("/v1/loans/overdue", {"currency": "YUAN"}),
     ("/v1/loans/overdue", {"loan_id": "L 1; drop table"}),
+    ("/v1/loans/L-1/payments", {"amount": "0.00"}),
+    ("/v1/loans/L-1/payments", {"amount": "1.001"}),
     ("/v1/loans/L-1/payments", {"paid_at": "2026-10-14T03:00:00"}),
     ("/v1/loans/L-1/payments", {"currency": "C1"}),
     ("/v1/loans/L-1/cease-contact", {"channels": []}),
@@ -171,14 +175,22 @@ def assert_nothing_recorded(response: Response, cases: Cases) -> None:
 
 
 @pytest.mark.parametrize("route", POSTS)
-@pytest.mark.parametrize("content", [b"{\"amount\": ", b"not json", b"", b"[]", b"[{}]",
-                                     b"\"a string\"", b"null", b"\xff\xfe"],
-                         ids=["truncated", "text", "empty", "array", "array-of-object",
-                              "string", "null", "not-utf8"])
-def test_a_body_that_is_not_a_json_object_is_refused(route: str, content: bytes,
-                                                     escalation: TestClient, cases: Cases,
-                                                     lender: dict[str, str]) -> None:
+@pytest.mark.parametrize("content", [b"{\"amount\": ", b"[{}]"], ids=["truncated", "array"])
+def test_malformed_json_is_refused(route: str, content: bytes, escalation: TestClient,
+                                   cases: Cases, lender: dict[str, str]) -> None:
     response = escalation.post(route, content=content,
+                               headers={**lender, "content-type": "application/json"})
+    assert_nothing_recorded(response, cases)
+
+
+@pytest.mark.parametrize("content", [b"not json", b"", b"[]", b"\"a string\"", b"null",
+                                     b"\xff\xfe", b"{\"loan_id\": \"L-1\",}"],
+                         ids=["text", "empty", "empty-array", "string", "null", "not-utf8",
+                              "trailing-comma"])
+def test_a_body_that_is_not_a_json_object_is_refused(content: bytes, escalation: TestClient,
+                                                     cases: Cases,
+                                                     lender: dict[str, str]) -> None:
+    response = escalation.post("/v1/loans/overdue", content=content,
                                headers={**lender, "content-type": "application/json"})
     assert_nothing_recorded(response, cases)
 
@@ -256,7 +268,8 @@ def test_a_body_over_one_mebibyte_is_refused_as_too_large(route: str, framing: s
     assert recorded(cases) == 0
 
 
-@pytest.mark.parametrize("route", ["/v1/loans/L%201/payments", "/v1/loans/" + "L" * 65 + "/payments",
+@pytest.mark.parametrize("route", ["/v1/loans/L%201/payments",
+                                   "/v1/loans/" + "L" * 65 + "/payments",
                                    "/v1/loans/L%3B1/disputes"])
 def test_a_malformed_loan_id_in_the_path_is_refused(route: str, escalation: TestClient,
                                                     cases: Cases,
@@ -284,9 +297,27 @@ def test_a_lender_reports_only_its_own_loans(escalation: TestClient, cases: Case
     assert_nothing_recorded(response, cases)
 
 
-@pytest.mark.parametrize("route", POSTS)
-@pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer not-a-jwt", "Basic bGVuZGVy",
-                                           "forged"])
+@pytest.mark.parametrize("route", POSTS[1:])
+def test_a_lender_cannot_report_on_another_lenders_case(route: str, escalation: TestClient,
+                                                       cases: Cases, clock: ManualClock,
+                                                       token: Headers) -> None:
+    escalation.post("/v1/loans/overdue", json=loan_body("L-1"),
+                    headers=token(Role.LENDER, "lender-1"))
+    consume_intake(cases, clock)
+    before = recorded(cases)
+    response = escalation.post(route, json=ROUTES[route][0],
+                               headers=token(Role.LENDER, "lender-2"))
+    assert response.status_code in (403, 404), response.text
+    assert_json_error(response)
+    assert recorded(cases) == before
+
+
+UNAUTHENTICATED = [(route, None) for route in POSTS] + [
+    ("/v1/loans/overdue", authorization)
+    for authorization in ("Bearer", "Bearer not-a-jwt", "Basic bGVuZGVy", "forged")]
+
+
+@pytest.mark.parametrize(("route", "authorization"), UNAUTHENTICATED)
 def test_without_a_valid_token_is_401(route: str, authorization: str | None,
                                       escalation: TestClient, cases: Cases) -> None:
     headers = {}
@@ -302,8 +333,11 @@ def test_without_a_valid_token_is_401(route: str, authorization: str | None,
     assert recorded(cases) == 0
 
 
-@pytest.mark.parametrize("route", POSTS)
-@pytest.mark.parametrize("role", [Role.AUDITOR, Role.OPS, Role.COLLECTOR, Role.PROVIDER])
+NOT_LENDERS = [(route, Role.AUDITOR) for route in POSTS] + [
+    ("/v1/loans/overdue", role) for role in (Role.OPS, Role.COLLECTOR, Role.PROVIDER)]
+
+
+@pytest.mark.parametrize(("route", "role"), NOT_LENDERS)
 def test_only_a_lender_may_report(route: str, role: Role, escalation: TestClient, cases: Cases,
                                   token: Headers) -> None:
     response = escalation.post(route, json=ROUTES[route][0], headers=token(role, "lender-1"))

@@ -1,4 +1,4 @@
-"""Reminder's contact rules as the conduct catalogue states them: C1 hours, C5 content, C4 closed."""
+"""Reminder's contact rules as the conduct catalogue states them: C1, C5 and C4."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def test_one_instant_is_inside_hours_for_one_borrower_and_outside_for_another() 
 
 
 @pytest.mark.parametrize(("pack", "zone", "local"), [
-    (CN, "Asia/Shanghai", "22:00"), (US, "America/New_York", "21:00"), (CN, "Asia/Kolkata", "07:59"),
+    (CN, "Asia/Shanghai", "22:00"), (US, "America/New_York", "21:00"),
+    (CN, "Asia/Kolkata", "07:59"),
 ])
 def test_outside_hours_is_a_c1_deferral_with_a_reason(pack: PolicyPack, zone: str,
                                                       local: str) -> None:
