@@ -94,6 +94,19 @@ def token(
     typer.echo(issue_token(secret, role, subject, now_utc(), timedelta(hours=hours)))
 
 
+@app.command()
+def schemas(out: Path = typer.Option(Path("docs/schemas"), help="Folder to write into.")) -> None:
+    """Write the JSON Schema of every event type and of the CloudEvents envelope."""
+    import json
+
+    from shared.events import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    typer.echo(f"wrote {len(json_schemas())} schemas to {out}/")
+
+
 def main() -> None:
     app(prog_name="dunwell")
 
