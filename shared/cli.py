@@ -107,6 +107,31 @@ def schemas(out: Path = typer.Option(Path("docs/schemas"), help="Folder to write
     typer.echo(f"wrote {len(json_schemas())} schemas to {out}/")
 
 
+@app.command()
+def verify(
+    bundle: Path = typer.Argument(..., help="An evidence bundle (JSON) from /v1/loans/{id}/evidence."),
+    key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
+) -> None:
+    """Verify a bundle offline: signature, every inclusion proof, consistency if present."""
+    import json
+
+    from shared.tlog import VerificationError, verify_bundle
+
+    vkey = Path(key).read_text().strip() if Path(key).is_file() else key.strip()
+    try:
+        checkpoint = verify_bundle(json.loads(bundle.read_text()), vkey)
+    except (VerificationError, ValueError) as error:
+        where = ""
+        if isinstance(error, VerificationError):
+            if error.leaf_index is not None:
+                where = f" (first failing leaf index {error.leaf_index})"
+            elif error.size is not None:
+                where = f" (size {error.size})"
+        typer.echo(f"FAILED{where}: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"OK: {checkpoint.origin} size {checkpoint.size} verified")
+
+
 def main() -> None:
     app(prog_name="dunwell")
 

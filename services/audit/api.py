@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from shared.auth import Principal, Role, require
@@ -55,3 +55,59 @@ def timeline(loan_id: LoanId, log: LogDep, user: AuditorDep) -> Any:
             correlationid=event.get("correlationid"),
             leaf=None if leaf.data is None else base64.b64encode(leaf.data).decode()))
     return Timeline(loan_id=loan_id, tree_size=log.store.size, events=entries)
+
+
+class CheckpointView(BaseModel):
+    tree_size: int
+    note: str
+    public_key: str
+
+
+class Proof(BaseModel):
+    proof: list[str]
+
+
+def _latest(log: AuditLog) -> tuple[int, str]:
+    latest = log.latest()
+    if latest is None:
+        raise HTTPException(404, "no checkpoint has been signed yet")
+    return latest
+
+
+def _signed_size(log: AuditLog, size: int) -> None:
+    """Proofs are pinned to a signed checkpoint's size, so a growing tree cannot move them."""
+    if log.store.checkpoint_note(size) is None:
+        raise HTTPException(404, f"no signed checkpoint of size {size}")
+
+
+@router.get("/checkpoint", response_model=CheckpointView)
+def checkpoint(log: LogDep, user: AuditorDep) -> Any:
+    size, note = _latest(log)
+    return CheckpointView(tree_size=size, note=note, public_key=log.vkey)
+
+
+@router.get("/proofs/inclusion", response_model=Proof)
+def inclusion(leaf_index: Annotated[int, Query(ge=0)], tree_size: Annotated[int, Query(ge=1)],
+              log: LogDep, user: AuditorDep) -> Any:
+    _signed_size(log, tree_size)
+    if leaf_index >= tree_size:
+        raise HTTPException(400, f"leaf_index {leaf_index} is not below tree_size {tree_size}")
+    return Proof(proof=log.inclusion(leaf_index, tree_size))
+
+
+@router.get("/proofs/consistency", response_model=Proof)
+def consistency(first: Annotated[int, Query(ge=1)], second: Annotated[int, Query(ge=1)],
+                log: LogDep, user: AuditorDep) -> Any:
+    _signed_size(log, first)
+    _signed_size(log, second)
+    if first > second:
+        raise HTTPException(400, f"first {first} is past second {second}")
+    return Proof(proof=log.consistency(first, second))
+
+
+@router.get("/loans/{loan_id}/evidence")
+def evidence(loan_id: LoanId, log: LogDep, user: AuditorDep) -> Any:
+    bundle = log.evidence(loan_id)
+    if bundle is None:
+        raise HTTPException(404, f"no signed evidence for loan {loan_id} yet")
+    return bundle

@@ -1,22 +1,34 @@
-"""The audit application: every consumed event, exactly as received, appended once."""
+"""The audit application: every consumed event, exactly as received, appended once; signed
+checkpoints over the Merkle tree; proofs pinned to a checkpoint's size."""
 
 from __future__ import annotations
 
-from eventsourcing.persistence import Tracking
+import base64
+from datetime import datetime
+from typing import Any
 
 from aiokafka.structs import ConsumerRecord
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.persistence import Tracking
 
 from shared.events import CloudEvent, EventData
-from shared.tlog import leaf_hash
+from shared.tlog import Checkpoint, b64encode, leaf_hash, sign_note
 
+from services.audit import merkle
 from services.audit.store import Leaf, LogStore, NewLeaf
+
+BUNDLE_FORMAT = "dunwell-evidence/v1"
 
 
 class AuditLog:
     """Implements the tracked consumer's Sink: the append and the position share a transaction."""
 
-    def __init__(self, store: LogStore) -> None:
+    def __init__(self, store: LogStore, origin: str, signer: Ed25519PrivateKey,
+                 vkey: str) -> None:
         self.store = store
+        self.origin = origin
+        self.signer = signer
+        self.vkey = vkey
 
     def position(self, name: str) -> int | None:
         return self.store.position(name)
@@ -33,3 +45,44 @@ class AuditLog:
 
     def timeline(self, loan_id: str) -> list[Leaf]:
         return self.store.leaves_of(loan_id)
+
+    def sign_checkpoint(self, now: datetime) -> tuple[Checkpoint, str] | None:
+        """A new checkpoint when the tree grew since the last one; None otherwise.
+
+        One signer, a root computed from append-only nodes, and sizes that only grow: two
+        checkpoints of this log can never be inconsistent.
+        """
+        size = self.store.size
+        latest = self.store.latest_checkpoint()
+        if size == 0 or (latest is not None and latest[0] >= size):
+            return None
+        checkpoint = Checkpoint(self.origin, size, merkle.root(size, self.store))
+        note = sign_note(checkpoint.body(), self.origin, self.signer)
+        self.store.record_checkpoint(size, checkpoint.root, note, now.isoformat())
+        return checkpoint, note
+
+    def latest(self) -> tuple[int, str] | None:
+        return self.store.latest_checkpoint()
+
+    def inclusion(self, leaf_index: int, tree_size: int) -> list[str]:
+        return [b64encode(h) for h in merkle.inclusion_proof(leaf_index, tree_size, self.store)]
+
+    def consistency(self, first: int, second: int) -> list[str]:
+        return [b64encode(h) for h in merkle.consistency_proof(first, second, self.store)]
+
+    def evidence(self, loan_id: str) -> dict[str, Any] | None:
+        """The loan's leaves, each with an inclusion proof against one signed checkpoint."""
+        latest = self.latest()
+        if latest is None:
+            return None
+        size, note = latest
+        leaves = [leaf for leaf in self.timeline(loan_id) if leaf.leaf_index < size]
+        if not leaves:
+            return None
+        return {
+            "format": BUNDLE_FORMAT, "loan_id": loan_id, "checkpoint": note,
+            "leaves": [{"leaf_index": leaf.leaf_index,
+                        "leaf": base64.b64encode(leaf.data or b"").decode(),
+                        "inclusion_proof": self.inclusion(leaf.leaf_index, size)}
+                       for leaf in leaves],
+        }

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
 from shared import topics
 from shared.clock import Clock, SystemClock
+from shared.events import CheckpointSigned, envelope, event_id_for
+from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
+from shared.tlog import b64encode, encode_vkey, load_signer
 
 from services.audit.api import router
 from services.audit.application import AuditLog
@@ -14,16 +21,55 @@ from services.audit.settings import Settings
 from services.audit.store import LogStore
 
 AUDITED_TOPICS = [topics.LOANS, topics.CASES, topics.REMINDERS, topics.VISITS]
+log = logging.getLogger(__name__)
+
+
+def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtime) -> Loop:
+    """Signs a checkpoint whenever the tree grew, and announces it on audit.checkpoints."""
+    from uuid import NAMESPACE_URL, uuid5
+
+    stream = uuid5(NAMESPACE_URL, f"https://dunwell.dev/checkpoints/{audit.origin}")
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = clock.now()
+            signed = await asyncio.to_thread(audit.sign_checkpoint, now)
+            if signed is not None:
+                checkpoint, note = signed
+                data = CheckpointSigned(origin=checkpoint.origin, tree_size=checkpoint.size,
+                                        root_hash=b64encode(checkpoint.root), note=note,
+                                        signed_at=now)
+                event = envelope(data, event_id=event_id_for(stream, checkpoint.size),
+                                 source="/dunwell/audit", time=now, causation_id=None,
+                                 correlation_id=None)
+                await runtime.producer.send_and_wait(topics.CHECKPOINTS, event.encode(),
+                                                     key=audit.origin.encode())
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+
+    return run
 
 
 def create(settings: Settings | None = None, clock: Clock | None = None,
            connect: bool = True) -> FastAPI:
     settings = settings or Settings()
     clock = clock or SystemClock()
-    log = AuditLog(LogStore(settings.store_path("audit")))
+    name, signer = load_signer(settings.signer_text())
+    if name != settings.origin:
+        raise SystemExit(f"the signer key is for {name!r}, not the origin {settings.origin!r}")
+    public = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    audit = AuditLog(LogStore(settings.store_path("audit")), settings.origin, signer,
+                     encode_vkey(name, public))
+
+    def start_checkpointer(runtime: Runtime) -> Loop:
+        return checkpointer(audit, clock, settings.checkpoint_interval_seconds, runtime)
+
     parts = Parts(
-        name="audit", settings=settings, clock=clock, store=log, store_check=log.store.ping,
-        sink=log, subscribe=AUDITED_TOPICS, routers=[router], order_across_partitions=True)
+        name="audit", settings=settings, clock=clock, store=audit, store_check=audit.store.ping,
+        sink=audit, subscribe=AUDITED_TOPICS, routers=[router], order_across_partitions=True,
+        loops=[("checkpointer", start_checkpointer)])
     return assemble(parts, connect=connect)
 
 

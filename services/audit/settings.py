@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -7,3 +10,26 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AUDIT_", extra="ignore")
 
     port: int = 8004
+    origin: str = "dunwell.local/audit"
+    # The Ed25519 signer in Go sumdb "skey" text: from a k8s Secret, or a file under var/.
+    signer_key: str | None = None
+    signer_key_file: Path | None = None
+    checkpoint_interval_seconds: float = 0.5
+
+    def signer_path(self) -> Path:
+        return self.signer_key_file or self.var_dir / "audit-signer.key"
+
+    def signer_text(self) -> str:
+        """The signer key; the embedded default makes one the first time (mode 0600)."""
+        if self.signer_key:
+            return self.signer_key
+        path = self.signer_path()
+        if not path.exists():
+            from shared.tlog import generate_signer
+
+            skey, _ = generate_signer(self.origin)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(skey + "\n")
+        return path.read_text().strip()

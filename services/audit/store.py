@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS nodes (
     hash BLOB NOT NULL,
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tree_size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,
+    signed_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS positions (
     name TEXT PRIMARY KEY,
     position INTEGER NOT NULL
@@ -118,6 +124,25 @@ class LogStore:
     def _logged(self, event_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM leaves WHERE event_id=?",
                                 (event_id,)).fetchone() is not None
+
+    def record_checkpoint(self, size: int, root: bytes, note: str, signed_at: str) -> None:
+        """Checkpoints only grow: a size at or below the latest is refused by the key."""
+        with self._transaction() as db:
+            latest = db.execute("SELECT MAX(tree_size) FROM checkpoints").fetchone()[0]
+            if latest is not None and size <= latest:
+                raise ValueError(f"checkpoint {size} is not past the latest ({latest})")
+            db.execute("INSERT INTO checkpoints (tree_size, root, note, signed_at) "
+                       "VALUES (?, ?, ?, ?)", (size, root, note, signed_at))
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        row = self._db.execute("SELECT tree_size, note FROM checkpoints "
+                               "ORDER BY tree_size DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def checkpoint_note(self, size: int) -> str | None:
+        row = self._db.execute("SELECT note FROM checkpoints WHERE tree_size=?",
+                               (size,)).fetchone()
+        return None if row is None else str(row[0])
 
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
         found: dict[tuple[int, int], bytes] = {}

@@ -22,7 +22,9 @@ ROUTES: dict[str, set[tuple[str, str]]] = {
     },
     "reminder": {("get", "/v1/loans/{loan_id}/reminders")},
     "visit": set(),  # its routes arrive with its domain
-    "audit": {("get", "/v1/loans/{loan_id}/timeline")},
+    "audit": {("get", "/v1/loans/{loan_id}/timeline"), ("get", "/v1/checkpoint"),
+              ("get", "/v1/proofs/inclusion"), ("get", "/v1/proofs/consistency"),
+              ("get", "/v1/loans/{loan_id}/evidence")},
 }
 
 

@@ -40,6 +40,13 @@ from tests.service.records import consumer_record, position_name, tracking_of
 FIRST, AGAIN, LATER = 5, 5, 9
 
 
+def audit_log(path: Path) -> AuditLog:
+    from shared.tlog import load_signer, generate_signer
+
+    name, signer = load_signer(generate_signer("test.local/audit")[0])
+    return AuditLog(LogStore(path), name, signer, vkey="")
+
+
 def overdue_event(clock: ManualClock, event_id: str = "ev-overdue-1") -> CloudEvent:
     return envelope(LoanOverdue.model_validate(loan_body("L-1")), event_id=event_id,
                     source="/lender-1/core", time=clock.now(), causation_id=None,
@@ -219,7 +226,7 @@ def audit_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def audit(audit_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(LogStore(audit_path))
+    log = audit_log(audit_path)
     yield log
     log.store.close()
 
@@ -256,13 +263,13 @@ def test_audit_positions_are_per_topic(audit: AuditLog, clock: ManualClock) -> N
 
 def test_a_reopened_audit_log_keeps_its_size_and_positions(audit_path: Path,
                                                            clock: ManualClock) -> None:
-    before = AuditLog(LogStore(audit_path))
+    before = audit_log(audit_path)
     deliver(before, overdue_event(clock), topics.LOANS, FIRST)
     deliver(before, overdue_event(clock), topics.LOANS, LATER)
     deliver(before, case_opened_event(clock), topics.CASES, 2)
     before.store.close()
 
-    reopened = AuditLog(LogStore(audit_path))
+    reopened = audit_log(audit_path)
     try:
         assert reopened.store.size == 2
         assert (position(reopened, topics.LOANS), position(reopened, topics.CASES)) == (LATER, 2)

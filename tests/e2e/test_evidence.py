@@ -1,0 +1,71 @@
+"""An auditor's view: two signed checkpoints, a loan's evidence verified offline."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.auth import Role
+from tests.e2e.stack import Stack
+from tests.helpers import loan_body, wait_for, zone_at_local_hour
+
+
+def _verify(bundle: dict, vkey: str, tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(bundle))
+    return subprocess.run([sys.executable, "-m", "shared.cli", "verify", str(path), "--key", vkey],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: Path) -> None:
+    body = loan_body(timezone_name=zone_at_local_hour(11))
+    loan_id = body["loan_id"]
+    with stack.client("escalation", Role.LENDER) as lender:
+        assert lender.post("/v1/loans/overdue", json=body).status_code == 202
+    with stack.client("audit", Role.AUDITOR) as audit:
+        def sent_and_signed() -> dict | None:
+            response = audit.get(f"/v1/loans/{loan_id}/evidence")
+            if response.status_code != 200:
+                return None
+            bundle = response.json()
+            types = {json.loads(base64.b64decode(leaf["leaf"]))["type"]
+                     for leaf in bundle["leaves"]}
+            return bundle if "ReminderSent" in types else None
+
+        bundle = wait_for(sent_and_signed, what="signed evidence with ReminderSent")
+        first = audit.get("/v1/checkpoint").json()
+        bundle_size = int(bundle["checkpoint"].split("\n")[1])
+
+        another = loan_body(timezone_name=zone_at_local_hour(11))
+        with stack.client("escalation", Role.LENDER) as lender:
+            assert lender.post("/v1/loans/overdue", json=another).status_code == 202
+        second = wait_for(lambda: (c := audit.get("/v1/checkpoint").json())["tree_size"]
+                          > first["tree_size"] and c, what="a newer checkpoint")
+        proof = audit.get("/v1/proofs/consistency",
+                          params={"first": bundle_size, "second": second["tree_size"]})
+        assert proof.status_code == 200
+        unsigned = audit.get("/v1/proofs/consistency",
+                             params={"first": 1, "second": second["tree_size"] + 1000})
+        assert unsigned.status_code == 404
+
+    vkey = first["public_key"]
+    assert second["public_key"] == vkey
+    bundle["consistency"] = {"checkpoint": second["note"], "proof": proof.json()["proof"]}
+    ok = _verify(bundle, vkey, tmp_path, "good")
+    assert ok.returncode == 0, ok.stderr
+    assert f"size {second['tree_size']} verified" in ok.stdout
+
+    tampered = json.loads(json.dumps(bundle))
+    raw = bytearray(base64.b64decode(tampered["leaves"][1]["leaf"]))
+    raw[10] ^= 0x01
+    tampered["leaves"][1]["leaf"] = base64.b64encode(bytes(raw)).decode()
+    bad = _verify(tampered, vkey, tmp_path, "tampered")
+    assert bad.returncode != 0
+    assert f"first failing leaf index {tampered['leaves'][1]['leaf_index']}" in bad.stderr
+
+    forged = json.loads(json.dumps(bundle))
+    forged["consistency"]["proof"] = forged["consistency"]["proof"][:-1] or ["A" * 43 + "="]
+    assert _verify(forged, vkey, tmp_path, "forged").returncode != 0
