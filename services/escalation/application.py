@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import uuid4
 
 from shared.application import ServiceApplication
@@ -43,19 +42,14 @@ class Cases(ServiceApplication):
 
     def open_or_update(self, cause: CloudEvent, overdue: LoanOverdue, now: datetime) -> None:
         stage = policy.opening_stage(self.pack, overdue.days_past_due, overdue.amount_overdue)
-        fields: dict[str, Any] = dict(
-            lender_id=overdue.lender_id,
-            borrower=overdue.borrower.model_dump(mode="json", exclude_none=True),
-            amount_overdue=overdue.amount_overdue, currency=overdue.currency,
-            due_date=overdue.due_date.isoformat(), days_past_due=overdue.days_past_due,
-            repayment_channel=overdue.repayment_channel,
-            verification_channel=overdue.verification_channel, stage=stage, cause=cause.id)
+        terms = overdue.model_dump(mode="json", exclude={"loan_id"}, exclude_none=True)
         case_id = CollectionCase.create_id(overdue.loan_id)
         if self.exists(case_id):
             case: CollectionCase = self.load(case_id)
-            case.report_overdue(at=now, **fields)
+            case.report_overdue(terms, stage, now, cause.id)
         else:
-            case = CollectionCase(loan_id=overdue.loan_id, opened_at=now, **fields)
+            case = CollectionCase(loan_id=overdue.loan_id, terms=terms, stage=stage,
+                                  opened_at=now, cause=cause.id)
         self.save(case)
 
     def apply_payment(self, cause: CloudEvent, payment: PaymentReceived) -> bool:

@@ -28,18 +28,19 @@ class Intake(Aggregate):
 
 
 class CollectionCase(Aggregate):
-    """One overdue loan being collected, from overdue to closed."""
+    """One overdue loan being collected, from overdue to closed.
+
+    `terms` are the facts the lender last reported (a LoanOverdue's data in JSON form, without
+    the loan id): kept as one value, so every event carries them whole.
+    """
 
     @event("Opened")
-    def __init__(self, loan_id: str, lender_id: str, borrower: dict[str, Any],
-                 amount_overdue: Decimal, currency: str, due_date: str, days_past_due: int,
-                 repayment_channel: str, verification_channel: str | None, stage: str,
-                 opened_at: datetime, cause: str) -> None:
+    def __init__(self, loan_id: str, terms: dict[str, Any], stage: str, opened_at: datetime,
+                 cause: str) -> None:
         self.loan_id = loan_id
         self.status = "open"
         self.correlation_id = cause
-        self._apply_overdue(lender_id, borrower, amount_overdue, currency, due_date,
-                            days_past_due, repayment_channel, verification_channel)
+        self._apply(terms)
         self.stage = stage
         self.opened_at = opened_at
         self.closed_at: datetime | None = None
@@ -49,18 +50,25 @@ class CollectionCase(Aggregate):
     def create_id(loan_id: str) -> UUID:
         return uuid5(CASE_NAMESPACE, loan_id)
 
-    def report_overdue(self, lender_id: str, borrower: dict[str, Any], amount_overdue: Decimal,
-                       currency: str, due_date: str, days_past_due: int, repayment_channel: str,
-                       verification_channel: str | None, stage: str, at: datetime,
+    @property
+    def lender_id(self) -> str:
+        return str(self.terms["lender_id"])
+
+    @property
+    def currency(self) -> str:
+        return str(self.terms["currency"])
+
+    @property
+    def days_past_due(self) -> int:
+        return int(self.terms["days_past_due"])
+
+    def report_overdue(self, terms: dict[str, Any], stage: str, at: datetime,
                        cause: str) -> None:
         """A later LoanOverdue updates the case; on a closed case it opens it again."""
         if self.status == "closed":
-            self._reopened(self.loan_id, lender_id, borrower, amount_overdue, currency, due_date,
-                           days_past_due, repayment_channel, verification_channel, stage, at,
-                           cause)
+            self._reopened(self.loan_id, terms, stage, at, cause)
         else:
-            self._updated(lender_id, borrower, amount_overdue, currency, due_date,
-                          days_past_due, repayment_channel, verification_channel, cause)
+            self._updated(terms, cause)
 
     def record_payment(self, amount: Decimal, remaining: Decimal, paid_at: datetime,
                        closes: bool, cause: str) -> None:
@@ -69,19 +77,13 @@ class CollectionCase(Aggregate):
             self._closed(self.loan_id, "paid", paid_at, cause, self.correlation_id)
 
     @event("Updated")
-    def _updated(self, lender_id: str, borrower: dict[str, Any], amount_overdue: Decimal,
-                 currency: str, due_date: str, days_past_due: int, repayment_channel: str,
-                 verification_channel: str | None, cause: str) -> None:
-        self._apply_overdue(lender_id, borrower, amount_overdue, currency, due_date,
-                            days_past_due, repayment_channel, verification_channel)
+    def _updated(self, terms: dict[str, Any], cause: str) -> None:
+        self._apply(terms)
 
     @event("Reopened")
-    def _reopened(self, loan_id: str, lender_id: str, borrower: dict[str, Any], amount_overdue: Decimal,
-                  currency: str, due_date: str, days_past_due: int, repayment_channel: str,
-                  verification_channel: str | None, stage: str, opened_at: datetime,
+    def _reopened(self, loan_id: str, terms: dict[str, Any], stage: str, opened_at: datetime,
                   cause: str) -> None:
-        self._apply_overdue(lender_id, borrower, amount_overdue, currency, due_date,
-                            days_past_due, repayment_channel, verification_channel)
+        self._apply(terms)
         self.status = "open"
         self.stage = stage
         self.opened_at = opened_at
@@ -100,14 +102,6 @@ class CollectionCase(Aggregate):
         self.closed_at = closed_at
         self.close_reason = reason
 
-    def _apply_overdue(self, lender_id: str, borrower: dict[str, Any], amount_overdue: Decimal,
-                       currency: str, due_date: str, days_past_due: int, repayment_channel: str,
-                       verification_channel: str | None) -> None:
-        self.lender_id = lender_id
-        self.borrower = borrower
-        self.amount_overdue = amount_overdue
-        self.currency = currency
-        self.due_date = due_date
-        self.days_past_due = days_past_due
-        self.repayment_channel = repayment_channel
-        self.verification_channel = verification_channel
+    def _apply(self, terms: dict[str, Any]) -> None:
+        self.terms = terms
+        self.amount_overdue = Decimal(str(terms["amount_overdue"]))

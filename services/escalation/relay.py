@@ -24,11 +24,5 @@ def integration_event(event: Any) -> Publication | None:
 
 
 def _opened(event: Any) -> CaseOpened:
-    return CaseOpened(
-        loan_id=event.loan_id,
-        lender_id=event.lender_id, borrower=event.borrower,
-        amount_overdue=event.amount_overdue, currency=event.currency, due_date=event.due_date,
-        days_past_due=event.days_past_due, repayment_channel=event.repayment_channel,
-        verification_channel=event.verification_channel, stage=event.stage,
-        opened_at=event.opened_at)
-
+    return CaseOpened(loan_id=event.loan_id, stage=event.stage, opened_at=event.opened_at,
+                      **event.terms)

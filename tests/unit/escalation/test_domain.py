@@ -19,12 +19,9 @@ OPENED_AT = datetime(2026, 10, 14, 3, 0, tzinfo=timezone.utc)
 
 def report(dpd: int = 35, amount: str = "1200.50", cause: str = "ev-overdue-1") -> dict[str, Any]:
     """The fields escalation takes from a LoanOverdue report."""
-    body = loan_body("L-1", amount=amount, dpd=dpd)
-    return dict(lender_id=body["lender_id"], borrower=body["borrower"],
-                amount_overdue=Decimal(amount), currency=body["currency"],
-                due_date=body["due_date"], days_past_due=dpd,
-                repayment_channel=body["repayment_channel"], verification_channel=None,
-                stage=SOFT_REMINDERS, cause=cause)
+    terms = LoanOverdue.model_validate(loan_body("L-1", amount=amount, dpd=dpd)).model_dump(
+        mode="json", exclude={"loan_id"}, exclude_none=True)
+    return dict(terms=terms, stage=SOFT_REMINDERS, cause=cause)
 
 
 def opened_case() -> CollectionCase:
