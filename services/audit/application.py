@@ -46,7 +46,7 @@ class AuditLog:
     def timeline(self, loan_id: str) -> list[Leaf]:
         return self.store.leaves_of(loan_id)
 
-    def sign_checkpoint(self, now: datetime) -> tuple[Checkpoint, str] | None:
+    def sign_checkpoint(self, now: datetime) -> Checkpoint | None:
         """A new checkpoint when the tree grew since the last one; None otherwise.
 
         One signer, a root computed from append-only nodes, and sizes that only grow: two
@@ -59,7 +59,7 @@ class AuditLog:
         checkpoint = Checkpoint(self.origin, size, merkle.root(size, self.store))
         note = sign_note(checkpoint.body(), self.origin, self.signer)
         self.store.record_checkpoint(size, checkpoint.root, note, now.isoformat())
-        return checkpoint, note
+        return checkpoint
 
     def latest(self) -> tuple[int, str] | None:
         return self.store.latest_checkpoint()

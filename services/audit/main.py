@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
 from shared import topics
 from shared.clock import Clock, SystemClock
-from shared.events import CheckpointSigned, envelope, event_id_for
+from shared.events import CheckpointSigned, CloudEvent, envelope, event_id_for
 from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
-from shared.tlog import b64encode, encode_vkey, load_signer
+from shared.tlog import b64encode, encode_vkey, load_signer, open_checkpoint
 
 from services.audit.api import router
 from services.audit.application import AuditLog
@@ -21,35 +21,41 @@ from services.audit.settings import Settings
 from services.audit.store import LogStore
 
 AUDITED_TOPICS = [topics.LOANS, topics.CASES, topics.REMINDERS, topics.VISITS]
-log = logging.getLogger(__name__)
 
 
 def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtime) -> Loop:
-    """Signs a checkpoint whenever the tree grew, and announces it on audit.checkpoints."""
-    from uuid import NAMESPACE_URL, uuid5
+    """Signs a checkpoint whenever the tree grew, and announces the latest stored one.
 
+    The announcement follows the store, not the signing: a checkpoint stored just before a
+    crash is announced after the restart (its event id is stable, so a repeat is harmless).
+    """
     stream = uuid5(NAMESPACE_URL, f"https://dunwell.dev/checkpoints/{audit.origin}")
 
     async def run(stop: asyncio.Event) -> None:
+        announced = 0
         while not stop.is_set():
-            now = clock.now()
-            signed = await asyncio.to_thread(audit.sign_checkpoint, now)
-            if signed is not None:
-                checkpoint, note = signed
-                data = CheckpointSigned(origin=checkpoint.origin, tree_size=checkpoint.size,
-                                        root_hash=b64encode(checkpoint.root), note=note,
-                                        signed_at=now)
-                event = envelope(data, event_id=event_id_for(stream, checkpoint.size),
-                                 source="/dunwell/audit", time=now, causation_id=None,
-                                 correlation_id=None)
+            await asyncio.to_thread(audit.sign_checkpoint, clock.now())
+            latest = await asyncio.to_thread(audit.latest)
+            if latest is not None and latest[0] != announced:
+                event = _announcement(audit, stream, *latest)
                 await runtime.producer.send_and_wait(topics.CHECKPOINTS, event.encode(),
                                                      key=audit.origin.encode())
+                announced = latest[0]
             try:
                 await asyncio.wait_for(stop.wait(), interval)
             except asyncio.TimeoutError:
                 pass
 
     return run
+
+
+def _announcement(audit: AuditLog, stream: UUID, size: int, note: str) -> CloudEvent:
+    checkpoint = open_checkpoint(note, audit.vkey)
+    signed_at = audit.store.checkpoint_signed_at(size)
+    data = CheckpointSigned(origin=checkpoint.origin, tree_size=size,
+                            root_hash=b64encode(checkpoint.root), note=note, signed_at=signed_at)
+    return envelope(data, event_id=event_id_for(stream, size), source="/dunwell/audit",
+                    time=signed_at, causation_id=None, correlation_id=None)
 
 
 def create(settings: Settings | None = None, clock: Clock | None = None,

@@ -4,6 +4,7 @@ from pathlib import Path
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+from shared.tlog import generate_signer
 
 
 class Settings(ServiceSettings):
@@ -25,8 +26,6 @@ class Settings(ServiceSettings):
             return self.signer_key
         path = self.signer_path()
         if not path.exists():
-            from shared.tlog import generate_signer
-
             skey, _ = generate_signer(self.origin)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from services.audit import merkle
@@ -139,18 +140,29 @@ class LogStore:
                                "ORDER BY tree_size DESC LIMIT 1").fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
+    def checkpoint_signed_at(self, size: int) -> datetime:
+        row = self._db.execute("SELECT signed_at FROM checkpoints WHERE tree_size=?",
+                               (size,)).fetchone()
+        return datetime.fromisoformat(row[0])
+
     def checkpoint_note(self, size: int) -> str | None:
         row = self._db.execute("SELECT note FROM checkpoints WHERE tree_size=?",
                                (size,)).fetchone()
         return None if row is None else str(row[0])
 
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
+        """The stored nodes among `keys`, in one query (an append or a proof asks once)."""
+        if not keys:
+            return {}
+        wanted = list(dict.fromkeys(keys))
         found: dict[tuple[int, int], bytes] = {}
-        for level, idx in keys:
-            row = self._db.execute("SELECT hash FROM nodes WHERE level=? AND idx=?",
-                                   (level, idx)).fetchone()
-            if row is not None:
-                found[(level, idx)] = bytes(row[0])
+        for start in range(0, len(wanted), 400):  # well under SQLite's bound-variable limit
+            chunk = wanted[start:start + 400]
+            rows = self._db.execute(
+                "SELECT level, idx, hash FROM nodes WHERE (level, idx) IN (VALUES "
+                + ",".join("(?, ?)" for _ in chunk) + ")",
+                [value for key in chunk for value in key]).fetchall()
+            found.update({(int(level), int(idx)): bytes(value) for level, idx, value in rows})
         return found
 
     def leaves_of(self, subject: str) -> list[Leaf]:

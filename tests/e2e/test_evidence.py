@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared import topics
 from shared.auth import Role
+from shared.events import CheckpointSigned, decode
+from shared.tlog import b64encode, open_checkpoint
 from tests.e2e.stack import Stack
 from tests.helpers import loan_body, wait_for, zone_at_local_hour
 
@@ -18,6 +24,21 @@ def _verify(bundle: dict, vkey: str, tmp_path: Path, name: str) -> subprocess.Co
     path.write_text(json.dumps(bundle))
     return subprocess.run([sys.executable, "-m", "shared.cli", "verify", str(path), "--key", vkey],
                           capture_output=True, text=True, timeout=60)
+
+
+async def _announced(bootstrap: str) -> list[CheckpointSigned]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topics.CHECKPOINTS, p)
+                      for p in consumer.partitions_for_topic(topics.CHECKPOINTS) or {0}]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        batch = await consumer.getmany(*partitions, timeout_ms=2000)
+        return [decode(r.value)[1] for records in batch.values() for r in records]  # type: ignore[misc]
+    finally:
+        await consumer.stop()
 
 
 def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: Path) -> None:
@@ -51,7 +72,14 @@ def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: 
                              params={"first": 1, "second": second["tree_size"] + 1000})
         assert unsigned.status_code == 404
 
+    announced = wait_for(
+        lambda: [c for c in asyncio.run(_announced(stack.bootstrap))
+                 if c.tree_size >= second["tree_size"]], what="CheckpointSigned on the topic")
     vkey = first["public_key"]
+    for announcement in announced:
+        signed = open_checkpoint(announcement.note, vkey)
+        assert (signed.size, b64encode(signed.root)) == (announcement.tree_size,
+                                                         announcement.root_hash)
     assert second["public_key"] == vkey
     bundle["consistency"] = {"checkpoint": second["note"], "proof": proof.json()["proof"]}
     ok = _verify(bundle, vkey, tmp_path, "good")

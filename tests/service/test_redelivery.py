@@ -33,7 +33,7 @@ from shared.events import (
     ReminderScheduled,
     envelope,
 )
-from shared.tlog import leaf_hash
+from shared.tlog import generate_signer, leaf_hash, load_signer
 from tests.helpers import loan_body
 from tests.service.records import consumer_record, position_name, tracking_of
 
@@ -41,8 +41,6 @@ FIRST, AGAIN, LATER = 5, 5, 9
 
 
 def audit_log(path: Path) -> AuditLog:
-    from shared.tlog import load_signer, generate_signer
-
     name, signer = load_signer(generate_signer("test.local/audit")[0])
     return AuditLog(LogStore(path), name, signer, vkey="")
 

@@ -67,6 +67,15 @@ def reminder_for(event: CloudEvent) -> UUID:
     return Reminder.create_id(f"{event.id}/sms/first")
 
 
+def remind_at_eleven(app: Reminders, gateway: Gateway) -> tuple[ManualClock, CloudEvent]:
+    """A case opened at 11:00 local, its first reminder sent at once."""
+    clock = ManualClock(local("11:00"))
+    opened = case_opened(clock.now())
+    deliver(app, opened, 1, clock.now())
+    app.send_due(reminder_for(opened), gateway, clock.now(), RETRY)
+    return clock, opened
+
+
 def sink_lines(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
@@ -122,10 +131,7 @@ def test_a_case_opened_inside_hours_is_reminded_at_once(app: Reminders, gateway:
 
 def test_the_message_carries_the_required_content(app: Reminders, gateway: Gateway,
                                                   sink_path: Path) -> None:
-    clock = ManualClock(local("11:00"))
-    opened = case_opened(clock.now())
-    deliver(app, opened, 1, clock.now())
-    app.send_due(reminder_for(opened), gateway, clock.now(), RETRY)
+    remind_at_eleven(app, gateway)
     text = sink_lines(sink_path)[0]["text"]
     for item in ("1200.50 CNY", "2026-10-21", "transfer to account 6222-0000-1111",
                  "the official hotline 95555"):
@@ -191,10 +197,7 @@ def test_closing_the_case_cancels_the_pending_reminder_by_c4(app: Reminders, gat
 
 def test_a_reminder_already_sent_is_not_touched_by_closing(app: Reminders, gateway: Gateway,
                                                            sink_path: Path) -> None:
-    clock = ManualClock(local("11:00"))
-    opened = case_opened(clock.now())
-    deliver(app, opened, 1, clock.now())
-    app.send_due(reminder_for(opened), gateway, clock.now(), RETRY)
+    clock, opened = remind_at_eleven(app, gateway)
     deliver(app, case_closed(clock.now()), 2, clock.now())
     reminder: Reminder = app.repository.get(reminder_for(opened))
     assert (reminder.status, reminder.cancelled) == ("sent", None)

@@ -23,6 +23,7 @@ from shared.policy_pack import CN, US, DailyWindow, PolicyPack, pack
     (CN, {"notice_lead": timedelta(hours=48)}),
     (US, {"min_collectors_per_visit": 2}),
     (CN, {"third_party_after_failed_attempts": 5}),
+    (CN, {"reminder_deadline_days": 10}),
     (CN, {"max_answered_calls_per_day": 1, "visit_min_dpd": 180,
           "contact_hours": DailyWindow(time(10, 0), time(18, 0))}),
 ], ids=lambda value: value.name if isinstance(value, PolicyPack) else "-".join(value))
@@ -49,6 +50,8 @@ def test_a_stricter_pack_is_accepted_and_marked(base: PolicyPack,
     (CN, {"min_collectors_per_visit": 1}),
     # C13: a pre-agreed contact only after 3 consecutive failed attempts
     (CN, {"third_party_after_failed_attempts": 1}),
+    # a shorter repayment deadline presses the borrower harder (C5's stated deadline)
+    (CN, {"reminder_deadline_days": 5}),
     # one stricter number does not buy a looser one
     (CN, {"max_answered_calls_per_day": 1, "visit_min_dpd": 30}),
 ], ids=lambda value: value.name if isinstance(value, PolicyPack) else "-".join(value))
