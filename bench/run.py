@@ -28,6 +28,7 @@ from shared.auth import Role, issue_token, load_or_create_secret, now_utc
 from shared.events import LoanOverdue, envelope
 from shared.kafka import prepare_broker
 from shared.settings import KafkaSettings
+from tests.helpers import loan_body, zone_at_local_hour
 
 console = Console()
 RESULTS = Path("bench/results")
@@ -39,20 +40,7 @@ def _progress() -> Progress:
 
 
 def _loan(i: int, zone: str) -> dict:
-    return {
-        "loan_id": f"BENCH-{i:07d}", "lender_id": "lender-bench",
-        "borrower": {"borrower_id": f"B-{i}", "name": "Bench Borrower", "phone": "+8613800000000",
-                     "timezone": zone},
-        "amount_overdue": "1500.00", "currency": "CNY", "due_date": "2026-10-01",
-        "days_past_due": 40, "repayment_channel": "transfer to account 6222-0000-1111",
-    }
-
-
-def _daytime_zone() -> str:
-    hour = datetime.now(timezone.utc).hour
-    offset = (12 - hour) % 24
-    offset = offset - 24 if offset > 14 else offset
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+    return loan_body(f"BENCH-{i:07d}", lender_id="lender-bench", timezone_name=zone, dpd=40)
 
 
 async def raw_broker(bootstrap: str, count: int, value: bytes) -> dict[str, float]:
@@ -96,7 +84,7 @@ async def end_to_end(stack_urls: dict[str, str], var_dir: Path, count: int,
                      concurrency: int = 16) -> dict[str, float]:
     secret = load_or_create_secret(var_dir / "jwt.secret")
     headers = {"authorization": f"Bearer {issue_token(secret, Role.LENDER, 'lender-bench', now_utc())}"}
-    zone = _daytime_zone()
+    zone = zone_at_local_hour(12)
     audit_db = sqlite3.connect(f"file:{var_dir / 'audit.db'}?mode=ro", uri=True)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):

@@ -113,6 +113,3 @@ class ServiceApplication(Application[UUID]):
 
     def position(self, name: str) -> int | None:
         return self.recorder.max_tracking_id(name)
-
-    def has_seen(self, event_id: str) -> bool:
-        return Inbox.create_id(event_id) in self.repository

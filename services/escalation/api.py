@@ -23,7 +23,8 @@ from shared.events import (
     PaymentReceived,
 )
 
-from services.escalation.application import Cases, DifferentReport
+from services.escalation.application import Cases, DifferentReport, NotTheReporter
+from services.escalation.domain import OtherLendersLoan
 
 
 def _cases(request: Request) -> Cases:
@@ -88,18 +89,21 @@ class CaseView(BaseModel):
 def _record(cases: Cases, data: EventData, user: Principal, key: str | None) -> Accepted:
     try:
         return Accepted(event_id=cases.report(data, user.subject, key))
+    except NotTheReporter as error:
+        raise HTTPException(403, f"this token reports for lender {user.subject!r} only") \
+            from error
+    except OtherLendersLoan as error:
+        if isinstance(data, LoanOverdue):
+            raise HTTPException(409, {"code": "loan_of_another_lender",
+                                      "message": f"loan {error} is another lender's"}) from error
+        raise HTTPException(404, f"no case for loan {error}") from error
     except DifferentReport as error:
         raise HTTPException(409, {"code": "idempotency_key_reused",
                                   "message": "this Idempotency-Key was used for another report",
                                   "details": {"key": str(error)}}) from error
 
 
-def _with_loan(model: type[EventData], loan_id: str, body: BaseModel, cases: Cases,
-               user: Principal) -> EventData:
-    """The report for a loan of this lender's; another lender's loan is not found."""
-    case = cases.case(loan_id)
-    if case is not None and case.lender_id != user.subject:
-        raise HTTPException(404, f"no case for loan {loan_id}")
+def _with_loan(model: type[EventData], loan_id: str, body: BaseModel) -> EventData:
     try:
         return model.model_validate({"loan_id": loan_id, **body.model_dump()})
     except ValidationError as error:
@@ -109,33 +113,31 @@ def _with_loan(model: type[EventData], loan_id: str, body: BaseModel, cases: Cas
 @router.post("/loans/overdue", status_code=202, response_model=Accepted)
 def loan_overdue(body: LoanOverdue, cases: CasesDep, user: LenderDep,
                  key: IdempotencyKey = None) -> Accepted:
-    if body.lender_id != user.subject:
-        raise HTTPException(403, f"this token reports for lender {user.subject!r} only")
     return _record(cases, body, user, key)
 
 
 @router.post("/loans/{loan_id}/payments", status_code=202, response_model=Accepted)
 def payment(loan_id: LoanId, body: PaymentIn, cases: CasesDep, user: LenderDep,
             key: IdempotencyKey = None) -> Accepted:
-    return _record(cases, _with_loan(PaymentReceived, loan_id, body, cases, user), user, key)
+    return _record(cases, _with_loan(PaymentReceived, loan_id, body), user, key)
 
 
 @router.post("/loans/{loan_id}/cease-contact", status_code=202, response_model=Accepted)
 def cease_contact(loan_id: LoanId, body: CeaseContactIn, cases: CasesDep, user: LenderDep,
                   key: IdempotencyKey = None) -> Accepted:
-    return _record(cases, _with_loan(CeaseContactRequested, loan_id, body, cases, user), user, key)
+    return _record(cases, _with_loan(CeaseContactRequested, loan_id, body), user, key)
 
 
 @router.post("/loans/{loan_id}/disputes", status_code=202, response_model=Accepted)
 def dispute(loan_id: LoanId, body: DisputeIn, cases: CasesDep, user: LenderDep,
             key: IdempotencyKey = None) -> Accepted:
-    return _record(cases, _with_loan(DisputeOpened, loan_id, body, cases, user), user, key)
+    return _record(cases, _with_loan(DisputeOpened, loan_id, body), user, key)
 
 
 @router.post("/loans/{loan_id}/disputes/resolve", status_code=202, response_model=Accepted)
 def resolve_dispute(loan_id: LoanId, body: DisputeResolveIn, cases: CasesDep, user: LenderDep,
                     key: IdempotencyKey = None) -> Accepted:
-    return _record(cases, _with_loan(DisputeResolved, loan_id, body, cases, user), user, key)
+    return _record(cases, _with_loan(DisputeResolved, loan_id, body), user, key)
 
 
 @router.get("/cases/{loan_id}", response_model=CaseView)

@@ -10,11 +10,15 @@ from shared.events import CloudEvent, EventData, LoanOverdue, PaymentReceived, e
 from shared.policy_pack import PolicyPack
 
 from services.escalation import policy
-from services.escalation.domain import CollectionCase, Intake
+from services.escalation.domain import CollectionCase, Intake, OtherLendersLoan
 
 
 class DifferentReport(Exception):
     """An idempotency key reused for a different report."""
+
+
+class NotTheReporter(Exception):
+    """A LoanOverdue naming a lender other than the one reporting it."""
 
 
 class Cases(ServiceApplication):
@@ -27,8 +31,14 @@ class Cases(ServiceApplication):
     def report(self, data: EventData, reporter: str, idempotency_key: str | None) -> str:
         """Record a report durably (the relay publishes it); returns its CloudEvents id.
 
-        The same idempotency key from the same reporter returns the first report's id.
+        The same idempotency key from the same reporter returns the first report's id. A
+        lender reports only for itself, and only on loans that are not another lender's.
         """
+        if getattr(data, "lender_id", reporter) != reporter:
+            raise NotTheReporter(reporter)
+        case = self.case(data.subject())
+        if case is not None and case.lender_id != reporter:
+            raise OtherLendersLoan(case.loan_id)
         key = f"{reporter}/{idempotency_key}" if idempotency_key else f"anon/{uuid4()}"
         intake_id = Intake.create_id(key)
         payload = data.model_dump(mode="json", exclude_none=True)

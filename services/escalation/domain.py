@@ -27,6 +27,10 @@ class Intake(Aggregate):
         return uuid5(INTAKE_NAMESPACE, key)
 
 
+class OtherLendersLoan(Exception):
+    """A report about a loan whose case belongs to another lender: refused, never merged."""
+
+
 class CollectionCase(Aggregate):
     """One overdue loan being collected, from overdue to closed.
 
@@ -65,6 +69,8 @@ class CollectionCase(Aggregate):
     def report_overdue(self, terms: dict[str, Any], stage: str, at: datetime,
                        cause: str) -> None:
         """A later LoanOverdue updates the case; on a closed case it opens it again."""
+        if terms["lender_id"] != self.lender_id:
+            raise OtherLendersLoan(self.loan_id)
         if self.status == "closed":
             self._reopened(self.loan_id, terms, stage, at, cause)
         else:

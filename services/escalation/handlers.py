@@ -8,10 +8,14 @@ from shared.consumer import Handler, Rejected
 from shared.events import CloudEvent, EventData, LoanOverdue, PaymentReceived
 
 from services.escalation.application import Cases
+from services.escalation.domain import OtherLendersLoan
 
 
 def on_loan_overdue(cases: Cases, event: CloudEvent, data: LoanOverdue, now: datetime) -> None:
-    cases.open_or_update(event, data, now)
+    try:
+        cases.open_or_update(event, data, now)
+    except OtherLendersLoan as error:
+        raise Rejected(f"loan {error} belongs to another lender's case") from error
 
 
 def on_payment_received(cases: Cases, event: CloudEvent, data: PaymentReceived,

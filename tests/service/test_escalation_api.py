@@ -18,8 +18,8 @@ from services.escalation.relay import integration_event
 from shared import topics
 from shared.auth import Role, issue_token, now_utc
 from shared.clock import ManualClock
-from shared.consumer import HandlerSink
-from shared.events import envelope, event_id_for
+from shared.consumer import HandlerSink, Rejected
+from shared.events import LoanOverdue, envelope, event_id_for
 from tests.helpers import loan_body
 from tests.service.records import consumer_record, tracking_of
 
@@ -383,3 +383,34 @@ def consume_intake(cases: Cases, clock: ManualClock) -> None:
     record = consumer_record(event, topics.LOANS, offset=0)
     assert HandlerSink(cases, HANDLERS, clock).process(tracking_of(record), record, event,
                                                        event.payload()) is True
+
+
+def test_an_overdue_report_on_another_lenders_loan_is_a_conflict(
+        escalation: TestClient, cases: Cases, clock: ManualClock, token: Headers) -> None:
+    escalation.post("/v1/loans/overdue", json=loan_body("L-1"),
+                    headers=token(Role.LENDER, "lender-1"))
+    consume_intake(cases, clock)
+    before = recorded(cases)
+    response = escalation.post("/v1/loans/overdue", json=loan_body("L-1", lender_id="lender-2"),
+                               headers=token(Role.LENDER, "lender-2"))
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "loan_of_another_lender"
+    assert recorded(cases) == before
+
+
+def test_another_lenders_overdue_straight_from_kafka_is_rejected(
+        escalation: TestClient, cases: Cases, clock: ManualClock, token: Headers) -> None:
+    escalation.post("/v1/loans/overdue", json=loan_body("L-1"),
+                    headers=token(Role.LENDER, "lender-1"))
+    consume_intake(cases, clock)
+    before = recorded(cases)
+    foreign = envelope(LoanOverdue.model_validate(loan_body("L-1", lender_id="lender-2")),
+                       source="/lender-2/core", time=clock.now(), event_id="ev-foreign",
+                       causation_id=None, correlation_id=None)
+    record = consumer_record(foreign, topics.LOANS, offset=1)
+    with pytest.raises(Rejected, match="another lender"):
+        HandlerSink(cases, HANDLERS, clock).process(tracking_of(record), record, foreign,
+                                                    foreign.payload())
+    assert recorded(cases) == before
+    case = cases.case("L-1")
+    assert case is not None and case.lender_id == "lender-1"

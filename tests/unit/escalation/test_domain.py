@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.escalation.domain import CollectionCase, Intake
+from services.escalation.domain import CollectionCase, Intake, OtherLendersLoan
 from services.escalation.policy import SOFT_REMINDERS, payment_closes_case
 from services.escalation.relay import integration_event
 from shared.events import CaseClosed, CaseOpened, LoanOverdue, PaymentReceived
@@ -164,3 +164,12 @@ def test_updates_and_partial_payments_are_not_published() -> None:
     case.report_overdue(at=OPENED_AT, **report(dpd=40))
     pay(case, "600.00")
     assert [integration_event(e) for e in case.collect_events()] == [None, None]
+
+
+def test_another_lenders_report_on_the_same_loan_is_refused() -> None:
+    case = CollectionCase(loan_id="L-1", opened_at=OPENED_AT, **report())
+    foreign = report(dpd=50)
+    foreign["terms"] = {**foreign["terms"], "lender_id": "lender-2"}
+    with pytest.raises(OtherLendersLoan):
+        case.report_overdue(at=OPENED_AT + timedelta(days=1), **foreign)
+    assert (case.lender_id, case.days_past_due, case.version) == ("lender-1", 35, 1)
