@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import time
 from datetime import timedelta
@@ -20,6 +21,8 @@ from shared.settings import AuthSettings, KafkaSettings
 
 app = typer.Typer(help="dunwell: compliant collection of overdue loans, with proof.",
                   no_args_is_help=True, add_completion=False)
+audit_app = typer.Typer(help="Checks on the audit log's own store.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 
 def _var_dir() -> Path:
@@ -117,7 +120,7 @@ def verify(
 
     from shared.tlog import VerificationError, verify_bundle
 
-    vkey = Path(key).read_text().strip() if Path(key).is_file() else key.strip()
+    vkey = _key_text(key)
     try:
         checkpoint = verify_bundle(json.loads(bundle.read_text()), vkey)
     except (VerificationError, ValueError) as error:
@@ -130,6 +133,94 @@ def verify(
         typer.echo(f"FAILED{where}: {error}", err=True)
         raise typer.Exit(1) from error
     typer.echo(f"OK: {checkpoint.origin} size {checkpoint.size} verified")
+
+
+def _key_text(key: str) -> str:
+    return Path(key).read_text().strip() if Path(key).is_file() else key.strip()
+
+
+def _notes_in(path: Path) -> list[str]:
+    """Checkpoint notes kept outside the store: a note as text, a JSON document or JSON Lines.
+
+    JSON items may be `/v1/checkpoint` answers or `CheckpointSigned` events (as read from
+    audit.checkpoints): anything with a "note", directly or under "data".
+    """
+    import json
+
+    text = path.read_text()
+    if not text.lstrip().startswith(("{", "[")):
+        return [text]
+    try:
+        document = json.loads(text)
+        items = document if isinstance(document, list) else [document]
+    except ValueError:
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    notes = []
+    for item in items:
+        holder = item.get("data", item) if isinstance(item, dict) else None
+        note = holder.get("note") if isinstance(holder, dict) else None
+        if not isinstance(note, str):
+            raise ValueError(f"{path}: an item has no checkpoint note")
+        notes.append(note)
+    return notes
+
+
+@audit_app.command("verify-store")
+def verify_store(
+    key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
+    store: Path = typer.Option(None, help="The audit store [default: $DUNWELL_VAR_DIR/audit.db]."),
+    checkpoints: list[Path] = typer.Option(
+        [], "--checkpoints", help="Checkpoints kept outside the store (a note, or JSON / JSON "
+        "Lines of /v1/checkpoint answers or CheckpointSigned events). Repeatable."),
+) -> None:
+    """Re-derive the whole tree from a store and check it against every issued checkpoint."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from services.audit.store import StoreReader
+    from services.audit.verify import verify_store as check
+    from shared.tlog import VerificationError
+
+    path = store or _var_dir() / "audit.db"
+    try:
+        notes = [note for file in checkpoints for note in _notes_in(file)]
+        if not path.is_file():
+            raise FileNotFoundError(f"no audit store at {path}")
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    try:
+        reader = StoreReader(path)
+    except sqlite3.DatabaseError as error:
+        typer.echo(f"FAILED: the store cannot be read: {error}", err=True)
+        raise typer.Exit(1) from error
+    console = Console(stderr=True)
+    try:
+        with Progress("re-deriving", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("leaves", total=None)
+            report = check(reader, _key_text(key), notes,
+                           lambda done, total: bar.update(task, completed=done, total=total))
+    except VerificationError as error:
+        typer.echo(f"error: a checkpoint given with --checkpoints does not verify: {error}",
+                   err=True)
+        raise typer.Exit(2) from error
+    except sqlite3.DatabaseError as error:
+        typer.echo(f"FAILED: the store cannot be read: {error}", err=True)
+        raise typer.Exit(1) from error
+    finally:
+        reader.close()
+    if report.ok:
+        latest = report.latest
+        typer.echo(f"OK: {report.size} leaves re-derived; {report.checkpoints_verified} "
+                   f"checkpoints verified" + (f" (latest size {latest.size})" if latest else ""))
+        return
+    first = report.first_bad_index
+    where = f"; first bad leaf index {first}" if first is not None else ""
+    typer.echo(f"FAILED: {len(report.findings)} problems{where}", err=True)
+    for finding in report.ordered()[:20]:
+        typer.echo(f"  {finding.problem}", err=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

@@ -172,8 +172,121 @@ class LogStore:
             "WHERE l.subject=? ORDER BY l.leaf_index", (subject,)).fetchall()
         return [Leaf(r[0], r[1], r[2], None if r[3] is None else bytes(r[3])) for r in rows]
 
+    def append_many(self, leaves: Sequence[NewLeaf], position: tuple[str, int]) -> int:
+        """Append several leaves and move the position in one transaction; returns how many.
+
+        Leaves whose event id is already logged (or repeated within the batch) are skipped.
+        """
+        name, offset = position
+        with self._transaction() as db:
+            last = self.position(name)
+            if last is not None and last >= offset:
+                return 0
+            db.execute("INSERT INTO positions (name, position) VALUES (?, ?) ON CONFLICT(name) "
+                       "DO UPDATE SET position=excluded.position", (name, offset))
+            seen: set[str] = set()
+            fresh = []
+            for leaf in leaves:
+                if leaf.event_id not in seen and not self._logged(leaf.event_id):
+                    seen.add(leaf.event_id)
+                    fresh.append(leaf)
+            if not fresh:
+                return 0
+            start = self._size
+            db.executemany(
+                "INSERT INTO leaves (leaf_index, event_id, subject, event_type, leaf_hash)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(start + i, leaf.event_id, leaf.subject, leaf.event_type, leaf.leaf_hash)
+                 for i, leaf in enumerate(fresh)])
+            db.executemany("INSERT INTO leaf_data (leaf_index, data) VALUES (?, ?)",
+                           [(start + i, leaf.data) for i, leaf in enumerate(fresh)])
+            entries = merkle.nodes_for_appends(start, [leaf.leaf_hash for leaf in fresh], self)
+            db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
+                           [(level, idx, value) for (level, idx), value in entries])
+        self._size = start + len(fresh)
+        return len(fresh)
+
     def ping(self) -> int:
         return int(self._db.execute("SELECT 1").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
+
+
+@dataclass(frozen=True)
+class StoredLeaf:
+    leaf_index: int
+    event_id: str
+    subject: str
+    event_type: str
+    leaf_hash: bytes
+    data: bytes | None
+
+
+class StoreReader:
+    """A read-only snapshot of a log store, for re-deriving it from its rows.
+
+    One read transaction spans every query, so a store the service is still appending to
+    reads as of one moment. The file is opened read-only: verifying never changes it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"no audit store at {path}")
+        self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                   isolation_level=None, check_same_thread=False)
+        self._db.execute("BEGIN")
+        self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()  # pins the snapshot
+
+    def leaf_rows(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
+
+    def leaves(self) -> Iterator[StoredLeaf]:
+        cursor = self._db.execute(
+            "SELECT l.leaf_index, l.event_id, l.subject, l.event_type, l.leaf_hash, d.data "
+            "FROM leaves l LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index "
+            "ORDER BY l.leaf_index")
+        for index, event_id, subject, event_type, hashed, data in cursor:
+            yield StoredLeaf(int(index), str(event_id), str(subject), str(event_type),
+                             _blob(hashed) or b"", _blob(data))
+
+    def orphan_data(self) -> int | None:
+        """The first index of leaf bytes that have no leaf row."""
+        row = self._db.execute("SELECT MIN(d.leaf_index) FROM leaf_data d LEFT JOIN leaves l "
+                               "ON l.leaf_index = d.leaf_index WHERE l.leaf_index IS NULL"
+                               ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def levels(self) -> list[int]:
+        return [int(r[0]) for r in self._db.execute("SELECT DISTINCT level FROM nodes "
+                                                    "ORDER BY level")]
+
+    def nodes_at(self, level: int) -> Iterator[tuple[int, bytes]]:
+        cursor = self._db.execute("SELECT idx, hash FROM nodes WHERE level=? ORDER BY idx",
+                                  (level,))
+        return ((int(idx), _blob(value) or b"") for idx, value in cursor)
+
+    def checkpoints(self) -> list[tuple[int, bytes, str]]:
+        return [(int(size), _blob(root) or b"", str(note)) for size, root, note in self._db.execute(
+            "SELECT tree_size, root, note FROM checkpoints ORDER BY tree_size")]
+
+    def repeated_event_ids(self) -> list[tuple[str, int, int]]:
+        """Event ids logged more than once: (id, first index, second index)."""
+        repeated = []
+        for event_id, first in self._db.execute(
+                "SELECT event_id, MIN(leaf_index) FROM leaves GROUP BY event_id "
+                "HAVING COUNT(*) > 1").fetchall():
+            second = self._db.execute("SELECT MIN(leaf_index) FROM leaves WHERE event_id=? "
+                                      "AND leaf_index > ?", (event_id, first)).fetchone()[0]
+            repeated.append((str(event_id), int(first), int(second)))
+        return sorted(repeated, key=lambda item: item[2])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _blob(value: object) -> bytes | None:
+    """A column read as the bytes it holds, whatever type an edit may have left in it."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode()

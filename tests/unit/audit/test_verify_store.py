@@ -1,0 +1,430 @@
+"""Tamper tests on a real audit store: every injected change is caught at its first bad index.
+
+The store is the service's own SQLite file, written through `LogStore` and signed through
+`AuditLog`; each case edits a copy of it with plain SQL, as an insider with the file would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from uuid import NAMESPACE_URL, uuid5
+
+import pytest
+
+from services.audit.application import AuditLog
+from services.audit.merkle import nodes_for_appends
+from services.audit.store import LogStore, NewLeaf, StoreReader
+from services.audit.verify import Report, verify_store
+from shared.tlog import VerificationError, generate_signer, leaf_hash, load_signer, verify_bundle
+
+ORIGIN = "dunwell.test/audit"
+SKEY, VKEY = generate_signer(ORIGIN)
+OTHER_SKEY, _ = generate_signer(ORIGIN)
+SIZE = 300
+EVERY = 25  # a checkpoint every 25 leaves, as a busy log gets one a second
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+def event_bytes(i: int, loan: str | None = None) -> bytes:
+    return json.dumps({
+        "specversion": "1.0", "id": str(uuid5(NAMESPACE_URL, f"event/{i}")),
+        "source": "/dunwell/test", "type": ["LoanOverdue", "CaseOpened", "ReminderSent"][i % 3],
+        "subject": loan or f"LN-{i % 7}", "time": NOW.isoformat(), "data": {"seq": i},
+    }).encode()
+
+
+def new_leaf(data: bytes) -> NewLeaf:
+    event = json.loads(data)
+    return NewLeaf(event["id"], event["subject"], event["type"], data, leaf_hash(data))
+
+
+def open_log(path: Path, skey: str = SKEY) -> AuditLog:
+    name, signer = load_signer(skey)
+    return AuditLog(LogStore(path), ORIGIN, signer, VKEY)
+
+
+def grow(log: AuditLog, start: int, end: int, notes: list[str], loan: str | None = None) -> None:
+    """Append leaves start..end-1 one event at a time, signing every EVERY leaves and at end."""
+    for i in range(start, end):
+        log.store.append(new_leaf(event_bytes(i, loan)), ("kafka/inc/t/0", i))
+        if (i + 1) % EVERY == 0 or i + 1 == end:
+            if log.sign_checkpoint(NOW) is not None:
+                notes.append(log.store.latest_checkpoint()[1])  # type: ignore[index]
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A 300-leaf store with a signed checkpoint every 25 leaves, and every note it issued."""
+    path = tmp_path_factory.mktemp("audit") / "audit.db"
+    log = open_log(path)
+    notes: list[str] = []
+    grow(log, 0, SIZE, notes)
+    log.store.close()
+    return path, notes
+
+
+@pytest.fixture
+def copy(original: tuple[Path, list[str]], tmp_path: Path) -> Path:
+    target = tmp_path / "audit.db"
+    shutil.copyfile(original[0], target)
+    return target
+
+
+def check(path: Path, notes: list[str] = ()) -> Report:  # type: ignore[assignment]
+    reader = StoreReader(path)
+    try:
+        return verify_store(reader, VKEY, notes)
+    finally:
+        reader.close()
+
+
+@pytest.fixture
+def sql(copy: Path) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(copy, isolation_level=None)
+    yield db
+    db.close()
+
+
+def flip(value: bytes, at: int = 0) -> bytes:
+    return value[:at] + bytes([value[at] ^ 0x01]) + value[at + 1:]
+
+
+def flip_column(db: sqlite3.Connection, table: str, column: str, where: str,
+                args: tuple[int, ...], at: int = 0) -> None:
+    (value,) = db.execute(f"SELECT {column} FROM {table} WHERE {where}", args).fetchone()
+    db.execute(f"UPDATE {table} SET {column}=? WHERE {where}", (flip(bytes(value), at), *args))
+
+
+# --- the untouched store ----------------------------------------------------------------
+
+
+def test_untouched_store_verifies_against_every_checkpoint(
+        original: tuple[Path, list[str]]) -> None:
+    path, notes = original
+    report = check(path, notes)
+    assert report.ok, report.findings
+    assert report.size == SIZE
+    assert report.checkpoints_verified == SIZE // EVERY == len(notes)
+    assert report.latest is not None and report.latest.size == SIZE
+
+
+def test_batched_appends_build_the_same_store_as_single_ones(
+        original: tuple[Path, list[str]], tmp_path: Path) -> None:
+    log = open_log(tmp_path / "batched.db")
+    for start in range(0, SIZE, 64):
+        leaves = [new_leaf(event_bytes(i)) for i in range(start, min(start + 64, SIZE))]
+        assert log.store.append_many(leaves + leaves[:1], ("kafka/inc/t/0", start)) == len(leaves)
+    log.sign_checkpoint(NOW)
+    assert log.store.append_many([new_leaf(event_bytes(0))], ("kafka/inc/t/0", SIZE)) == 0
+    report = check(tmp_path / "batched.db", original[1][-1:])  # the same root at size 300
+    assert report.ok, report.findings
+    assert report.checkpoints_verified == 1
+    query = "SELECT level, idx, hash FROM nodes ORDER BY level, idx"
+    batched, single = (sqlite3.connect(p).execute(query).fetchall()
+                       for p in (tmp_path / "batched.db", original[0]))
+    assert batched == single and len(single) == 2 * SIZE - bin(SIZE).count("1")
+
+
+# --- one change at a time: the report names the first bad index -----------------------------
+
+
+def test_a_flipped_byte_in_a_leaf_is_caught_at_its_index(copy: Path,
+                                                         sql: sqlite3.Connection) -> None:
+    flip_column(sql, "leaf_data", "data", "leaf_index=?", (137,), at=40)
+    report = check(copy)
+    assert report.first_bad_index == 137
+    assert "bytes do not match" in report.ordered()[0].problem
+
+
+def test_a_leaf_edited_as_text_is_caught(copy: Path, sql: sqlite3.Connection) -> None:
+    """SQL's replace() turns the blob into text; the edit is still found, not a crash."""
+    sql.execute("UPDATE leaf_data SET data=replace(data, 'seq', 'SEQ') WHERE leaf_index=77")
+    assert check(copy).first_bad_index == 77
+
+
+def test_a_flipped_leaf_hash_is_caught(copy: Path, sql: sqlite3.Connection) -> None:
+    flip_column(sql, "leaves", "leaf_hash", "leaf_index=?", (5,), at=31)
+    assert check(copy).first_bad_index == 5
+
+
+@pytest.mark.parametrize("level,index", [(0, 299), (0, 64), (3, 20), (8, 0)])
+def test_a_flipped_tree_node_is_caught_at_its_first_leaf(copy: Path, sql: sqlite3.Connection,
+                                                         level: int, index: int) -> None:
+    flip_column(sql, "nodes", "hash", "level=? AND idx=?", (level, index))
+    report = check(copy)
+    assert report.first_bad_index == index << level
+    assert f"level {level}, index {index}" in report.ordered()[0].problem
+
+
+@pytest.mark.parametrize("table,column", [("leaves", "leaf_index"), ("leaf_data", "leaf_index")])
+@pytest.mark.parametrize("index", [0, 151, SIZE - 1])
+def test_a_deleted_leaf_row_is_caught(copy: Path, sql: sqlite3.Connection, table: str,
+                                      column: str, index: int) -> None:
+    sql.execute(f"DELETE FROM {table} WHERE {column}=?", (index,))
+    assert check(copy).first_bad_index == index
+
+
+def test_a_deleted_node_row_is_caught(copy: Path, sql: sqlite3.Connection) -> None:
+    sql.execute("DELETE FROM nodes WHERE level=2 AND idx=30")
+    report = check(copy)
+    assert report.first_bad_index == 120
+    assert "missing" in report.ordered()[0].problem
+
+
+def truncate(db: sqlite3.Connection, keep: int) -> None:
+    """Drop every leaf from `keep` on, with its bytes and every node that covers it."""
+    db.execute("DELETE FROM leaves WHERE leaf_index >= ?", (keep,))
+    db.execute("DELETE FROM leaf_data WHERE leaf_index >= ?", (keep,))
+    db.execute("DELETE FROM nodes WHERE ((idx + 1) << level) > ?", (keep,))
+
+
+def test_a_truncated_log_is_caught_by_its_own_checkpoints(copy: Path,
+                                                          sql: sqlite3.Connection) -> None:
+    truncate(sql, 260)
+    report = check(copy)
+    assert report.first_bad_index == 260
+    assert any("only 260" in f.problem for f in report.findings)
+
+
+def test_a_truncation_that_also_drops_checkpoints_needs_only_one_kept_outside(
+        original: tuple[Path, list[str]], copy: Path, sql: sqlite3.Connection) -> None:
+    truncate(sql, 260)
+    sql.execute("DELETE FROM checkpoints WHERE tree_size > 260")
+    last_announced = original[1][-1:]
+    report = check(copy, last_announced)
+    assert report.first_bad_index == 260
+
+
+def test_a_store_rolled_back_to_an_earlier_copy_is_caught(tmp_path: Path) -> None:
+    """The insider restores yesterday's file. Notes announced since then give it away."""
+    path = tmp_path / "audit.db"
+    log = open_log(path)
+    announced: list[str] = []
+    grow(log, 0, 200, announced)
+    log.store.close()
+    shutil.copyfile(path, tmp_path / "earlier.db")
+    log = open_log(path)
+    grow(log, 200, SIZE, announced)
+    log.store.close()
+    shutil.copyfile(tmp_path / "earlier.db", path)
+
+    assert check(path).ok  # by itself, an earlier copy is a consistent log ...
+    report = check(path, announced)  # ... which the announced checkpoints contradict
+    assert report.first_bad_index == 200
+
+    # The rolled-back log goes on, with other events in the place of the lost ones.
+    log = open_log(path)
+    grow(log, 200, SIZE + 20, [], loan="LN-OTHER")
+    log.store.close()
+    report = check(path, announced)
+    assert report.first_bad_index == 200
+    assert any("different roots" in f.problem for f in report.findings)
+
+
+def test_a_consistently_rewritten_leaf_is_caught_between_two_checkpoints(
+        copy: Path, sql: sqlite3.Connection) -> None:
+    """Bytes, hash and every node rewritten to agree: only the signed roots object."""
+    forged = event_bytes(1000, loan="LN-FORGED")
+    rows = sql.execute("SELECT leaf_hash FROM leaves ORDER BY leaf_index").fetchall()
+    hashes = [bytes(r[0]) for r in rows]
+    hashes[213] = leaf_hash(forged)
+    sql.execute("UPDATE leaf_data SET data=? WHERE leaf_index=213", (forged,))
+    event = json.loads(forged)
+    sql.execute("UPDATE leaves SET leaf_hash=?, event_id=?, subject=?, event_type=? "
+                "WHERE leaf_index=213", (hashes[213], event["id"], event["subject"],
+                                         event["type"]))
+    sql.execute("DELETE FROM nodes")
+    sql.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
+                    [(lv, ix, h) for (lv, ix), h in nodes_for_appends(0, hashes, _NoNodes())])
+    report = check(copy)
+    assert report.first_bad_index == 200  # the last checkpoint that still matches
+    assert "rewritten at or after index 200" in report.ordered()[0].problem
+
+
+class _NoNodes:
+    def get_nodes(self, keys: object) -> dict:
+        return {}
+
+
+def test_swapped_leaves_are_caught_at_the_first(copy: Path, sql: sqlite3.Connection) -> None:
+    a, b = (bytes(sql.execute("SELECT data FROM leaf_data WHERE leaf_index=?", (i,))
+                  .fetchone()[0]) for i in (90, 91))
+    sql.execute("UPDATE leaf_data SET data=? WHERE leaf_index=90", (b,))
+    sql.execute("UPDATE leaf_data SET data=? WHERE leaf_index=91", (a,))
+    assert check(copy).first_bad_index == 90
+
+
+def test_a_leaf_moved_to_another_loan_is_caught(copy: Path, sql: sqlite3.Connection) -> None:
+    sql.execute("UPDATE leaves SET subject='LN-0' WHERE leaf_index=44")
+    report = check(copy)
+    assert report.first_bad_index == 44
+    assert "columns differ" in report.ordered()[0].problem
+
+
+def test_a_checkpoint_row_resigned_by_another_key_is_caught(copy: Path,
+                                                            sql: sqlite3.Connection) -> None:
+    other = open_log(copy, OTHER_SKEY)
+    (note,) = sql.execute("SELECT note FROM checkpoints WHERE tree_size=100").fetchone()
+    body = note[:note.index("\n\n") + 1]
+    from shared.tlog import sign_note
+    sql.execute("UPDATE checkpoints SET note=? WHERE tree_size=100",
+                (sign_note(body, ORIGIN, other.signer),))
+    other.store.close()
+    report = check(copy)
+    assert [f.size for f in report.findings] == [100]
+    assert "signature" in report.findings[0].problem
+
+
+def test_an_outside_note_that_does_not_verify_is_refused(original: tuple[Path, list[str]],
+                                                         tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    notes: list[str] = []
+    grow(open_log(path, OTHER_SKEY), 0, 3, notes)
+    with pytest.raises(VerificationError):
+        check(original[0], notes)
+
+
+# --- a sweep: random changes of every kind, all caught ---------------------------------------
+
+Tamper = Callable[[sqlite3.Connection, int], int]
+
+
+def _flip_data(db: sqlite3.Connection, i: int) -> int:
+    flip_column(db, "leaf_data", "data", "leaf_index=?", (i,), at=i % 50)
+    return i
+
+
+def _flip_hash(db: sqlite3.Connection, i: int) -> int:
+    flip_column(db, "leaves", "leaf_hash", "leaf_index=?", (i,), at=i % 32)
+    return i
+
+
+def _flip_node(db: sqlite3.Connection, i: int) -> int:
+    level = i % 6
+    index = i >> level
+    if ((index + 1) << level) > SIZE:
+        level, index = 0, i
+    flip_column(db, "nodes", "hash", "level=? AND idx=?", (level, index), at=i % 32)
+    return index << level
+
+
+def _delete_leaf(db: sqlite3.Connection, i: int) -> int:
+    db.execute("DELETE FROM leaves WHERE leaf_index=?", (i,))
+    return i
+
+
+def _delete_data(db: sqlite3.Connection, i: int) -> int:
+    db.execute("DELETE FROM leaf_data WHERE leaf_index=?", (i,))
+    return i
+
+
+def _truncate(db: sqlite3.Connection, i: int) -> int:
+    truncate(db, i)
+    return i
+
+
+SWEEP = [(tamper, index) for seed, tamper in enumerate(
+    [_flip_data, _flip_hash, _flip_node, _delete_leaf, _delete_data, _truncate])
+    for index in random.Random(seed).sample(range(SIZE), 10)]
+
+
+def test_every_injected_change_is_caught_at_its_first_bad_index(
+        original: tuple[Path, list[str]], tmp_path: Path) -> None:
+    caught = []
+    for n, (tamper, index) in enumerate(SWEEP):
+        path = tmp_path / f"case{n}.db"
+        shutil.copyfile(original[0], path)
+        db = sqlite3.connect(path, isolation_level=None)
+        expected = tamper(db, index)
+        db.close()
+        report = check(path)
+        caught.append((tamper.__name__, index, report.first_bad_index == expected))
+    missed = [case for case in caught if not case[2]]
+    assert not missed, f"{len(missed)} of {len(caught)} not caught at their index: {missed}"
+    assert len(caught) == 60
+
+
+# --- the bundle verifier, where a change reaches a bundle ------------------------------------
+
+
+def test_a_bundle_from_a_tampered_store_fails_at_the_changed_leaf(
+        copy: Path, sql: sqlite3.Connection) -> None:
+    loan = json.loads(event_bytes(150))["subject"]
+    assert verify_bundle(open_log(copy).evidence(loan), VKEY).size == SIZE  # type: ignore[arg-type]
+    flip_column(sql, "leaf_data", "data", "leaf_index=?", (150,), at=60)
+    bundle = open_log(copy).evidence(loan)
+    with pytest.raises(VerificationError) as raised:
+        verify_bundle(bundle, VKEY)  # type: ignore[arg-type]
+    assert raised.value.leaf_index == 150
+    assert base64.b64decode(bundle["leaves"][0]["leaf"])  # type: ignore[index]
+
+
+def test_a_bundle_whose_proof_crosses_a_changed_node_fails(copy: Path,
+                                                           sql: sqlite3.Connection) -> None:
+    loan = json.loads(event_bytes(150))["subject"]  # leaves 3, 10, 17, ... of one loan
+    flip_column(sql, "nodes", "hash", "level=0 AND idx=?", (151,))  # leaf 150's sibling
+    with pytest.raises(VerificationError) as raised:
+        verify_bundle(open_log(copy).evidence(loan), VKEY)  # type: ignore[arg-type]
+    assert raised.value.leaf_index == 150
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared.cli", "audit", "verify-store", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_command_passes_an_untouched_store(original: tuple[Path, list[str]],
+                                           tmp_path: Path) -> None:
+    key = tmp_path / "audit.vkey"
+    key.write_text(VKEY + "\n")
+    result = run_cli("--store", str(original[0]), "--key", str(key))
+    assert result.returncode == 0, result.stderr
+    assert f"OK: {SIZE} leaves re-derived; {SIZE // EVERY} checkpoints verified" in result.stdout
+
+
+def test_command_fails_naming_the_first_bad_index(copy: Path, sql: sqlite3.Connection) -> None:
+    flip_column(sql, "leaf_data", "data", "leaf_index=?", (222,), at=10)
+    sql.execute("DELETE FROM nodes WHERE level=1 AND idx=140")
+    result = run_cli("--store", str(copy), "--key", VKEY)
+    assert result.returncode == 1
+    assert "FAILED: 2 problems; first bad leaf index 222" in result.stderr
+
+
+def test_command_reads_announcements_to_catch_a_rollback(
+        original: tuple[Path, list[str]], copy: Path, sql: sqlite3.Connection,
+        tmp_path: Path) -> None:
+    truncate(sql, 175)
+    sql.execute("DELETE FROM checkpoints WHERE tree_size > 175")
+    announced = tmp_path / "announced.jsonl"
+    announced.write_text("".join(json.dumps({"type": "CheckpointSigned", "data": {"note": n}})
+                                 + "\n" for n in original[1]))
+    assert run_cli("--store", str(copy), "--key", VKEY).returncode == 0
+    result = run_cli("--store", str(copy), "--key", VKEY, "--checkpoints", str(announced))
+    assert result.returncode == 1
+    assert "first bad leaf index 175" in result.stderr
+
+
+def test_command_on_a_cut_file_fails(copy: Path, tmp_path: Path) -> None:
+    data = copy.read_bytes()
+    copy.write_bytes(data[:len(data) // 2])
+    result = run_cli("--store", str(copy), "--key", VKEY)
+    assert result.returncode == 1
+    assert "FAILED" in result.stderr
+
+
+def test_command_without_a_store_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("--store", str(tmp_path / "none.db"), "--key", VKEY)
+    assert result.returncode == 2
+    assert "no audit store" in result.stderr
