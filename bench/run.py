@@ -1,4 +1,4 @@
-"""`make bench`: the raw broker rate beside the end-to-end rate, measured in one run.
+"""`make bench`: the raw broker rate beside the end-to-end rate, and the audit log's figures.
 
 Raw: aiokafka produce + consume of N records the size of a LoanOverdue event.
 End to end: N overdue loans, from the first POST until every loan's ReminderSent is in the
@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench import audit
 from shared import devstack
 from shared.auth import Role, issue_token, load_or_create_secret, now_utc
 from shared.events import LoanOverdue, envelope
@@ -124,8 +125,33 @@ async def end_to_end(stack_urls: dict[str, str], var_dir: Path, count: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", 10_000)))
+    parser.add_argument("--only", choices=["all", "pipeline", "audit"], default="all")
+    parser.add_argument("--audit-sizes", default=os.environ.get("BENCH_AUDIT_SIZES",
+                                                                "1000000,10000000"),
+                        help="tree sizes for the inclusion-proof figures, comma-separated")
     args = parser.parse_args()
-    count = args.loans
+    figures: dict = {"measured_at": datetime.now(timezone.utc).isoformat(),
+                     "machine": {"cpus": os.cpu_count()}}
+    table = Table(title="dunwell bench")
+    table.add_column("measure")
+    table.add_column("figure", justify="right")
+    if args.only in ("all", "pipeline"):
+        figures.update(pipeline(args.loans, table))
+    if args.only in ("all", "audit"):
+        with tempfile.TemporaryDirectory(prefix="dunwell-bench-audit-") as tmp:
+            sizes = [int(size) for size in args.audit_sizes.split(",") if size.strip()]
+            figures["audit"] = audit.run(Path(tmp), _progress, sizes)
+        for measure, figure in audit.rows(figures["audit"]):
+            table.add_row(measure, figure)
+    console.print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / ("bench.json" if args.only == "all" else f"bench-{args.only}.json")
+    path.write_text(json.dumps(figures, indent=2))
+    console.print(f"figures written to {path}")
+
+
+def pipeline(count: int, table: Table) -> dict:
+    """Raw broker round trip beside POST → ReminderSent in the audit log, N loans."""
     with tempfile.TemporaryDirectory(prefix="dunwell-bench-") as tmp:
         var_dir = Path(tmp)
         port = devstack.free_port()
@@ -153,28 +179,16 @@ def main() -> None:
             for process in processes:
                 process.stop()
             broker.stop()
-    report(count, len(value), raw, e2e)
-
-
-def report(count: int, size: int, raw: dict[str, float], e2e: dict[str, float]) -> None:
     ratio = e2e["loans_per_s"] / raw["round_trip_per_s"]
-    table = Table(title=f"dunwell bench: {count} loans, {size}-byte events")
-    table.add_column("measure")
-    table.add_column("rate", justify="right")
-    table.add_row("raw broker produce", f"{raw['produce_per_s']:,.0f} msg/s")
+    table.add_row(f"raw broker produce ({len(value)}-byte events)",
+                  f"{raw['produce_per_s']:,.0f} msg/s")
     table.add_row("raw broker consume", f"{raw['consume_per_s']:,.0f} msg/s")
     table.add_row("raw broker produce+consume", f"{raw['round_trip_per_s']:,.0f} msg/s")
-    table.add_row("intake POST", f"{e2e['post_per_s']:,.0f} loans/s")
+    table.add_row(f"intake POST ({count} loans)", f"{e2e['post_per_s']:,.0f} loans/s")
     table.add_row("end to end (POST → ReminderSent in audit)", f"{e2e['loans_per_s']:,.0f} loans/s")
     table.add_row("ratio end-to-end / raw round trip", f"{ratio:.4f}")
-    console.print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    figures = {"measured_at": datetime.now(timezone.utc).isoformat(), "loans": count,
-               "event_bytes": size, "raw_broker": raw, "end_to_end": e2e,
-               "ratio_e2e_to_raw": ratio, "machine": {"cpus": os.cpu_count()}}
-    path = RESULTS / "bench.json"
-    path.write_text(json.dumps(figures, indent=2))
-    console.print(f"figures written to {path}")
+    return {"loans": count, "event_bytes": len(value), "raw_broker": raw, "end_to_end": e2e,
+            "ratio_e2e_to_raw": ratio}
 
 
 if __name__ == "__main__":

@@ -48,6 +48,17 @@ CREATE TABLE IF NOT EXISTS positions (
 """
 
 
+def nodes_query(count: int) -> str:
+    """SELECT `count` nodes by key in one statement, each found by a primary-key search.
+
+    The keys drive the join. (`(level, idx) IN (VALUES ...)` reads the same rows, but SQLite
+    answers it by scanning the whole table: O(n) per append and per proof.)
+    """
+    return ("WITH k(level, idx) AS (VALUES " + ",".join("(?, ?)" for _ in range(count)) + ") "
+            "SELECT n.level, n.idx, n.hash FROM k CROSS JOIN nodes n "
+            "ON n.level = k.level AND n.idx = k.idx")
+
+
 @dataclass(frozen=True)
 class Leaf:
     leaf_index: int
@@ -158,10 +169,8 @@ class LogStore:
         found: dict[tuple[int, int], bytes] = {}
         for start in range(0, len(wanted), 400):  # well under SQLite's bound-variable limit
             chunk = wanted[start:start + 400]
-            rows = self._db.execute(
-                "SELECT level, idx, hash FROM nodes WHERE (level, idx) IN (VALUES "
-                + ",".join("(?, ?)" for _ in chunk) + ")",
-                [value for key in chunk for value in key]).fetchall()
+            rows = self._db.execute(nodes_query(len(chunk)),
+                                    [value for key in chunk for value in key]).fetchall()
             found.update({(int(level), int(idx)): bytes(value) for level, idx, value in rows})
         return found
 

@@ -1,0 +1,46 @@
+"""The audit store's own contract: node reads are index searches, appends are exactly once."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from services.audit.store import LogStore, NewLeaf, nodes_query
+from shared.tlog import leaf_hash
+
+
+def leaf(i: int) -> NewLeaf:
+    data = f'{{"id": "e{i}"}}'.encode()
+    return NewLeaf(f"e{i}", "LN-1", "LoanOverdue", data, leaf_hash(data))
+
+
+def test_node_reads_search_the_primary_key_and_never_scan(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "audit.db")
+    store.close()
+    db = sqlite3.connect(tmp_path / "audit.db")
+    plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + nodes_query(3),
+                                         [0, 1, 1, 0, 2, 0])]
+    assert any("SEARCH n USING PRIMARY KEY (level=? AND idx=?)" in step for step in plan), plan
+    assert not any(step.startswith("SCAN n") for step in plan), plan
+
+
+def test_get_nodes_returns_only_stored_keys_across_chunks(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "audit.db")
+    assert store.append_many([leaf(i) for i in range(1000)], ("p", 0)) == 1000
+    keys = [(0, i) for i in range(0, 1200, 2)] + [(3, 5), (9, 1), (10, 0)]
+    found = store.get_nodes(keys)
+    assert set(found) == {key for key in keys if (key[1] + 1) << key[0] <= 1000}
+    assert found[(0, 4)] == leaf(4).leaf_hash
+
+
+def test_positions_and_event_ids_make_appends_exactly_once(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "audit.db")
+    assert store.append(leaf(0), ("p", 5))
+    assert not store.append(leaf(1), ("p", 5))  # the same offset again
+    assert not store.append(leaf(0), ("p", 6))  # the same event at a later offset
+    assert store.position("p") == 6
+    assert store.append_many([leaf(1), leaf(0), leaf(2)], ("q", 0)) == 2
+    assert store.append_many([leaf(3)], ("q", 0)) == 0
+    assert store.size == 3
+    store.close()
+    assert LogStore(tmp_path / "audit.db").size == 3
