@@ -11,6 +11,7 @@ import logging
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared import topics
@@ -81,6 +82,53 @@ async def _write_incarnation(settings: KafkaSettings) -> None:
         await producer.send_and_wait(topics.INCARNATION, uuid.uuid4().hex.encode(), partition=0)
     finally:
         await producer.stop()
+
+
+async def last_records(settings: KafkaSettings, topic: str,
+                       timeout: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """The newest record of each partition of `topic` (none for an empty partition).
+
+    The high-water mark comes from a fetch response, not from ListOffsets, which some
+    Kafka-protocol brokers answer wrongly. Raises TimeoutError when the broker does not
+    answer: a caller that needs this must not guess.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await consumer.topics()  # loads the metadata
+        partitions = [TopicPartition(topic, p)
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise TimeoutError(f"topic {topic} has no partitions")
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        highs: dict[TopicPartition, int] = {}
+        while len(highs) < len(partitions):
+            if loop.time() > deadline:
+                raise TimeoutError(f"no high-water mark for {topic}")
+            await consumer.getmany(*partitions, timeout_ms=200, max_records=1)
+            highs.update((tp, mark) for tp in partitions
+                         if (mark := consumer.highwater(tp)) is not None)
+        newest: list[ConsumerRecord[bytes, bytes]] = []
+        for tp, mark in highs.items():
+            if mark == 0:
+                continue
+            consumer.seek(tp, mark - 1)
+            while True:
+                if loop.time() > deadline:
+                    raise TimeoutError(f"could not read the newest record of {tp}")
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                records = batch.get(tp, [])
+                if records:
+                    newest.append(records[-1])
+                    break
+        return newest
+    finally:
+        await consumer.stop()
 
 
 def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:

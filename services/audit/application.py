@@ -4,6 +4,7 @@ checkpoints over the Merkle tree; proofs pinned to a checkpoint's size."""
 from __future__ import annotations
 
 import base64
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,12 @@ from services.audit.store import Leaf, LogStore, NewLeaf
 
 BUNDLE_FORMAT = "dunwell-evidence/v1"
 
+log = logging.getLogger(__name__)
+
+
+class ForkedLog(RuntimeError):
+    """The store's tree contradicts a checkpoint this log has already announced."""
+
 
 class AuditLog:
     """Implements the tracked consumer's Sink: the append and the position share a transaction."""
@@ -29,6 +36,23 @@ class AuditLog:
         self.origin = origin
         self.signer = signer
         self.vkey = vkey
+        self._announced: Checkpoint | None = None
+        self.forked: str | None = None
+
+    def expect(self, announced: Checkpoint) -> None:
+        """The newest checkpoint already announced outside the store (on audit.checkpoints).
+
+        A store restored from an earlier copy is behind it: nothing is signed until the log
+        has re-consumed past that size and hashes to the announced root there. A log that
+        hashes to another root is forked, and signs nothing more.
+        """
+        self._announced = announced
+
+    def check(self) -> int:
+        """Readiness: the store answers and the log agrees with what it announced."""
+        if self.forked is not None:
+            raise ForkedLog(self.forked)
+        return self.store.ping()
 
     def position(self, name: str) -> int | None:
         return self.store.position(name)
@@ -53,6 +77,8 @@ class AuditLog:
         checkpoints of this log can never be inconsistent.
         """
         size = self.store.size
+        if self.forked is not None or not self._extends_announced(size):
+            return None
         latest = self.store.latest_checkpoint()
         if size == 0 or (latest is not None and latest[0] >= size):
             return None
@@ -60,6 +86,21 @@ class AuditLog:
         note = sign_note(checkpoint.body(), self.origin, self.signer)
         self.store.record_checkpoint(size, checkpoint.root, note, now.isoformat())
         return checkpoint
+
+    def _extends_announced(self, size: int) -> bool:
+        announced = self._announced
+        if announced is None:
+            return True
+        if size < announced.size:
+            return False  # behind an announcement: catching up, or rolled back for good
+        if merkle.root(announced.size, self.store) != announced.root:
+            self.forked = (f"the log's first {announced.size} leaves do not hash to the root "
+                           f"announced at that size: the store was rolled back or rewritten "
+                           f"(run `dunwell audit verify-store`); no checkpoint will be signed")
+            log.critical("%s", self.forked)
+            return False
+        self._announced = None  # checked once; every later checkpoint extends it
+        return True
 
     def latest(self) -> tuple[int, str] | None:
         return self.store.latest_checkpoint()

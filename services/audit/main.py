@@ -10,10 +10,14 @@ from fastapi import FastAPI
 
 from shared import topics
 from shared.clock import Clock, SystemClock
-from shared.events import CheckpointSigned, CloudEvent, envelope, event_id_for
+from shared.events import (CheckpointSigned, CloudEvent, DecodeError, decode, envelope,
+                           event_id_for)
+from shared.kafka import last_records
 from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
-from shared.tlog import b64encode, encode_vkey, load_signer, open_checkpoint
+from shared.settings import KafkaSettings
+from shared.tlog import (Checkpoint, VerificationError, b64encode, encode_vkey, load_signer,
+                         open_checkpoint)
 
 from services.audit.api import router
 from services.audit.application import AuditLog
@@ -32,6 +36,9 @@ def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtim
     stream = uuid5(NAMESPACE_URL, f"https://dunwell.dev/checkpoints/{audit.origin}")
 
     async def run(stop: asyncio.Event) -> None:
+        newest = await _newest_announced(runtime.settings, audit)
+        if newest is not None:
+            audit.expect(newest)
         announced = 0
         while not stop.is_set():
             await asyncio.to_thread(audit.sign_checkpoint, clock.now())
@@ -47,6 +54,22 @@ def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtim
                 pass
 
     return run
+
+
+async def _newest_announced(settings: KafkaSettings, audit: AuditLog) -> Checkpoint | None:
+    """The largest checkpoint of this log on audit.checkpoints that verifies under its key."""
+    newest = None
+    for record in await last_records(settings, topics.CHECKPOINTS):
+        try:
+            _, data = decode(record.value or b"")
+            if not isinstance(data, CheckpointSigned):
+                continue
+            checkpoint = open_checkpoint(data.note, audit.vkey)
+        except (DecodeError, VerificationError):
+            continue  # another log's, or not a checkpoint: not ours to honour
+        if newest is None or checkpoint.size > newest.size:
+            newest = checkpoint
+    return newest
 
 
 def _announcement(audit: AuditLog, stream: UUID, size: int, note: str) -> CloudEvent:
@@ -73,7 +96,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
         return checkpointer(audit, clock, settings.checkpoint_interval_seconds, runtime)
 
     parts = Parts(
-        name="audit", settings=settings, clock=clock, store=audit, store_check=audit.store.ping,
+        name="audit", settings=settings, clock=clock, store=audit, store_check=audit.check,
         sink=audit, subscribe=AUDITED_TOPICS, routers=[router], order_across_partitions=True,
         loops=[("checkpointer", start_checkpointer)])
     return assemble(parts, connect=connect)

@@ -97,3 +97,14 @@ def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: 
     forged = json.loads(json.dumps(bundle))
     forged["consistency"]["proof"] = forged["consistency"]["proof"][:-1] or ["A" * 43 + "="]
     assert _verify(forged, vkey, tmp_path, "forged").returncode != 0
+
+    every_announcement = asyncio.run(_announced(stack.bootstrap))
+    kept = tmp_path / "announced.jsonl"
+    kept.write_text("".join(json.dumps({"data": {"note": a.note}}) + "\n"
+                            for a in every_announcement))
+    store = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "audit", "verify-store", "--store",
+         str(stack.var_dir / "audit.db"), "--key", vkey, "--checkpoints", str(kept)],
+        capture_output=True, text=True, timeout=120)
+    assert store.returncode == 0, store.stderr
+    assert "leaves re-derived" in store.stdout

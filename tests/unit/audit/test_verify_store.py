@@ -14,51 +14,26 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
-from uuid import NAMESPACE_URL, uuid5
 
 import pytest
 
-from services.audit.application import AuditLog
 from services.audit.merkle import nodes_for_appends
-from services.audit.store import LogStore, NewLeaf, StoreReader
+from services.audit.store import StoreReader
 from services.audit.verify import Report, verify_store
-from shared.tlog import VerificationError, generate_signer, leaf_hash, load_signer, verify_bundle
-
-ORIGIN = "dunwell.test/audit"
-SKEY, VKEY = generate_signer(ORIGIN)
-OTHER_SKEY, _ = generate_signer(ORIGIN)
-SIZE = 300
-EVERY = 25  # a checkpoint every 25 leaves, as a busy log gets one a second
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
-
-
-def event_bytes(i: int, loan: str | None = None) -> bytes:
-    return json.dumps({
-        "specversion": "1.0", "id": str(uuid5(NAMESPACE_URL, f"event/{i}")),
-        "source": "/dunwell/test", "type": ["LoanOverdue", "CaseOpened", "ReminderSent"][i % 3],
-        "subject": loan or f"LN-{i % 7}", "time": NOW.isoformat(), "data": {"seq": i},
-    }).encode()
-
-
-def new_leaf(data: bytes) -> NewLeaf:
-    event = json.loads(data)
-    return NewLeaf(event["id"], event["subject"], event["type"], data, leaf_hash(data))
-
-
-def open_log(path: Path, skey: str = SKEY) -> AuditLog:
-    name, signer = load_signer(skey)
-    return AuditLog(LogStore(path), ORIGIN, signer, VKEY)
-
-
-def grow(log: AuditLog, start: int, end: int, notes: list[str], loan: str | None = None) -> None:
-    """Append leaves start..end-1 one event at a time, signing every EVERY leaves and at end."""
-    for i in range(start, end):
-        log.store.append(new_leaf(event_bytes(i, loan)), ("kafka/inc/t/0", i))
-        if (i + 1) % EVERY == 0 or i + 1 == end:
-            if log.sign_checkpoint(NOW) is not None:
-                notes.append(log.store.latest_checkpoint()[1])  # type: ignore[index]
+from shared.tlog import VerificationError, leaf_hash, sign_note, verify_bundle
+from tests.unit.audit.logs import (
+    EVERY,
+    NOW,
+    ORIGIN,
+    OTHER_SKEY,
+    SIZE,
+    VKEY,
+    event_bytes,
+    grow,
+    new_leaf,
+    open_log,
+)
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +250,6 @@ def test_a_checkpoint_row_resigned_by_another_key_is_caught(copy: Path,
     other = open_log(copy, OTHER_SKEY)
     (note,) = sql.execute("SELECT note FROM checkpoints WHERE tree_size=100").fetchone()
     body = note[:note.index("\n\n") + 1]
-    from shared.tlog import sign_note
     sql.execute("UPDATE checkpoints SET note=? WHERE tree_size=100",
                 (sign_note(body, ORIGIN, other.signer),))
     other.store.close()

@@ -1,0 +1,125 @@
+"""An audit store restored from an earlier copy never signs a checkpoint that contradicts one
+already announced.
+
+This test runs its own suite: it rolls the audit store back and forges it, which the shared
+suite must not see. The broker keeps running, so audit.checkpoints still holds every
+announcement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.audit.store import LogStore, NewLeaf
+from shared.auth import Role
+from shared.events import CheckpointSigned
+from shared.tlog import leaf_hash
+from tests.e2e.stack import Stack, start_stack
+from tests.e2e.test_evidence import _announced
+from tests.helpers import loan_body, wait_for, zone_at_local_hour
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    running = start_stack(tmp_path / "suite")
+    try:
+        yield running
+    finally:
+        running.shutdown()
+
+
+def _signed_with_reminder(stack: Stack) -> int:
+    """Post a loan; return the size of the first checkpoint covering its ReminderSent."""
+    body = loan_body(timezone_name=zone_at_local_hour(11))
+    with stack.client("escalation", Role.LENDER) as lender:
+        assert lender.post("/v1/loans/overdue", json=body).status_code == 202
+    with stack.client("audit", Role.AUDITOR) as audit:
+        def covered() -> int | None:
+            response = audit.get(f"/v1/loans/{body['loan_id']}/evidence")
+            if response.status_code != 200:
+                return None
+            bundle = response.json()
+            types = [json.loads(base64.b64decode(leaf["leaf"]))["type"]
+                     for leaf in bundle["leaves"]]
+            return int(bundle["checkpoint"].split("\n")[1]) if "ReminderSent" in types else None
+
+        return wait_for(covered, what="a signed checkpoint over the loan's ReminderSent")
+
+
+def _copy_store(source: Path, target: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        target.with_name(target.name + suffix).unlink(missing_ok=True)
+        if source.with_name(source.name + suffix).exists():
+            shutil.copyfile(source.with_name(source.name + suffix),
+                            target.with_name(target.name + suffix))
+
+
+def _roots_by_size(announced: list[CheckpointSigned]) -> dict[int, set[str]]:
+    roots: dict[int, set[str]] = {}
+    for announcement in announced:
+        roots.setdefault(announcement.tree_size, set()).add(announcement.root_hash)
+    return roots
+
+
+def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Stack,
+                                                                  tmp_path: Path) -> None:
+    stack = own_stack
+    store = stack.var_dir / "audit.db"
+    _signed_with_reminder(stack)
+    with stack.client("audit", Role.AUDITOR) as audit:
+        key = audit.get("/v1/checkpoint").json()["public_key"]
+    stack.stop("audit")
+    _copy_store(store, tmp_path / "earlier.db")
+    earlier = LogStore(tmp_path / "earlier.db")
+    earlier_size = earlier.size
+    earlier.close()
+
+    stack.start("audit")
+    later = _signed_with_reminder(stack)
+    assert later > earlier_size
+    stack.stop("audit")
+    before = _roots_by_size(asyncio.run(_announced(stack.bootstrap)))
+    assert max(before) >= later
+
+    # The insider restores the earlier copy and slips in an event of their own.
+    _copy_store(tmp_path / "earlier.db", store)
+    insider = LogStore(store)
+    data = json.dumps({"specversion": "1.0", "id": "forged-1", "source": "/insider",
+                       "type": "ReminderSent", "subject": "LN-FORGED"}).encode()
+    assert insider.append(NewLeaf("forged-1", "LN-FORGED", "ReminderSent", data,
+                                  leaf_hash(data)), ("insider", 0))
+    insider.close()
+
+    # It re-consumes what the broker still holds, reaches the announced size, and stops there.
+    stack.start("audit")
+    with httpx.Client(base_url=stack.url("audit"), timeout=5) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 503,
+                 what="the audit service to report the fork", timeout=60)
+    assert "do not hash to the root announced" in (stack.logs / "audit.log").read_text()
+    time.sleep(2)  # four checkpoint intervals, in which nothing may be signed or announced
+    after = _roots_by_size(asyncio.run(_announced(stack.bootstrap)))
+    assert after == before
+    assert LogStore(store).latest_checkpoint()[0] < max(before)  # type: ignore[index]
+    stack.stop("audit")
+
+    # The announcements an auditor kept show where the store went wrong.
+    kept = tmp_path / "announced.jsonl"
+    kept.write_text("".join(json.dumps({"note": a.note}) + "\n"
+                            for a in asyncio.run(_announced(stack.bootstrap))))
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "audit", "verify-store", "--store", str(store),
+         "--key", key, "--checkpoints", str(kept)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout
+    first_bad = int(result.stderr.split("first bad leaf index ")[1].split()[0])
+    assert first_bad <= earlier_size  # the forged leaf took index earlier_size

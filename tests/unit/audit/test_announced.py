@@ -1,0 +1,78 @@
+"""A log that has announced a checkpoint never signs one that contradicts it.
+
+The audit service reads its newest announcement back from audit.checkpoints when it starts
+(`AuditLog.expect`). A store restored from an earlier copy must re-consume past that size
+and hash to the announced root before it signs again; one that hashes elsewhere is forked.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from services.audit.application import AuditLog, ForkedLog
+from shared.tlog import open_checkpoint
+from tests.unit.audit.logs import NOW, VKEY, event_bytes, new_leaf, open_log
+
+
+def append(log: AuditLog, start: int, end: int, loan: str | None = None) -> None:
+    for i in range(start, end):
+        log.store.append(new_leaf(event_bytes(i, loan)), ("kafka/inc/t/0", i))
+
+
+@pytest.fixture
+def rolled_back(tmp_path: Path) -> tuple[Path, object]:
+    """A store copied at 40 leaves, after which the live log signed (and announced) 90."""
+    path = tmp_path / "audit.db"
+    log = open_log(path)
+    append(log, 0, 40)
+    log.sign_checkpoint(NOW)
+    log.store.close()
+    shutil.copyfile(path, tmp_path / "earlier.db")
+    log = open_log(path)
+    append(log, 40, 90)
+    assert log.sign_checkpoint(NOW) is not None
+    announced = open_checkpoint(log.store.latest_checkpoint()[1], VKEY)  # type: ignore[index]
+    log.store.close()
+    shutil.copyfile(tmp_path / "earlier.db", path)
+    return path, announced
+
+
+def test_a_restored_store_signs_again_once_it_has_caught_up_with_the_same_leaves(
+        rolled_back: tuple[Path, object]) -> None:
+    path, announced = rolled_back
+    log = open_log(path)
+    log.expect(announced)  # type: ignore[arg-type]
+    append(log, 40, 70)
+    assert log.sign_checkpoint(NOW) is None  # still behind size 90
+    append(log, 70, 95)
+    signed = log.sign_checkpoint(NOW)
+    assert signed is not None and signed.size == 95
+    assert log.check() == 1
+    assert log.forked is None
+
+
+def test_a_restored_store_that_took_other_leaves_is_forked_and_signs_nothing(
+        rolled_back: tuple[Path, object]) -> None:
+    path, announced = rolled_back
+    log = open_log(path)
+    log.expect(announced)  # type: ignore[arg-type]
+    append(log, 40, 41, loan="LN-INSERTED")  # an insider's leaf where leaf 40 was
+    append(log, 41, 120)
+    assert log.sign_checkpoint(NOW) is None
+    assert log.sign_checkpoint(NOW) is None
+    assert log.store.latest_checkpoint()[0] == 40  # type: ignore[index]
+    with pytest.raises(ForkedLog, match="first 90 leaves do not hash to the root announced"):
+        log.check()
+
+
+def test_an_announcement_the_log_already_passed_in_step_is_no_obstacle(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "audit.db")
+    append(log, 0, 30)
+    first = log.sign_checkpoint(NOW)
+    assert first is not None
+    log.expect(first)
+    append(log, 30, 31)
+    assert log.sign_checkpoint(NOW) is not None
