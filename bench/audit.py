@@ -306,6 +306,8 @@ def verification(tmp: Path, progress: Progress, size: int, events: int) -> dict[
         in_process.append(time.perf_counter() - started)
     command = _timed([sys.executable, "-m", "shared.cli", "verify", str(bundle_path),
                       "--key", str(key_path)], 5)
+    standalone = _timed([sys.executable, "shared/tlog.py", str(bundle_path),
+                         "--key", str(key_path)], 5)
     startup = _timed([sys.executable, "-c", "pass"], 5)
 
     reader = StoreReader(tmp / "bundle.db")
@@ -317,8 +319,9 @@ def verification(tmp: Path, progress: Progress, size: int, events: int) -> dict[
     audit.store.close()
     return {"bundle_events": events, "bundle_bytes": bundle_path.stat().st_size,
             "in_process_p50_ms": 1e3 * statistics.median(in_process),
-            "command_s": command, "python_startup_s": startup,
+            "command_s": command, "tlog_py_s": standalone, "python_startup_s": startup,
             "command_over_startup": command / startup,
+            "tlog_py_over_startup": standalone / startup,
             "verify_store_leaves": size, "verify_store_s": store_seconds,
             "verify_store_leaves_per_s": size / store_seconds}
 
@@ -356,7 +359,8 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     out += [
         (f"verify a {v['bundle_events']}-event bundle offline",
          f"{v['in_process_p50_ms']:.1f} ms in process; `dunwell verify` {v['command_s']:.2f} s "
-         f"(×{v['command_over_startup']:.1f} Python start-up)"),
+         f"(×{v['command_over_startup']:.1f} Python start-up), tlog.py alone "
+         f"{v['tlog_py_s']:.2f} s (×{v['tlog_py_over_startup']:.1f})"),
         (f"verify-store, {v['verify_store_leaves']:,} leaves",
          f"{v['verify_store_s']:.1f} s ({v['verify_store_leaves_per_s']:,.0f} leaves/s)"),
     ]

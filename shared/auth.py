@@ -7,22 +7,15 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from enum import Enum
 from pathlib import Path
 
 import jwt
 from fastapi import HTTPException, Request
 
+from shared.roles import Role
+
 ALGORITHM = "HS256"
 ISSUER = "dunwell"
-
-
-class Role(str, Enum):
-    LENDER = "lender"
-    COLLECTOR = "collector"
-    OPS = "ops"
-    AUDITOR = "auditor"
-    PROVIDER = "provider"
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,25 @@
 """Verifier side of the audit transparency log (RFC 6962 trees, C2SP notes).
 
 Only the standard library and ``cryptography`` are imported here, because the
-offline evidence verifier ships this module on its own to auditors.
+offline evidence verifier ships this module on its own to auditors: with this one file,
+
+    python tlog.py BUNDLE.json --key KEY
+
+verifies an evidence bundle (`dunwell verify` is the same check).
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import hashlib
+import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
@@ -484,3 +492,41 @@ def verify_bundle(
         later = _verify_extension(checkpoint, later_checkpoint_note, consistency_proof, vkey)
         latest = later if later.size >= latest.size else latest
     return latest
+
+
+# --- the offline verifier's command ---------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Verify a bundle offline; 0 when all holds, 1 naming the first failure, 2 bad input."""
+    parser = argparse.ArgumentParser(
+        prog="tlog.py", description="Verify a dunwell evidence bundle offline: the checkpoint's "
+        "signature, every leaf's inclusion proof, and consistency with a later checkpoint if "
+        "the bundle carries one.")
+    parser.add_argument("bundle", type=Path, help="the bundle (JSON) from /v1/loans/{id}/evidence")
+    parser.add_argument("--key", required=True,
+                        help="the log's public key (vkey text), or a file holding it")
+    args = parser.parse_args(argv)
+    key_path = Path(args.key)
+    try:
+        vkey = key_path.read_text().strip() if key_path.is_file() else args.key.strip()
+        bundle = json.loads(args.bundle.read_text())
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        checkpoint = verify_bundle(bundle, vkey)
+    except (VerificationError, ValueError) as error:
+        where = ""
+        if isinstance(error, VerificationError) and error.leaf_index is not None:
+            where = f" (first failing leaf index {error.leaf_index})"
+        elif isinstance(error, VerificationError) and error.size is not None:
+            where = f" (size {error.size})"
+        print(f"FAILED{where}: {error}", file=sys.stderr)
+        return 1
+    print(f"OK: {checkpoint.origin} size {checkpoint.size} verified")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -402,3 +402,33 @@ def test_command_without_a_store_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("--store", str(tmp_path / "none.db"), "--key", VKEY)
     assert result.returncode == 2
     assert "no audit store" in result.stderr
+
+
+def test_the_verifier_runs_from_its_one_file_with_only_cryptography(
+        original: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """What an auditor is handed: tlog.py alone; the project and its other packages are
+    made unimportable in the verifying process."""
+    shutil.copyfile(Path(__file__).parents[3] / "shared" / "tlog.py", tmp_path / "tlog.py")
+    bundle = open_log(original[0]).evidence(json.loads(event_bytes(150))["subject"])
+    (tmp_path / "bundle.json").write_text(json.dumps(bundle))
+    tampered = json.loads(json.dumps(bundle))
+    raw = bytearray(base64.b64decode(tampered["leaves"][2]["leaf"]))
+    raw[5] ^= 0x20
+    tampered["leaves"][2]["leaf"] = base64.b64encode(bytes(raw)).decode()
+    (tmp_path / "tampered.json").write_text(json.dumps(tampered))
+    blocked = ["shared", "services", "fastapi", "pydantic", "aiokafka", "eventsourcing",
+               "httpx", "typer", "rich", "jwt", "uvicorn", "starlette"]
+
+    def run(name: str) -> subprocess.CompletedProcess[str]:
+        code = ("import runpy, sys\n"
+                f"for name in {blocked!r}: sys.modules[name] = None\n"
+                f"sys.argv = ['tlog.py', {name!r}, '--key', {VKEY!r}]\n"
+                "runpy.run_path('tlog.py', run_name='__main__')\n")
+        return subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    good, bad = run("bundle.json"), run("tampered.json")
+    assert good.returncode == 0, good.stderr
+    assert f"OK: {ORIGIN} size {SIZE} verified" in good.stdout
+    assert bad.returncode == 1
+    assert f"first failing leaf index {tampered['leaves'][2]['leaf_index']}" in bad.stderr
