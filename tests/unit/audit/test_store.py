@@ -5,6 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from services.audit.merkle import (
+    MemoryNodes,
+    consistency_proof,
+    inclusion_proof,
+    nodes_for_append,
+    root,
+)
 from services.audit.store import LogStore, NewLeaf, nodes_query
 from shared.tlog import leaf_hash
 
@@ -44,3 +51,18 @@ def test_positions_and_event_ids_make_appends_exactly_once(tmp_path: Path) -> No
     assert store.size == 3
     store.close()
     assert LogStore(tmp_path / "audit.db").size == 3
+
+
+def test_proofs_from_the_sqlite_store_equal_those_from_memory(tmp_path: Path) -> None:
+    """The prover over the service's store answers exactly as over the reference in memory."""
+    store = LogStore(tmp_path / "audit.db")
+    memory = MemoryNodes()
+    for i in range(300):
+        store.append(leaf(i), ("p", i))
+        memory.put(nodes_for_append(i, leaf(i).leaf_hash, memory))
+    for size in range(1, 301):
+        assert root(size, store) == root(size, memory)
+        for index in range(size):
+            assert inclusion_proof(index, size, store) == inclusion_proof(index, size, memory)
+            assert consistency_proof(index + 1, size, store) == \
+                consistency_proof(index + 1, size, memory)
