@@ -165,9 +165,16 @@ def checkpoint_latency(tmp: Path, progress: Progress, rate: float,
     async def run() -> _Runtime:
         runtime = _Runtime()
         stop = asyncio.Event()
-        loop = asyncio.create_task(checkpointer(audit, SystemClock(), interval, runtime)(stop))  # type: ignore[arg-type]
+        async def nothing_announced_yet() -> None:
+            return None
+
+        loop = asyncio.create_task(checkpointer(
+            audit, SystemClock(), interval, runtime, nothing_announced_yet)(stop))  # type: ignore[arg-type]
         await asyncio.to_thread(appender)
         while not runtime.producer.times or runtime.producer.times[-1][0] < count:
+            if loop.done():
+                loop.result()  # the checkpointer failed: raise what it raised
+                raise RuntimeError("the checkpointer stopped before covering every leaf")
             await asyncio.sleep(0.01)
         stop.set()
         await loop
@@ -208,10 +215,10 @@ def _synthetic_hash(i: int) -> bytes:
     return hashlib.sha256(i.to_bytes(8, "big")).digest()
 
 
-def synthetic_tree(size: int, progress: Progress) -> Path:
+def synthetic_tree(size: int, progress: Progress, folder: Path = SYNTHETIC) -> Path:
     """A store whose level 0 holds H(i) for i < size, every node above built as the service
-    builds them. Made once and kept under var/bench/."""
-    path = SYNTHETIC / f"tree-{size}.db"
+    builds them. Made once and kept (under var/bench/)."""
+    path = folder / f"tree-{size}.db"
     if path.exists():
         db = sqlite3.connect(path)
         row = db.execute("SELECT COUNT(*) FROM nodes WHERE level=0").fetchone()
@@ -243,8 +250,9 @@ def synthetic_tree(size: int, progress: Progress) -> Path:
     return path
 
 
-def proofs_at(size: int, progress: Progress, samples: int) -> dict[str, float]:
-    path = synthetic_tree(size, progress)
+def proofs_at(size: int, progress: Progress, samples: int,
+              folder: Path = SYNTHETIC) -> dict[str, float]:
+    path = synthetic_tree(size, progress, folder)
     store = LogStore(path)
     root = merkle.root(size, store)
     rng = random.Random(size)

@@ -20,7 +20,8 @@ from shared.roles import Role
 
 app = typer.Typer(help="dunwell: compliant collection of overdue loans, with proof.",
                   no_args_is_help=True, add_completion=False)
-audit_app = typer.Typer(help="Checks on the audit log's own store.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log: its signer, its announced checkpoints, its store.",
+                        no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 
@@ -156,6 +157,67 @@ def _notes_in(path: Path) -> list[str]:
             raise ValueError(f"{path}: an item has no checkpoint note")
         notes.append(note)
     return notes
+
+
+@audit_app.command("checkpoints")
+def checkpoints(
+    out: Path = typer.Option(None, help="Write here instead of to standard output."),
+    timeout: float = typer.Option(120.0, help="Seconds to wait for the broker."),
+) -> None:
+    """Every checkpoint announced on audit.checkpoints (KAFKA_BOOTSTRAP), as JSON Lines.
+
+    Keep them apart from the audit store: `verify-store --checkpoints` shows with them
+    that the store was not rolled back past any of them.
+    """
+    import json
+
+    from shared import topics
+    from shared.kafka import read_to_now
+    from shared.settings import KafkaSettings
+
+    settings = KafkaSettings()
+    try:
+        records = asyncio.run(read_to_now(settings, topics.CHECKPOINTS, timeout=timeout))
+    except (OSError, TimeoutError, ConnectionError) as error:
+        typer.echo(f"error: could not read {topics.CHECKPOINTS} from {settings.bootstrap}: "
+                   f"{error}", err=True)
+        raise typer.Exit(2) from error
+    lines = []
+    for record in records:
+        try:
+            lines.append(json.dumps(json.loads(record.value or b""), ensure_ascii=False) + "\n")
+        except ValueError:
+            continue  # not an event; verify-store would refuse it anyway
+    text = "".join(lines)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+    typer.echo(f"{len(lines)} checkpoints from {settings.bootstrap}", err=True)
+
+
+@audit_app.command("keygen")
+def keygen(
+    origin: str = typer.Option(..., help="The log's origin line, e.g. audit.lender.example/dunwell."),
+    out: Path = typer.Option(..., help="Writes OUT.skey (the signer, mode 0600) and OUT.vkey."),
+) -> None:
+    """Make an Ed25519 signer for the audit log and its public key.
+
+    The skey goes into the Secret behind AUDIT_SIGNER_KEY; the vkey goes to auditors.
+    """
+    from shared.tlog import generate_signer
+
+    skey, vkey = generate_signer(origin)
+    skey_path, vkey_path = Path(f"{out}.skey"), Path(f"{out}.vkey")
+    try:
+        fd = os.open(skey_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as error:
+        typer.echo(f"error: {skey_path} exists; not overwriting a signer", err=True)
+        raise typer.Exit(2) from error
+    with os.fdopen(fd, "w") as handle:
+        handle.write(skey + "\n")
+    vkey_path.write_text(vkey + "\n")
+    typer.echo(f"signer {skey_path} (keep secret)\nverifier key {vkey_path}:\n{vkey}")
 
 
 @audit_app.command("verify-store")

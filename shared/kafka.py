@@ -84,9 +84,10 @@ async def _write_incarnation(settings: KafkaSettings) -> None:
         await producer.stop()
 
 
-async def last_records(settings: KafkaSettings, topic: str,
-                       timeout: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
-    """The newest record of each partition of `topic` (none for an empty partition).
+async def read_to_now(settings: KafkaSettings, topic: str, newest_only: bool = False,
+                      timeout: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` up to the high-water mark seen when called, partition by
+    partition; with `newest_only`, just the newest record of each partition.
 
     The high-water mark comes from a fetch response, not from ListOffsets, which some
     Kafka-protocol brokers answer wrongly. Raises TimeoutError when the broker does not
@@ -98,6 +99,11 @@ async def last_records(settings: KafkaSettings, topic: str,
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+
+        def check_deadline(what: str) -> None:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{what} of {topic}: no answer in {timeout:.0f} s")
+
         await consumer.topics()  # loads the metadata
         partitions = [TopicPartition(topic, p)
                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -108,25 +114,22 @@ async def last_records(settings: KafkaSettings, topic: str,
             consumer.seek(tp, 0)
         highs: dict[TopicPartition, int] = {}
         while len(highs) < len(partitions):
-            if loop.time() > deadline:
-                raise TimeoutError(f"no high-water mark for {topic}")
+            check_deadline("the high-water marks")
             await consumer.getmany(*partitions, timeout_ms=200, max_records=1)
             highs.update((tp, mark) for tp in partitions
                          if (mark := consumer.highwater(tp)) is not None)
-        newest: list[ConsumerRecord[bytes, bytes]] = []
+        found: list[ConsumerRecord[bytes, bytes]] = []
         for tp, mark in highs.items():
             if mark == 0:
                 continue
-            consumer.seek(tp, mark - 1)
-            while True:
-                if loop.time() > deadline:
-                    raise TimeoutError(f"could not read the newest record of {tp}")
+            consumer.seek(tp, mark - 1 if newest_only else 0)
+            records: list[ConsumerRecord[bytes, bytes]] = []
+            while not records or records[-1].offset < mark - 1:
+                check_deadline(f"reading {tp.partition}")
                 batch = await consumer.getmany(tp, timeout_ms=500)
-                records = batch.get(tp, [])
-                if records:
-                    newest.append(records[-1])
-                    break
-        return newest
+                records.extend(r for r in batch.get(tp, []) if r.offset < mark)
+            found.extend(records[-1:] if newest_only else records)
+        return found
     finally:
         await consumer.stop()
 

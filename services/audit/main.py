@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -12,7 +13,7 @@ from shared import topics
 from shared.clock import Clock, SystemClock
 from shared.events import (CheckpointSigned, CloudEvent, DecodeError, decode, envelope,
                            event_id_for)
-from shared.kafka import last_records
+from shared.kafka import read_to_now
 from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
 from shared.settings import KafkaSettings
@@ -27,16 +28,19 @@ from services.audit.store import LogStore
 AUDITED_TOPICS = [topics.LOANS, topics.CASES, topics.REMINDERS, topics.VISITS]
 
 
-def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtime) -> Loop:
+def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtime,
+                 newest_announced: Callable[[], Awaitable[Checkpoint | None]]) -> Loop:
     """Signs a checkpoint whenever the tree grew, and announces the latest stored one.
 
     The announcement follows the store, not the signing: a checkpoint stored just before a
     crash is announced after the restart (its event id is stable, so a repeat is harmless).
+    Before the first signature, the newest checkpoint already announced is read back, so that
+    a store restored from an earlier copy cannot sign against it (`AuditLog.expect`).
     """
     stream = uuid5(NAMESPACE_URL, f"https://dunwell.dev/checkpoints/{audit.origin}")
 
     async def run(stop: asyncio.Event) -> None:
-        newest = await _newest_announced(runtime.settings, audit)
+        newest = await newest_announced()
         if newest is not None:
             audit.expect(newest)
         announced = 0
@@ -59,7 +63,7 @@ def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtim
 async def _newest_announced(settings: KafkaSettings, audit: AuditLog) -> Checkpoint | None:
     """The largest checkpoint of this log on audit.checkpoints that verifies under its key."""
     newest = None
-    for record in await last_records(settings, topics.CHECKPOINTS):
+    for record in await read_to_now(settings, topics.CHECKPOINTS, newest_only=True):
         try:
             _, data = decode(record.value or b"")
             if not isinstance(data, CheckpointSigned):
@@ -93,7 +97,8 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
                      encode_vkey(name, public))
 
     def start_checkpointer(runtime: Runtime) -> Loop:
-        return checkpointer(audit, clock, settings.checkpoint_interval_seconds, runtime)
+        return checkpointer(audit, clock, settings.checkpoint_interval_seconds, runtime,
+                            lambda: _newest_announced(runtime.settings, audit))
 
     parts = Parts(
         name="audit", settings=settings, clock=clock, store=audit, store_check=audit.check,

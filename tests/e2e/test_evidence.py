@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from shared import topics
 from shared.auth import Role
 from shared.events import CheckpointSigned, decode
+from shared.kafka import read_to_now
+from shared.settings import KafkaSettings
 from shared.tlog import b64encode, open_checkpoint
 from tests.e2e.stack import Stack
 from tests.helpers import loan_body, wait_for, zone_at_local_hour
@@ -27,18 +27,9 @@ def _verify(bundle: dict, vkey: str, tmp_path: Path, name: str) -> subprocess.Co
 
 
 async def _announced(bootstrap: str) -> list[CheckpointSigned]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topics.CHECKPOINTS, p)
-                      for p in consumer.partitions_for_topic(topics.CHECKPOINTS) or {0}]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, 0)
-        batch = await consumer.getmany(*partitions, timeout_ms=2000)
-        return [decode(r.value)[1] for records in batch.values() for r in records]  # type: ignore[misc]
-    finally:
-        await consumer.stop()
+    """Every CheckpointSigned on the topic so far, read as the audit service reads it."""
+    records = await read_to_now(KafkaSettings(bootstrap=bootstrap), topics.CHECKPOINTS)
+    return [decode(r.value)[1] for r in records]  # type: ignore[misc]
 
 
 def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -115,8 +116,12 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
 
     # The announcements an auditor kept show where the store went wrong.
     kept = tmp_path / "announced.jsonl"
-    kept.write_text("".join(json.dumps({"note": a.note}) + "\n"
-                            for a in asyncio.run(_announced(stack.bootstrap))))
+    dump = subprocess.run([sys.executable, "-m", "shared.cli", "audit", "checkpoints", "--out",
+                           str(kept)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KAFKA_BOOTSTRAP": stack.bootstrap})
+    assert dump.returncode == 0, dump.stderr
+    assert {json.loads(line)["data"]["tree_size"]
+            for line in kept.read_text().splitlines()} == set(after)
     result = subprocess.run(
         [sys.executable, "-m", "shared.cli", "audit", "verify-store", "--store", str(store),
          "--key", key, "--checkpoints", str(kept)], capture_output=True, text=True, timeout=120)

@@ -21,7 +21,15 @@ import pytest
 from services.audit.merkle import nodes_for_appends
 from services.audit.store import StoreReader
 from services.audit.verify import Report, verify_store
-from shared.tlog import VerificationError, leaf_hash, sign_note, verify_bundle
+from shared.tlog import (
+    Checkpoint,
+    VerificationError,
+    leaf_hash,
+    load_signer,
+    open_checkpoint,
+    sign_note,
+    verify_bundle,
+)
 from tests.unit.audit.logs import (
     EVERY,
     NOW,
@@ -432,3 +440,20 @@ def test_the_verifier_runs_from_its_one_file_with_only_cryptography(
     assert f"OK: {ORIGIN} size {SIZE} verified" in good.stdout
     assert bad.returncode == 1
     assert f"first failing leaf index {tampered['leaves'][2]['leaf_index']}" in bad.stderr
+
+
+def test_keygen_makes_a_signer_whose_checkpoints_verify_and_never_overwrites_it(
+        tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "shared.cli", "audit", "keygen", "--origin",
+               "audit.lender.example/dunwell", "--out", str(tmp_path / "prod")]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    skey = (tmp_path / "prod.skey").read_text().strip()
+    vkey = (tmp_path / "prod.vkey").read_text().strip()
+    assert (tmp_path / "prod.skey").stat().st_mode & 0o777 == 0o600
+    name, signer = load_signer(skey)
+    note = sign_note(Checkpoint(name, 3, leaf_hash(b"x")).body(), name, signer)
+    assert open_checkpoint(note, vkey).size == 3
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "not overwriting" in again.stderr
+    assert (tmp_path / "prod.skey").read_text().strip() == skey
