@@ -234,9 +234,15 @@ def verify_store(
 
     from services.audit.store import StoreReader
     from services.audit.verify import verify_store as check
-    from shared.tlog import VerificationError
+    from shared.tlog import VerificationError, decode_vkey
 
     path = store or _var_dir() / "audit.db"
+    vkey = _key_text(key)
+    try:
+        decode_vkey(vkey)
+    except VerificationError as error:
+        typer.echo(f"error: --key: {error}", err=True)
+        raise typer.Exit(2) from error
     try:
         notes = [note for file in checkpoints for note in _notes_in(file)]
         if not path.is_file():
@@ -254,7 +260,7 @@ def verify_store(
         with Progress("re-deriving", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
             task = bar.add_task("leaves", total=None)
-            report = check(reader, _key_text(key), notes,
+            report = check(reader, vkey, notes,
                            lambda done, total: bar.update(task, completed=done, total=total))
     except VerificationError as error:
         typer.echo(f"error: a checkpoint given with --checkpoints does not verify: {error}",

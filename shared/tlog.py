@@ -510,7 +510,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     key_path = Path(args.key)
     try:
         vkey = key_path.read_text().strip() if key_path.is_file() else args.key.strip()
+        decode_vkey(vkey)
         bundle = json.loads(args.bundle.read_text())
+    except VerificationError as error:
+        print(f"error: --key: {error}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

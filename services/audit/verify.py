@@ -171,7 +171,7 @@ def _signed_checkpoints(reader: StoreReader, vkey: str, outside: Sequence[str],
                 size=size))
         signed.setdefault(checkpoint.size, []).append(checkpoint)
     stored = set(signed)
-    for note in outside:
+    for note in dict.fromkeys(outside):  # an announcement repeated after a restart counts once
         checkpoint = open_checkpoint(note, vkey)  # the caller's input: a bad one is an error
         known = signed.setdefault(checkpoint.size, [])
         if checkpoint.size not in stored:

@@ -406,6 +406,17 @@ def test_command_on_a_cut_file_fails(copy: Path, tmp_path: Path) -> None:
     assert "FAILED" in result.stderr
 
 
+def test_commands_refuse_a_key_that_is_not_a_verifier_key(original: tuple[Path, list[str]],
+                                                            tmp_path: Path) -> None:
+    store = run_cli("--store", str(original[0]), "--key", "not-a-key")
+    assert store.returncode == 2 and "--key: verifier key is malformed" in store.stderr
+    (tmp_path / "bundle.json").write_text("{}")
+    bundle = subprocess.run([sys.executable, "-m", "shared.cli", "verify",
+                             str(tmp_path / "bundle.json"), "--key", "not-a-key"],
+                            capture_output=True, text=True, timeout=60)
+    assert bundle.returncode == 2 and "--key: verifier key is malformed" in bundle.stderr
+
+
 def test_command_without_a_store_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("--store", str(tmp_path / "none.db"), "--key", VKEY)
     assert result.returncode == 2
