@@ -165,11 +165,13 @@ def checkpoint_latency(tmp: Path, progress: Progress, rate: float,
     async def run() -> _Runtime:
         runtime = _Runtime()
         stop = asyncio.Event()
+
         async def nothing_announced_yet() -> None:
             return None
 
-        loop = asyncio.create_task(checkpointer(
-            audit, SystemClock(), interval, runtime, nothing_announced_yet)(stop))  # type: ignore[arg-type]
+        signing = checkpointer(audit, SystemClock(), interval, runtime,  # type: ignore[arg-type]
+                               nothing_announced_yet)
+        loop = asyncio.ensure_future(signing(stop))
         await asyncio.to_thread(appender)
         while not runtime.producer.times or runtime.producer.times[-1][0] < count:
             if loop.done():
