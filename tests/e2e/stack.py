@@ -49,14 +49,14 @@ class Stack:
         headers = {} if role is None else {"authorization": f"Bearer {self.token(role, subject)}"}
         return httpx.Client(base_url=self.url(service), headers=headers, timeout=10)
 
-    def start(self, *names: str) -> None:
+    def start(self, *names: str, wait_ready: bool = True) -> None:
         started = []
         for name in names or devstack.SERVICES:
             env = devstack.service_env(name, self.ports[name], self.var_dir, self.bootstrap,
                                        self.extra_env)
             self.services[name] = devstack.start_service(name, env, self.logs)
             started.append(name)
-        for name in started:
+        for name in started if wait_ready else []:
             devstack.wait_ready(self.url(name), self.services[name])
 
     def stop(self, *names: str) -> None:

@@ -103,11 +103,13 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
     insider.close()
 
     # It re-consumes what the broker still holds, reaches the announced size, and stops there.
-    stack.start("audit")
+    stack.start("audit", wait_ready=False)  # it may find the fork before it is ever ready
+    log_file = stack.logs / "audit.log"
+    wait_for(lambda: "do not hash to the root announced" in log_file.read_text(),
+             what="the audit service to find the fork", timeout=60)
     with httpx.Client(base_url=stack.url("audit"), timeout=5) as client:
-        wait_for(lambda: client.get("/readyz").status_code == 503,
-                 what="the audit service to report the fork", timeout=60)
-    assert "do not hash to the root announced" in (stack.logs / "audit.log").read_text()
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200
     time.sleep(2)  # four checkpoint intervals, in which nothing may be signed or announced
     after = _roots_by_size(asyncio.run(_announced(stack.bootstrap)))
     assert after == before
