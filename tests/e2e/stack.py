@@ -18,6 +18,7 @@ from shared import devstack
 from shared.auth import Role, issue_token, load_or_create_secret, now_utc
 from shared.kafka import prepare_broker
 from shared.settings import KafkaSettings
+from tests.helpers import loan_body, wait_for, zone_at_local_hour
 
 
 @dataclass
@@ -69,6 +70,24 @@ class Stack:
     def shutdown(self) -> None:
         self.stop()
         self.broker.stop()
+
+    def reminded_evidence(self) -> dict[str, Any]:
+        """Post a daytime loan; wait for, and return, a signed evidence bundle that holds
+        its ReminderSent."""
+        body = loan_body(timezone_name=zone_at_local_hour(11))
+        with self.client("escalation", Role.LENDER) as lender:
+            assert lender.post("/v1/loans/overdue", json=body).status_code == 202
+        with self.client("audit", Role.AUDITOR) as audit:
+            def reminded() -> dict[str, Any] | None:
+                response = audit.get(f"/v1/loans/{body['loan_id']}/evidence")
+                if response.status_code != 200:
+                    return None
+                bundle: dict[str, Any] = response.json()
+                types = {json.loads(base64.b64decode(leaf["leaf"]))["type"]
+                         for leaf in bundle["leaves"]}
+                return bundle if "ReminderSent" in types else None
+
+            return wait_for(reminded, what="signed evidence with ReminderSent")
 
     def timeline(self, loan_id: str) -> list[dict[str, Any]]:
         with self.client("audit", Role.AUDITOR) as audit:

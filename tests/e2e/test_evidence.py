@@ -33,21 +33,8 @@ async def _announced(bootstrap: str) -> list[CheckpointSigned]:
 
 
 def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: Path) -> None:
-    body = loan_body(timezone_name=zone_at_local_hour(11))
-    loan_id = body["loan_id"]
-    with stack.client("escalation", Role.LENDER) as lender:
-        assert lender.post("/v1/loans/overdue", json=body).status_code == 202
+    bundle = stack.reminded_evidence()
     with stack.client("audit", Role.AUDITOR) as audit:
-        def sent_and_signed() -> dict | None:
-            response = audit.get(f"/v1/loans/{loan_id}/evidence")
-            if response.status_code != 200:
-                return None
-            bundle = response.json()
-            types = {json.loads(base64.b64decode(leaf["leaf"]))["type"]
-                     for leaf in bundle["leaves"]}
-            return bundle if "ReminderSent" in types else None
-
-        bundle = wait_for(sent_and_signed, what="signed evidence with ReminderSent")
         first = audit.get("/v1/checkpoint").json()
         bundle_size = int(bundle["checkpoint"].split("\n")[1])
 

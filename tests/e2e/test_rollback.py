@@ -9,7 +9,6 @@ announcement.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from shared.events import CheckpointSigned
 from shared.tlog import leaf_hash
 from tests.e2e.stack import Stack, start_stack
 from tests.e2e.test_evidence import _announced
-from tests.helpers import loan_body, wait_for, zone_at_local_hour
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -41,21 +40,8 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def _signed_with_reminder(stack: Stack) -> int:
-    """Post a loan; return the size of the first checkpoint covering its ReminderSent."""
-    body = loan_body(timezone_name=zone_at_local_hour(11))
-    with stack.client("escalation", Role.LENDER) as lender:
-        assert lender.post("/v1/loans/overdue", json=body).status_code == 202
-    with stack.client("audit", Role.AUDITOR) as audit:
-        def covered() -> int | None:
-            response = audit.get(f"/v1/loans/{body['loan_id']}/evidence")
-            if response.status_code != 200:
-                return None
-            bundle = response.json()
-            types = [json.loads(base64.b64decode(leaf["leaf"]))["type"]
-                     for leaf in bundle["leaves"]]
-            return int(bundle["checkpoint"].split("\n")[1]) if "ReminderSent" in types else None
-
-        return wait_for(covered, what="a signed checkpoint over the loan's ReminderSent")
+    """Post a loan; return the size of a signed checkpoint covering its ReminderSent."""
+    return int(stack.reminded_evidence()["checkpoint"].split("\n")[1])
 
 
 def _copy_store(source: Path, target: Path) -> None:
