@@ -37,6 +37,7 @@ class AuditLog:
         self.signer = signer
         self.vkey = vkey
         self._announced: Checkpoint | None = None
+        self._behind_logged = False
         self.forked: str | None = None
 
     def expect(self, announced: Checkpoint) -> None:
@@ -44,9 +45,12 @@ class AuditLog:
 
         A store restored from an earlier copy is behind it: nothing is signed until the log
         has re-consumed past that size and hashes to the announced root there. A log that
-        hashes to another root is forked, and signs nothing more.
+        hashes to another root is forked, and signs nothing more. Of two expectations the
+        larger holds.
         """
-        self._announced = announced
+        if self._announced is None or announced.size >= self._announced.size:
+            self._announced = announced
+            self._behind_logged = False
 
     def check(self) -> int:
         """Readiness: the store answers and the log agrees with what it announced."""
@@ -91,8 +95,13 @@ class AuditLog:
         announced = self._announced
         if announced is None:
             return True
-        if size < announced.size:
-            return False  # behind an announcement: catching up, or rolled back for good
+        if size < announced.size:  # restored from an earlier copy: catching up, or stuck
+            if not self._behind_logged:
+                log.warning("the log holds %d leaves, behind the announced checkpoint of size "
+                            "%d: nothing is signed until it has re-consumed past it", size,
+                            announced.size)
+                self._behind_logged = True
+            return False
         if merkle.root(announced.size, self.store) != announced.root:
             self.forked = (f"the log's first {announced.size} leaves do not hash to the root "
                            f"announced at that size: the store was rolled back or rewritten "

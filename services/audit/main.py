@@ -41,13 +41,16 @@ def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtim
 
     async def run(stop: asyncio.Event) -> None:
         newest = await newest_announced()
+        announced = 0
         if newest is not None:
             audit.expect(newest)
-        announced = 0
+            announced = newest.size
         while not stop.is_set():
             await asyncio.to_thread(audit.sign_checkpoint, clock.now())
             latest = await asyncio.to_thread(audit.latest)
-            if latest is not None and latest[0] != announced:
+            # Never a size below one already announced: the newest announcement stays the
+            # largest, which is what the next start reads back.
+            if latest is not None and latest[0] > announced:
                 event = _announcement(audit, stream, *latest)
                 await runtime.producer.send_and_wait(topics.CHECKPOINTS, event.encode(),
                                                      key=audit.origin.encode())

@@ -99,6 +99,15 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
     time.sleep(2)  # four checkpoint intervals, in which nothing may be signed or announced
     after = _roots_by_size(asyncio.run(_announced(stack.bootstrap)))
     assert after == before
+
+    # Restarts do not wear the guard down: each one reads back the same newest announcement.
+    for restart in (2, 3):
+        stack.stop("audit")
+        stack.start("audit", wait_ready=False)
+        wait_for(lambda: log_file.read_text().count("do not hash to the root announced")
+                 >= restart, what=f"the fork found again after restart {restart}", timeout=60)
+    time.sleep(2)
+    assert _roots_by_size(asyncio.run(_announced(stack.bootstrap))) == before
     assert LogStore(store).latest_checkpoint()[0] < max(before)  # type: ignore[index]
     stack.stop("audit")
 

@@ -76,3 +76,16 @@ def test_an_announcement_the_log_already_passed_in_step_is_no_obstacle(tmp_path:
     log.expect(first)
     append(log, 30, 31)
     assert log.sign_checkpoint(NOW) is not None
+
+
+def test_of_two_expectations_the_larger_holds(rolled_back: tuple[Path, object],
+                                              tmp_path: Path) -> None:
+    path, announced = rolled_back
+    log = open_log(path)
+    log.expect(announced)  # type: ignore[arg-type]
+    smaller = open_checkpoint(log.store.latest_checkpoint()[1], VKEY)  # type: ignore[index]
+    log.expect(smaller)  # size 40, read back later: must not lift the guard at 90
+    append(log, 40, 41, loan="LN-INSERTED")
+    append(log, 41, 100)
+    assert log.sign_checkpoint(NOW) is None
+    assert log.forked is not None and "first 90 leaves" in log.forked
