@@ -171,6 +171,8 @@ def checkpoints(
     """
     import json
 
+    from aiokafka.errors import KafkaError
+
     from shared import topics
     from shared.kafka import read_to_now
     from shared.settings import KafkaSettings
@@ -178,16 +180,18 @@ def checkpoints(
     settings = KafkaSettings()
     try:
         records = asyncio.run(read_to_now(settings, topics.CHECKPOINTS, timeout=timeout))
-    except (OSError, TimeoutError, ConnectionError) as error:
+    except (OSError, TimeoutError, LookupError, KafkaError) as error:
         typer.echo(f"error: could not read {topics.CHECKPOINTS} from {settings.bootstrap}: "
                    f"{error}", err=True)
         raise typer.Exit(2) from error
     lines = []
     for record in records:
         try:
-            lines.append(json.dumps(json.loads(record.value or b""), ensure_ascii=False) + "\n")
-        except ValueError:
-            continue  # not an event; verify-store would refuse it anyway
+            event = json.loads(record.value or b"")
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(event, dict) and event.get("type") == "CheckpointSigned":
+            lines.append(json.dumps(event, ensure_ascii=False) + "\n")
     text = "".join(lines)
     if out is None:
         sys.stdout.write(text)

@@ -20,12 +20,15 @@ from shared.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 TOPIC_EXISTS = 36
+# Announced checkpoints are what shows a rolled-back audit store; they are small, and kept.
+KEPT_FOREVER = {"retention.ms": "-1"}
 
 
 async def ensure_topics(settings: KafkaSettings, attempts: int = 30) -> None:
     """Create every contract topic and its DLQ if missing; never rely on auto-creation."""
     wanted = [NewTopic(name, 1 if name == topics.INCARNATION or name.endswith(".dlq")
-                       else settings.partitions, settings.replication_factor)
+                       else settings.partitions, settings.replication_factor,
+                       topic_configs=KEPT_FOREVER if name == topics.CHECKPOINTS else None)
               for name in topics.all_topics()]
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
@@ -90,31 +93,31 @@ async def read_to_now(settings: KafkaSettings, topic: str, newest_only: bool = F
     partition; with `newest_only`, just the newest record of each partition.
 
     The high-water mark comes from a fetch response, not from ListOffsets, which some
-    Kafka-protocol brokers answer wrongly. Raises TimeoutError when the broker does not
-    answer: a caller that needs this must not guess.
+    Kafka-protocol brokers answer wrongly. A caller that needs the answer must not guess, so
+    this raises: TimeoutError when the broker is too slow, KafkaError when it cannot be
+    reached, LookupError when the topic does not exist.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    await consumer.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+
+    def check_deadline(what: str) -> None:
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what} of {topic}: not done in {timeout:.0f} s")
+
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-
-        def check_deadline(what: str) -> None:
-            if loop.time() > deadline:
-                raise TimeoutError(f"{what} of {topic}: no answer in {timeout:.0f} s")
-
-        await consumer.topics()  # loads the metadata
+        await asyncio.wait_for(consumer.start(), timeout)  # start() loads all metadata
         partitions = [TopicPartition(topic, p)
                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
-            raise TimeoutError(f"topic {topic} has no partitions")
+            raise LookupError(f"topic {topic} does not exist")
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, 0)
         highs: dict[TopicPartition, int] = {}
         while len(highs) < len(partitions):
-            check_deadline("the high-water marks")
+            check_deadline("reading the high-water marks")
             await consumer.getmany(*partitions, timeout_ms=200, max_records=1)
             highs.update((tp, mark) for tp in partitions
                          if (mark := consumer.highwater(tp)) is not None)
@@ -125,9 +128,11 @@ async def read_to_now(settings: KafkaSettings, topic: str, newest_only: bool = F
             consumer.seek(tp, mark - 1 if newest_only else 0)
             records: list[ConsumerRecord[bytes, bytes]] = []
             while not records or records[-1].offset < mark - 1:
-                check_deadline(f"reading {tp.partition}")
+                check_deadline(f"reading partition {tp.partition}")
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 records.extend(r for r in batch.get(tp, []) if r.offset < mark)
+                if not batch.get(tp) and await consumer.position(tp) >= mark:
+                    break  # retention removed what was below the mark: nothing left to read
             found.extend(records[-1:] if newest_only else records)
         return found
     finally:
