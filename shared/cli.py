@@ -142,6 +142,8 @@ def _notes_in(path: Path) -> list[str]:
     import json
 
     text = path.read_text()
+    if not text.strip():
+        return []  # nothing announced yet
     if not text.lstrip().startswith(("{", "[")):
         return [text]
     try:
@@ -278,7 +280,8 @@ def verify_store(
     if report.ok:
         latest = report.latest
         typer.echo(f"OK: {report.size} leaves re-derived; {report.checkpoints_verified} "
-                   f"checkpoints verified" + (f" (latest size {latest.size})" if latest else ""))
+                   f"checkpoints verified" + (f" (latest size {latest.size})" if latest else "")
+                   + (f"; {report.other_logs} of other logs skipped" if report.other_logs else ""))
         return
     first = report.first_bad_index
     where = f"; first bad leaf index {first}" if first is not None else ""

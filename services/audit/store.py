@@ -244,8 +244,14 @@ class StoreReader:
             raise FileNotFoundError(f"no audit store at {path}")
         self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
                                    isolation_level=None, check_same_thread=False)
-        self._db.execute("BEGIN")
-        self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()  # pins the snapshot
+        # Edited text may not be UTF-8; it must then fail a check, not the reading.
+        self._db.text_factory = lambda raw: raw.decode("utf-8", "replace")
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()  # pins the snapshot
+        except sqlite3.DatabaseError:
+            self._db.close()
+            raise
 
     def leaf_rows(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
@@ -267,17 +273,25 @@ class StoreReader:
         return None if row[0] is None else int(row[0])
 
     def levels(self) -> list[int]:
-        return [int(r[0]) for r in self._db.execute("SELECT DISTINCT level FROM nodes "
-                                                    "ORDER BY level")]
+        return [int(r[0]) for r in self._db.execute(
+            "SELECT DISTINCT level FROM nodes WHERE typeof(level)='integer' ORDER BY level")]
 
     def nodes_at(self, level: int) -> Iterator[tuple[int, bytes]]:
-        cursor = self._db.execute("SELECT idx, hash FROM nodes WHERE level=? ORDER BY idx",
-                                  (level,))
+        cursor = self._db.execute("SELECT idx, hash FROM nodes WHERE level=? AND "
+                                  "typeof(idx)='integer' ORDER BY idx", (level,))
         return ((int(idx), _blob(value) or b"") for idx, value in cursor)
 
+    def malformed_nodes(self) -> int:
+        """Node rows whose level or index is not an integer (an edit, never an append)."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM nodes WHERE typeof(level)!='integer' OR typeof(idx)!='integer'"
+        ).fetchone()[0])
+
     def checkpoints(self) -> list[tuple[int, bytes, str]]:
-        return [(int(size), _blob(root) or b"", str(note)) for size, root, note in self._db.execute(
-            "SELECT tree_size, root, note FROM checkpoints ORDER BY tree_size")]
+        rows = self._db.execute("SELECT tree_size, root, note FROM checkpoints "
+                                "ORDER BY tree_size").fetchall()
+        return [(int(size), _blob(root) or b"", (_blob(note) or b"").decode("utf-8", "replace"))
+                for size, root, note in rows]
 
     def repeated_event_ids(self) -> list[tuple[str, int, int]]:
         """Event ids logged more than once: (id, first index, second index)."""

@@ -23,6 +23,7 @@ from services.audit.store import StoreReader
 from services.audit.verify import Report, verify_store
 from shared.tlog import (
     Checkpoint,
+    generate_signer,
     VerificationError,
     leaf_hash,
     load_signer,
@@ -213,24 +214,77 @@ def test_a_store_rolled_back_to_an_earlier_copy_is_caught(tmp_path: Path) -> Non
     assert any("different roots" in f.problem for f in report.findings)
 
 
+def forge(db: sqlite3.Connection, index: int, nodes_too: bool = True) -> None:
+    """Rewrite leaf `index` as another event: bytes, hash, labels and (by default) every node."""
+    forged = event_bytes(1000 + index, loan="LN-FORGED")
+    event = json.loads(forged)
+    db.execute("UPDATE leaf_data SET data=? WHERE leaf_index=?", (forged, index))
+    db.execute("UPDATE leaves SET leaf_hash=?, event_id=?, subject=?, event_type=? "
+               "WHERE leaf_index=?", (leaf_hash(forged), event["id"], event["subject"],
+                                      event["type"], index))
+    if nodes_too:
+        hashes = [bytes(r[0]) for r in db.execute("SELECT leaf_hash FROM leaves "
+                                                  "ORDER BY leaf_index")]
+        db.execute("DELETE FROM nodes")
+        db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
+                       [(lv, ix, h) for (lv, ix), h in nodes_for_appends(0, hashes, _NoNodes())])
+
+
 def test_a_consistently_rewritten_leaf_is_caught_between_two_checkpoints(
         copy: Path, sql: sqlite3.Connection) -> None:
     """Bytes, hash and every node rewritten to agree: only the signed roots object."""
-    forged = event_bytes(1000, loan="LN-FORGED")
-    rows = sql.execute("SELECT leaf_hash FROM leaves ORDER BY leaf_index").fetchall()
-    hashes = [bytes(r[0]) for r in rows]
-    hashes[213] = leaf_hash(forged)
-    sql.execute("UPDATE leaf_data SET data=? WHERE leaf_index=213", (forged,))
-    event = json.loads(forged)
-    sql.execute("UPDATE leaves SET leaf_hash=?, event_id=?, subject=?, event_type=? "
-                "WHERE leaf_index=213", (hashes[213], event["id"], event["subject"],
-                                         event["type"]))
-    sql.execute("DELETE FROM nodes")
-    sql.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
-                    [(lv, ix, h) for (lv, ix), h in nodes_for_appends(0, hashes, _NoNodes())])
+    forge(sql, 213)
     report = check(copy)
     assert report.first_bad_index == 200  # the last checkpoint that still matches
-    assert "rewritten at or after index 200" in report.ordered()[0].problem
+    assert "at or after index 200" in report.ordered()[0].problem
+    assert len(report.findings) == 1  # said once, not again at every later checkpoint
+
+
+def test_a_leaf_rewritten_with_its_hash_but_not_its_tree_is_named_exactly(
+        copy: Path, sql: sqlite3.Connection) -> None:
+    forge(sql, 213, nodes_too=False)
+    report = check(copy)
+    assert report.first_bad_index == 213
+    assert [f.problem for f in report.findings] == [
+        "tree node (level 0, index 213) differs from the hash of leaf 213"]
+
+
+def test_a_flipped_leaf_does_not_hide_a_forgery_before_it(copy: Path,
+                                                          sql: sqlite3.Connection) -> None:
+    forge(sql, 30)
+    flip_column(sql, "leaf_data", "data", "leaf_index=?", (40,), at=9)
+    report = check(copy)
+    assert report.first_bad_index == 25
+    assert any(f.leaf_index == 40 for f in report.findings)
+
+
+@pytest.mark.parametrize("edit", ["UPDATE nodes SET hash=zeroblob(32) WHERE level=8 AND idx=0",
+                                  "DELETE FROM nodes WHERE level=8 AND idx=0"])
+def test_a_flipped_leaf_does_not_hide_a_changed_node_above_it(copy: Path, sql: sqlite3.Connection,
+                                                              edit: str) -> None:
+    sql.execute(edit)
+    flip_column(sql, "leaf_data", "data", "leaf_index=?", (137,), at=9)
+    report = check(copy)
+    assert report.first_bad_index == 0
+    assert {f.leaf_index for f in report.findings} == {0, 137}
+
+
+def test_odd_rows_are_findings_not_crashes(copy: Path, sql: sqlite3.Connection) -> None:
+    sql.execute("UPDATE nodes SET idx='x' WHERE level=0 AND idx=5")
+    deep = b"[" * 100_000
+    sql.execute("UPDATE leaf_data SET data=? WHERE leaf_index=7", (deep,))
+    sql.execute("UPDATE leaves SET leaf_hash=? WHERE leaf_index=7", (leaf_hash(deep),))
+    sql.execute("INSERT INTO leaves (leaf_index, event_id, subject, event_type, leaf_hash) "
+                "VALUES (-1, 'x', 'LN-X', 'ReminderSent', zeroblob(32))")
+    sql.execute("UPDATE checkpoints SET note=CAST(x'ff00' AS BLOB) WHERE tree_size=100")
+    report = check(copy)
+    problems = [f.problem for f in report.ordered()]
+    assert report.first_bad_index == 0
+    assert "tree node (level 0, index 5) is missing" in problems
+    assert "leaf 7: its bytes are not a CloudEvent" in problems
+    assert "a leaf row has index -1" in problems
+    assert any(p.startswith("stored checkpoint 100:") for p in problems)
+    assert any("not (level, index, hash)" in p for p in problems)
 
 
 class _NoNodes:
@@ -264,6 +318,15 @@ def test_a_checkpoint_row_resigned_by_another_key_is_caught(copy: Path,
     report = check(copy)
     assert [f.size for f in report.findings] == [100]
     assert "signature" in report.findings[0].problem
+
+
+def test_outside_notes_of_another_log_are_skipped(original: tuple[Path, list[str]],
+                                                  tmp_path: Path) -> None:
+    skey, _ = generate_signer("another.lender/audit")
+    name, signer = load_signer(skey)
+    note = sign_note(Checkpoint(name, 5, leaf_hash(b"x")).body(), name, signer)
+    report = check(original[0], [note, *original[1]])
+    assert report.ok and report.other_logs == 1
 
 
 def test_an_outside_note_that_does_not_verify_is_refused(original: tuple[Path, list[str]],
@@ -314,8 +377,20 @@ def _truncate(db: sqlite3.Connection, i: int) -> int:
     return i
 
 
+def _forge_leaf(db: sqlite3.Connection, i: int) -> int:
+    forge(db, i, nodes_too=False)
+    return i
+
+
+def _forge_leaf_and_tree(db: sqlite3.Connection, i: int) -> int:
+    """Only the signatures object: the index named is the last checkpoint at or before i."""
+    forge(db, i)
+    return i // EVERY * EVERY
+
+
 SWEEP = [(tamper, index) for seed, tamper in enumerate(
-    [_flip_data, _flip_hash, _flip_node, _delete_leaf, _delete_data, _truncate])
+    [_flip_data, _flip_hash, _flip_node, _delete_leaf, _delete_data, _truncate, _forge_leaf,
+     _forge_leaf_and_tree])
     for index in random.Random(seed).sample(range(SIZE), 10)]
 
 
@@ -332,7 +407,7 @@ def test_every_injected_change_is_caught_at_its_first_bad_index(
         caught.append((tamper.__name__, index, report.first_bad_index == expected))
     missed = [case for case in caught if not case[2]]
     assert not missed, f"{len(missed)} of {len(caught)} not caught at their index: {missed}"
-    assert len(caught) == 60
+    assert len(caught) == 80
 
 
 # --- the bundle verifier, where a change reaches a bundle ------------------------------------
