@@ -147,10 +147,13 @@ def _notes_in(path: Path) -> list[str]:
     if not text.lstrip().startswith(("{", "[")):
         return [text]
     try:
-        document = json.loads(text)
-        items = document if isinstance(document, list) else [document]
-    except ValueError:
-        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        try:
+            document = json.loads(text)
+            items = document if isinstance(document, list) else [document]
+        except ValueError:
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
     notes = []
     for item in items:
         holder = item.get("data", item) if isinstance(item, dict) else None
@@ -268,12 +271,8 @@ def verify_store(
             task = bar.add_task("leaves", total=None)
             report = check(reader, vkey, notes,
                            lambda done, total: bar.update(task, completed=done, total=total))
-    except VerificationError as error:
-        typer.echo(f"error: a checkpoint given with --checkpoints does not verify: {error}",
-                   err=True)
-        raise typer.Exit(2) from error
-    except sqlite3.DatabaseError as error:
-        typer.echo(f"FAILED: the store cannot be read: {error}", err=True)
+    except (sqlite3.DatabaseError, ValueError, TypeError) as error:
+        typer.echo(f"FAILED: the store cannot be read as an audit store: {error}", err=True)
         raise typer.Exit(1) from error
     finally:
         reader.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -87,10 +88,15 @@ async def _write_incarnation(settings: KafkaSettings) -> None:
         await producer.stop()
 
 
-async def read_to_now(settings: KafkaSettings, topic: str, newest_only: bool = False,
-                      timeout: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
+Record = ConsumerRecord[bytes, bytes]
+
+
+async def read_to_now(settings: KafkaSettings, topic: str,
+                      newest: Callable[[Record], bool] | None = None,
+                      timeout: float = 10.0) -> list[Record]:
     """Every record of `topic` up to the high-water mark seen when called, partition by
-    partition; with `newest_only`, just the newest record of each partition.
+    partition. Given `newest`, only the newest record of each partition that it accepts,
+    searched back from the high-water mark in growing windows.
 
     The high-water mark comes from a fetch response, not from ListOffsets, which some
     Kafka-protocol brokers answer wrongly. A caller that needs the answer must not guess, so
@@ -102,9 +108,9 @@ async def read_to_now(settings: KafkaSettings, topic: str, newest_only: bool = F
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
 
-    def check_deadline(what: str) -> None:
+    def check_deadline() -> None:
         if loop.time() > deadline:
-            raise TimeoutError(f"{what} of {topic}: not done in {timeout:.0f} s")
+            raise TimeoutError(f"reading {topic}: not done in {timeout:.0f} s")
 
     try:
         await asyncio.wait_for(consumer.start(), timeout)  # start() loads all metadata
@@ -117,26 +123,43 @@ async def read_to_now(settings: KafkaSettings, topic: str, newest_only: bool = F
             consumer.seek(tp, 0)
         highs: dict[TopicPartition, int] = {}
         while len(highs) < len(partitions):
-            check_deadline("reading the high-water marks")
+            check_deadline()
             await consumer.getmany(*partitions, timeout_ms=200, max_records=1)
             highs.update((tp, mark) for tp in partitions
                          if (mark := consumer.highwater(tp)) is not None)
-        found: list[ConsumerRecord[bytes, bytes]] = []
+        found: list[Record] = []
         for tp, mark in highs.items():
-            if mark == 0:
+            if newest is None:
+                found.extend(await _read_range(consumer, tp, 0, mark, check_deadline))
                 continue
-            consumer.seek(tp, mark - 1 if newest_only else 0)
-            records: list[ConsumerRecord[bytes, bytes]] = []
-            while not records or records[-1].offset < mark - 1:
-                check_deadline(f"reading partition {tp.partition}")
-                batch = await consumer.getmany(tp, timeout_ms=500)
-                records.extend(r for r in batch.get(tp, []) if r.offset < mark)
-                if not batch.get(tp) and await consumer.position(tp) >= mark:
-                    break  # retention removed what was below the mark: nothing left to read
-            found.extend(records[-1:] if newest_only else records)
+            end, window = mark, 16
+            while end > 0:
+                start = max(0, end - window)
+                accepted = [r for r in await _read_range(consumer, tp, start, end,
+                                                         check_deadline) if newest(r)]
+                if accepted:
+                    found.append(accepted[-1])
+                    break
+                end, window = start, window * 4
         return found
     finally:
         await consumer.stop()
+
+
+async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int,
+                      check_deadline: Callable[[], None]) -> list[Record]:
+    """The records of one partition at offsets start..end-1; fewer where retention removed
+    some (the consumer then resets to the earliest offset the broker still has)."""
+    consumer.seek(tp, start)
+    records: list[Record] = []
+    while True:
+        check_deadline()
+        batch = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+        records.extend(r for r in batch if start <= r.offset < end)
+        if batch and batch[-1].offset >= end - 1:
+            return records
+        if not batch and await consumer.position(tp) >= end:
+            return records
 
 
 def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:

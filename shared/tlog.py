@@ -273,6 +273,10 @@ def _split_note(note: object) -> tuple[str, list[str]]:
         raise VerificationError("signed note must be text ending with a newline")
     if _has_control_chars(note):
         raise VerificationError("signed note contains control characters")
+    try:
+        note.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VerificationError("signed note is not UTF-8 text") from None
     split = note.rfind("\n\n")
     if split < 0:
         raise VerificationError("signed note has no blank line before its signatures")

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
@@ -50,7 +51,7 @@ def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtim
             latest = await asyncio.to_thread(audit.latest)
             # Never a size below one already announced: the newest announcement stays the
             # largest, which is what the next start reads back.
-            if latest is not None and latest[0] > announced:
+            if audit.forked is None and latest is not None and latest[0] > announced:
                 event = _announcement(audit, stream, *latest)
                 await runtime.producer.send_and_wait(topics.CHECKPOINTS, event.encode(),
                                                      key=audit.origin.encode())
@@ -64,19 +65,22 @@ def checkpointer(audit: AuditLog, clock: Clock, interval: float, runtime: Runtim
 
 
 async def _newest_announced(settings: KafkaSettings, audit: AuditLog) -> Checkpoint | None:
-    """The largest checkpoint of this log on audit.checkpoints that verifies under its key."""
-    newest = None
-    for record in await read_to_now(settings, topics.CHECKPOINTS, newest_only=True):
+    """The newest checkpoint of this log on audit.checkpoints; as the log never announces a
+    size below one it announced, that is also the largest. Other logs' records, and anything
+    that does not verify under this log's key, are passed over."""
+    def ours(record: ConsumerRecord[bytes, bytes]) -> Checkpoint | None:
         try:
             _, data = decode(record.value or b"")
-            if not isinstance(data, CheckpointSigned):
-                continue
-            checkpoint = open_checkpoint(data.note, audit.vkey)
+            if isinstance(data, CheckpointSigned):
+                return open_checkpoint(data.note, audit.vkey)
         except (DecodeError, VerificationError):
-            continue  # another log's, or not a checkpoint: not ours to honour
-        if newest is None or checkpoint.size > newest.size:
-            newest = checkpoint
-    return newest
+            pass
+        return None
+
+    records = await read_to_now(settings, topics.CHECKPOINTS,
+                                newest=lambda record: ours(record) is not None)
+    checkpoints = [c for c in map(ours, records) if c is not None]
+    return max(checkpoints, key=lambda c: c.size, default=None)
 
 
 def _announcement(audit: AuditLog, stream: UUID, size: int, note: str) -> CloudEvent:

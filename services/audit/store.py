@@ -179,7 +179,7 @@ class LogStore:
             "SELECT l.leaf_index, l.event_id, l.event_type, d.data FROM leaves l "
             "LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index "
             "WHERE l.subject=? ORDER BY l.leaf_index", (subject,)).fetchall()
-        return [Leaf(r[0], r[1], r[2], None if r[3] is None else bytes(r[3])) for r in rows]
+        return [Leaf(r[0], r[1], r[2], _blob(r[3])) for r in rows]
 
     def append_many(self, leaves: Sequence[NewLeaf], position: tuple[str, int]) -> int:
         """Append several leaves and move the position in one transaction; returns how many.
@@ -224,19 +224,29 @@ class LogStore:
 
 @dataclass(frozen=True)
 class StoredLeaf:
+    """Everything the store holds for one leaf index; any part may be missing after an edit."""
+
     leaf_index: int
-    event_id: str
-    subject: str
-    event_type: str
-    leaf_hash: bytes
-    data: bytes | None
+    event_id: str | None  # None: no leaf row
+    subject: str | None
+    event_type: str | None
+    leaf_hash: bytes | None
+    data: bytes | None  # None: no leaf bytes
+    data_is_blob: bool
+    node: bytes | None  # tree node (0, leaf_index)
+
+
+# Integer, non-negative positions only: anything else is an edit, counted apart.
+_INDEX = "typeof({0})='integer' AND {0} >= 0"
+_NOT_INDEX = "typeof({0})!='integer' OR {0} < 0"
 
 
 class StoreReader:
     """A read-only snapshot of a log store, for re-deriving it from its rows.
 
     One read transaction spans every query, so a store the service is still appending to
-    reads as of one moment. The file is opened read-only: verifying never changes it.
+    reads as of one moment. The file is opened read-only: verifying never changes it. Rows are
+    read as they are, whatever types an edit left in them.
     """
 
     def __init__(self, path: Path) -> None:
@@ -257,50 +267,61 @@ class StoreReader:
         return int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
 
     def leaves(self) -> Iterator[StoredLeaf]:
+        """Every leaf index found in any of the leaf row, the leaf bytes or node (0, i)."""
         cursor = self._db.execute(
-            "SELECT l.leaf_index, l.event_id, l.subject, l.event_type, l.leaf_hash, d.data "
-            "FROM leaves l LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index "
-            "ORDER BY l.leaf_index")
-        for index, event_id, subject, event_type, hashed, data in cursor:
-            yield StoredLeaf(int(index), str(event_id), str(subject), str(event_type),
-                             _blob(hashed) or b"", _blob(data))
+            "WITH i(n) AS ("
+            f" SELECT leaf_index FROM leaves WHERE {_INDEX.format('leaf_index')}"
+            f" UNION SELECT leaf_index FROM leaf_data WHERE {_INDEX.format('leaf_index')}"
+            f" UNION SELECT idx FROM nodes WHERE level=0 AND {_INDEX.format('idx')}) "
+            "SELECT i.n, l.leaf_index IS NOT NULL, l.event_id, l.subject, l.event_type, "
+            "l.leaf_hash, d.data, typeof(d.data), n.hash FROM i "
+            "LEFT JOIN leaves l ON l.leaf_index = i.n "
+            "LEFT JOIN leaf_data d ON d.leaf_index = i.n "
+            "LEFT JOIN nodes n ON n.level = 0 AND n.idx = i.n ORDER BY i.n")
+        for index, row, event_id, subject, event_type, hashed, data, kind, node in cursor:
+            yield StoredLeaf(
+                int(index), str(event_id) if row else None, str(subject) if row else None,
+                str(event_type) if row else None, _blob(hashed) if row else None, _blob(data),
+                kind in ("blob", "null"), _blob(node))
 
-    def orphan_data(self) -> int | None:
-        """The first index of leaf bytes that have no leaf row."""
-        row = self._db.execute("SELECT MIN(d.leaf_index) FROM leaf_data d LEFT JOIN leaves l "
-                               "ON l.leaf_index = d.leaf_index WHERE l.leaf_index IS NULL"
-                               ).fetchone()
-        return None if row[0] is None else int(row[0])
+    def malformed_rows(self) -> int:
+        """Rows whose position is not a non-negative integer: edits, never appends."""
+        counts = [
+            f"SELECT COUNT(*) FROM leaves WHERE {_NOT_INDEX.format('leaf_index')}",
+            f"SELECT COUNT(*) FROM leaf_data WHERE {_NOT_INDEX.format('leaf_index')}",
+            f"SELECT COUNT(*) FROM nodes WHERE {_NOT_INDEX.format('level')} "
+            f"OR {_NOT_INDEX.format('idx')}",
+            f"SELECT COUNT(*) FROM checkpoints WHERE {_NOT_INDEX.format('tree_size')}",
+        ]
+        return sum(int(self._db.execute(query).fetchone()[0]) for query in counts)
 
     def levels(self) -> list[int]:
+        """Levels above the leaves that hold nodes."""
         return [int(r[0]) for r in self._db.execute(
-            "SELECT DISTINCT level FROM nodes WHERE typeof(level)='integer' ORDER BY level")]
+            f"SELECT DISTINCT level FROM nodes WHERE {_INDEX.format('level')} AND level > 0 "
+            "ORDER BY level")]
 
     def nodes_at(self, level: int) -> Iterator[tuple[int, bytes]]:
-        cursor = self._db.execute("SELECT idx, hash FROM nodes WHERE level=? AND "
-                                  "typeof(idx)='integer' ORDER BY idx", (level,))
+        cursor = self._db.execute(f"SELECT idx, hash FROM nodes WHERE level=? AND "
+                                  f"{_INDEX.format('idx')} ORDER BY idx", (level,))
         return ((int(idx), _blob(value) or b"") for idx, value in cursor)
 
-    def malformed_nodes(self) -> int:
-        """Node rows whose level or index is not an integer (an edit, never an append)."""
-        return int(self._db.execute(
-            "SELECT COUNT(*) FROM nodes WHERE typeof(level)!='integer' OR typeof(idx)!='integer'"
-        ).fetchone()[0])
-
     def checkpoints(self) -> list[tuple[int, bytes, str]]:
-        rows = self._db.execute("SELECT tree_size, root, note FROM checkpoints "
-                                "ORDER BY tree_size").fetchall()
+        rows = self._db.execute(f"SELECT tree_size, root, note FROM checkpoints WHERE "
+                                f"{_INDEX.format('tree_size')} ORDER BY tree_size").fetchall()
         return [(int(size), _blob(root) or b"", (_blob(note) or b"").decode("utf-8", "replace"))
                 for size, root, note in rows]
 
     def repeated_event_ids(self) -> list[tuple[str, int, int]]:
         """Event ids logged more than once: (id, first index, second index)."""
         repeated = []
+        where = _INDEX.format("leaf_index")
         for event_id, first in self._db.execute(
-                "SELECT event_id, MIN(leaf_index) FROM leaves GROUP BY event_id "
+                f"SELECT event_id, MIN(leaf_index) FROM leaves WHERE {where} GROUP BY event_id "
                 "HAVING COUNT(*) > 1").fetchall():
-            second = self._db.execute("SELECT MIN(leaf_index) FROM leaves WHERE event_id=? "
-                                      "AND leaf_index > ?", (event_id, first)).fetchone()[0]
+            second = self._db.execute(f"SELECT MIN(leaf_index) FROM leaves WHERE event_id=? "
+                                      f"AND leaf_index > ? AND {where}",
+                                      (event_id, first)).fetchone()[0]
             repeated.append((str(event_id), int(first), int(second)))
         return sorted(repeated, key=lambda item: item[2])
 

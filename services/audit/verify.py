@@ -90,9 +90,10 @@ class _Level:
 class _Subtree:
     level: int
     index: int
-    hash: bytes  # from the leaves' attested hashes
-    claimed: bytes  # from the leaf hashes the stored tree holds (its level-0 nodes)
-    differs: bool  # the stored node here disagrees with `hash`
+    hash: bytes  # derived from the leaves' attested hashes
+    claimed: bytes  # derived from the leaf hashes the stored tree holds (its level-0 nodes)
+    stored: bytes  # the stored node (the derived hash where it is missing)
+    differs: bool  # the stored node disagrees with `hash`
 
 
 class _Derivation:
@@ -103,30 +104,32 @@ class _Derivation:
         self._report = report
         self.stack: list[_Subtree] = []
 
-    def stored(self, level: int, index: int) -> bytes | None:
-        rows = self._levels.get(level)
-        return rows.take(index) if rows is not None else None
-
-    def push(self, index: int, attested: bytes, claimed: bytes) -> None:
-        self.stack.append(_Subtree(0, index, attested, claimed, attested != claimed))
+    def push(self, index: int, attested: bytes, node: bytes | None) -> None:
+        claimed = node if node is not None else attested
+        self.stack.append(_Subtree(0, index, attested, claimed, claimed, claimed != attested))
         while len(self.stack) >= 2 and self.stack[-1].level == self.stack[-2].level:
             right = self.stack.pop()
             left = self.stack.pop()
-            level, node = left.level + 1, left.index // 2
+            level, position = left.level + 1, left.index // 2
             value = node_hash(left.hash, right.hash)
             claimed = (value if left.claimed == left.hash and right.claimed == right.hash
                        else node_hash(left.claimed, right.claimed))
-            stored = self.stored(level, node)
-            first = node << level
+            rows = self._levels.get(level)
+            stored = rows.take(position) if rows is not None else None
+            first = position << level
             if stored is None:
                 self._report.findings.append(Finding(
-                    f"tree node (level {level}, index {node}) is missing", first))
-            elif stored != value and not (left.differs or right.differs):
-                self._report.findings.append(Finding(
-                    f"tree node (level {level}, index {node}) differs from the hash re-derived "
-                    f"from leaves {first}..{first + (1 << level) - 1}", first))
-            differs = left.differs or right.differs if stored is None else stored != value
-            self.stack.append(_Subtree(level, node, value, claimed, differs))
+                    f"tree node (level {level}, index {position}) is missing", first))
+                stored, differs = value, left.differs or right.differs
+            else:
+                differs = stored != value
+                inherited = ((left.differs or right.differs)
+                             and stored == node_hash(left.stored, right.stored))
+                if differs and not inherited:
+                    self._report.findings.append(Finding(
+                        f"tree node (level {level}, index {position}) differs from the hash "
+                        f"re-derived from leaves {first}..{first + (1 << level) - 1}", first))
+            self.stack.append(_Subtree(level, position, value, claimed, stored, differs))
 
     def roots(self) -> tuple[bytes, bytes]:
         """The root over every leaf pushed so far: from attested hashes, and as claimed."""
@@ -144,31 +147,35 @@ class _Derivation:
         return None
 
 
-def _leaf_hashes(leaf: StoredLeaf, node: bytes | None, report: Report) -> tuple[bytes, bytes]:
-    """The leaf's hash as two of its three copies attest it, and as the stored tree holds it.
+def _attested_hash(leaf: StoredLeaf, report: Report) -> bytes:
+    """The leaf's hash as two of its three copies attest it (bytes, leaf row, node (0, i)).
 
-    Every copy that disagrees is a finding at the leaf's index.
+    Every copy that is missing or disagrees is a finding at the leaf's index.
     """
     i = leaf.leaf_index
     from_bytes = leaf_hash(leaf.data) if leaf.data is not None else None
-    copies = [c for c in (from_bytes, leaf.leaf_hash, node) if c is not None]
+    copies = [c for c in (from_bytes, leaf.leaf_hash, leaf.node) if c is not None]
     agreed = next((c for c in copies if copies.count(c) >= 2), None)
-    attested = agreed or from_bytes or leaf.leaf_hash
+    attested = agreed or from_bytes or leaf.leaf_hash or leaf.node or b""
     if from_bytes is None:
         report.findings.append(Finding(f"leaf {i} has no bytes", i))
     elif from_bytes != attested:
         report.findings.append(Finding(f"leaf {i}: its bytes do not match its hash", i))
-    if leaf.leaf_hash != attested:
-        report.findings.append(Finding(f"leaf {i}: its stored leaf hash is not the hash of its "
-                                       f"bytes", i))
-    if node is None:
+    elif not leaf.data_is_blob:
+        report.findings.append(Finding(f"leaf {i}: its bytes are stored as text", i))
+    if leaf.event_id is None:
+        report.findings.append(Finding(f"leaf {i} has no leaf row", i))
+    elif leaf.leaf_hash != attested:
+        report.findings.append(Finding(
+            f"leaf {i}: its stored leaf hash is not the hash of its bytes", i))
+    if leaf.node is None:
         report.findings.append(Finding(f"tree node (level 0, index {i}) is missing", i))
-    elif node != attested:
+    elif leaf.node != attested:
         report.findings.append(Finding(
             f"tree node (level 0, index {i}) differs from the hash of leaf {i}", i))
-    if leaf.data is not None and from_bytes == attested:
+    if leaf.data is not None and leaf.event_id is not None and from_bytes == attested:
         _check_labels(leaf, report)
-    return attested, node if node is not None else attested
+    return attested
 
 
 def _check_labels(leaf: StoredLeaf, report: Report) -> None:
@@ -208,43 +215,56 @@ def _check_root(derivation: _Derivation, checkpoints: list[Checkpoint], last_goo
 
 
 def _signed_checkpoints(reader: StoreReader, vkey: str, outside: Sequence[str],
-                        report: Report) -> dict[int, list[Checkpoint]]:
-    """Every checkpoint to check, by size: the store's (each re-verified) and those given.
+                        report: Report) -> tuple[dict[int, list[Checkpoint]], list[int]]:
+    """Every checkpoint to check, by size: the store's (each re-verified) and those given;
+    and the sizes of stored checkpoints that could not be used.
 
     A size may hold two roots when the log has signed two different trees (after a rollback,
     say); both are kept, and the derived tree must match each.
     """
     signed: dict[int, list[Checkpoint]] = {}
+    unusable: list[int] = []
+
+    def keep(checkpoint: Checkpoint) -> None:
+        known = signed.setdefault(checkpoint.size, [])
+        if all(c.root != checkpoint.root for c in known):
+            known.append(checkpoint)
+
     for size, root, note in reader.checkpoints():
         try:
             checkpoint = open_checkpoint(note, vkey)
         except VerificationError as error:
             report.findings.append(Finding(f"stored checkpoint {size}: {error}", size=size))
+            unusable.append(size)
             continue
         if (checkpoint.size, checkpoint.root) != (size, root):
             report.findings.append(Finding(
                 f"stored checkpoint {size}: its size or root column differs from its signed note",
                 size=size))
-        signed.setdefault(checkpoint.size, []).append(checkpoint)
-    stored = set(signed)
+            unusable.append(size)
+        keep(checkpoint)
+    stored = {size: list(checkpoints) for size, checkpoints in signed.items()}
     origin = decode_vkey(vkey)[0]
     for note in dict.fromkeys(outside):  # an announcement repeated after a restart counts once
         if note.split("\n", 1)[0] != origin:
             report.other_logs += 1  # another log's checkpoint, on a shared topic
             continue
-        checkpoint = open_checkpoint(note, vkey)  # the caller's input: a bad one is an error
-        known = signed.setdefault(checkpoint.size, [])
+        try:
+            checkpoint = open_checkpoint(note, vkey)
+        except VerificationError as error:
+            report.findings.append(Finding(f"a checkpoint given for this log does not verify "
+                                           f"under its key: {error}"))
+            continue
         if checkpoint.size not in stored:
             report.findings.append(Finding(
                 f"checkpoint {checkpoint.size} was issued but is not in the store",
                 size=checkpoint.size))
-        elif all(c.root != checkpoint.root for c in known):
+        elif all(c.root != checkpoint.root for c in stored[checkpoint.size]):
             report.findings.append(Finding(
                 f"two checkpoints of size {checkpoint.size} signed with different roots",
                 size=checkpoint.size))
-        if all(c.root != checkpoint.root for c in known):
-            known.append(checkpoint)
-    return signed
+        keep(checkpoint)
+    return signed, unusable
 
 
 def verify_store(reader: StoreReader, vkey: str, outside_notes: Sequence[str] = (),
@@ -252,11 +272,11 @@ def verify_store(reader: StoreReader, vkey: str, outside_notes: Sequence[str] = 
     """Re-derive the whole tree from `reader` and check it against every signed checkpoint.
 
     `outside_notes` are checkpoint notes kept apart from the store. Raises VerificationError
-    when one of those does not verify under `vkey`; everything wrong with the store itself
-    is a finding in the report.
+    only when `vkey` is not a verifier key; everything else is a finding in the report.
     """
+    decode_vkey(vkey)
     report = Report()
-    signed = _signed_checkpoints(reader, vkey, outside_notes, report)
+    signed, unusable = _signed_checkpoints(reader, vkey, outside_notes, report)
     sizes = sorted(signed)
     pending = iter(sizes)
     next_size = next(pending, None)
@@ -266,16 +286,13 @@ def verify_store(reader: StoreReader, vkey: str, outside_notes: Sequence[str] = 
     expected = 0
     gap = False
     for leaf in reader.leaves():
-        if leaf.leaf_index < expected:
-            report.findings.append(Finding(f"a leaf row has index {leaf.leaf_index}", 0))
-            continue
         if leaf.leaf_index > expected:
             report.findings.append(Finding(
-                f"leaves {expected}..{leaf.leaf_index - 1} are missing", expected))
+                f"leaves {expected}..{leaf.leaf_index - 1} are missing (no row, bytes or node)",
+                expected))
             gap = True
             break
-        attested, claimed = _leaf_hashes(leaf, derivation.stored(0, expected), report)
-        derivation.push(expected, attested, claimed)
+        derivation.push(expected, _attested_hash(leaf, report), leaf.node)
         expected += 1
         while next_size is not None and next_size <= expected:
             if next_size == expected:
@@ -286,24 +303,24 @@ def verify_store(reader: StoreReader, vkey: str, outside_notes: Sequence[str] = 
     report.size = expected
     if next_size is not None:
         report.findings.append(Finding(
-            f"checkpoints up to size {sizes[-1]} cannot be checked: "
-            + (f"the leaves stop being contiguous at index {expected}" if gap else
-               f"the log holds only {expected} leaves; those from index {expected} on are gone"),
-            expected, sizes[-1]))
+            f"leaves {last_good}..{expected - 1} are covered by no checkpoint that can still be "
+            f"checked: checkpoints up to size {sizes[-1]} need leaves that are "
+            + ("not contiguous" if gap else f"gone (the log holds only {expected})"),
+            last_good, sizes[-1]))
+    elif any(size > last_good for size in unusable):
+        report.findings.append(Finding(
+            f"leaves from {last_good} on are covered by no checkpoint that can still be checked: "
+            f"the stored checkpoint {max(unusable)} is unusable", last_good, max(unusable)))
     if not gap:
         extra = derivation.leftover()
         if extra is not None:
             report.findings.append(Finding(
                 f"tree node (level {extra[0]}, index {extra[1]}) lies past the log's "
                 f"last leaf {expected - 1}: leaves were removed from the end", expected))
-    orphan = reader.orphan_data()
-    if orphan is not None:
-        report.findings.append(Finding(
-            f"leaf bytes at index {orphan} have no leaf row: leaves were removed", orphan))
-    malformed = reader.malformed_nodes()
+    malformed = reader.malformed_rows()
     if malformed:
-        report.findings.append(Finding(f"{malformed} tree node rows are not (level, index, "
-                                       f"hash) numbers and bytes"))
+        report.findings.append(Finding(f"{malformed} rows have a position that is not a "
+                                       f"non-negative integer"))
     for event_id, first, second in reader.repeated_event_ids():
         report.findings.append(Finding(
             f"leaf {second} repeats event {event_id} (first at leaf {first})", second))

@@ -22,8 +22,11 @@ import httpx
 import pytest
 
 from services.audit.store import LogStore, NewLeaf
+from shared import topics
 from shared.auth import Role
 from shared.events import CheckpointSigned
+from shared.kafka import make_producer
+from shared.settings import KafkaSettings
 from shared.tlog import leaf_hash
 from tests.e2e.stack import Stack, start_stack
 from tests.e2e.test_evidence import _announced
@@ -52,6 +55,17 @@ def _copy_store(source: Path, target: Path) -> None:
                             target.with_name(target.name + suffix))
 
 
+async def _put_after_announcements(bootstrap: str, vkey: str) -> None:
+    producer = make_producer(KafkaSettings(bootstrap=bootstrap))
+    await producer.start()
+    try:
+        origin = vkey.split("+")[0]
+        await producer.send_and_wait(topics.CHECKPOINTS, b"not an announcement",
+                                     key=origin.encode())
+    finally:
+        await producer.stop()
+
+
 def _roots_by_size(announced: list[CheckpointSigned]) -> dict[int, set[str]]:
     roots: dict[int, set[str]] = {}
     for announcement in announced:
@@ -78,6 +92,9 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
     stack.stop("audit")
     before = _roots_by_size(asyncio.run(_announced(stack.bootstrap)))
     assert max(before) >= later
+
+    # Something else lands last in the log's partition: the read-back must look past it.
+    asyncio.run(_put_after_announcements(stack.bootstrap, key))
 
     # The insider restores the earlier copy and slips in an event of their own.
     _copy_store(tmp_path / "earlier.db", store)

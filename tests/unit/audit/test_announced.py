@@ -7,12 +7,16 @@ and hash to the announced root before it signs again; one that hashes elsewhere 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from services.audit.application import AuditLog, ForkedLog
+from services.audit.main import checkpointer
+from shared.clock import SystemClock
 from shared.tlog import open_checkpoint
 from tests.unit.audit.logs import NOW, VKEY, event_bytes, new_leaf, open_log
 
@@ -89,3 +93,52 @@ def test_of_two_expectations_the_larger_holds(rolled_back: tuple[Path, object],
     append(log, 41, 100)
     assert log.sign_checkpoint(NOW) is None
     assert log.forked is not None and "first 90 leaves" in log.forked
+
+
+class Announcements:
+    """Records what the checkpointer hands to Kafka (the producer is not under test)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.producer = self
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self.sizes.append(json.loads(value)["data"]["tree_size"])
+
+
+def run_checkpointer(log: AuditLog, newest: object, seconds: float = 0.3) -> list[int]:
+    runtime = Announcements()
+
+    async def newest_announced() -> object:
+        return newest
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.ensure_future(checkpointer(log, SystemClock(), 0.05, runtime,  # type: ignore[arg-type]
+                                                  newest_announced)(stop))  # type: ignore[arg-type]
+        await asyncio.sleep(seconds)
+        stop.set()
+        await loop
+
+    asyncio.run(run())
+    return runtime.sizes
+
+
+def test_a_forked_store_announces_nothing_not_even_a_checkpoint_it_signed_before(
+        rolled_back: tuple[Path, object]) -> None:
+    path, announced = rolled_back
+    log = open_log(path)
+    append(log, 40, 41, loan="LN-INSERTED")
+    append(log, 41, 120)
+    assert log.sign_checkpoint(NOW) is not None  # signed before the guard knew: size 120
+    assert run_checkpointer(log, announced) == []
+    assert log.forked is not None
+
+
+def test_the_checkpointer_never_announces_below_what_was_announced(
+        rolled_back: tuple[Path, object]) -> None:
+    path, announced = rolled_back  # the store holds a checkpoint of 40; 90 was announced
+    log = open_log(path)
+    assert run_checkpointer(log, announced) == []
+    append(log, 40, 95)
+    assert run_checkpointer(log, announced) == [95]
