@@ -484,8 +484,8 @@ def decode(value: bytes | None) -> tuple[CloudEvent, EventData]:
         raise DecodeError("empty message value")
     try:
         raw = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DecodeError(f"not JSON: {error}") from error
+    except (ValueError, RecursionError) as error:  # bad JSON, bad UTF-8, absurd nesting or size
+        raise DecodeError(f"not JSON: {str(error)[:200]}") from error
     if not isinstance(raw, dict):
         raise DecodeError("not a JSON object")
     try:

@@ -105,55 +105,55 @@ async def read_to_now(settings: KafkaSettings, topic: str,
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-
-    def check_deadline() -> None:
-        if loop.time() > deadline:
-            raise TimeoutError(f"reading {topic}: not done in {timeout:.0f} s")
-
     try:
-        await asyncio.wait_for(consumer.start(), timeout)  # start() loads all metadata
-        partitions = [TopicPartition(topic, p)
-                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            raise LookupError(f"topic {topic} does not exist")
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, 0)
-        highs: dict[TopicPartition, int] = {}
-        while len(highs) < len(partitions):
-            check_deadline()
-            await consumer.getmany(*partitions, timeout_ms=200, max_records=1)
-            highs.update((tp, mark) for tp in partitions
-                         if (mark := consumer.highwater(tp)) is not None)
-        found: list[Record] = []
-        for tp, mark in highs.items():
-            if newest is None:
-                found.extend(await _read_range(consumer, tp, 0, mark, check_deadline))
-                continue
-            end, window = mark, 16
-            while end > 0:
-                start = max(0, end - window)
-                accepted = [r for r in await _read_range(consumer, tp, start, end,
-                                                         check_deadline) if newest(r)]
-                if accepted:
-                    found.append(accepted[-1])
-                    break
-                end, window = start, window * 4
-        return found
+        async with asyncio.timeout(timeout):
+            return await _read(consumer, topic, newest)
+    except TimeoutError:
+        raise TimeoutError(f"reading {topic}: not done in {timeout:.0f} s") from None
     finally:
         await consumer.stop()
 
 
-async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int,
-                      check_deadline: Callable[[], None]) -> list[Record]:
+async def _read(consumer: AIOKafkaConsumer, topic: str,
+                newest: Callable[[Record], bool] | None) -> list[Record]:
+    """The work of read_to_now, under its timeout."""
+    await consumer.start()  # loads all metadata
+    partitions = [TopicPartition(topic, p)
+                  for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not partitions:
+        raise LookupError(f"topic {topic} does not exist")
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, 0)
+    highs: dict[TopicPartition, int] = {}
+    while len(highs) < len(partitions):
+        await consumer.getmany(*partitions, timeout_ms=200, max_records=1)
+        highs.update((tp, mark) for tp in partitions
+                     if (mark := consumer.highwater(tp)) is not None)
+    found: list[Record] = []
+    for tp, mark in highs.items():
+        if newest is None:
+            found.extend(await _read_range(consumer, tp, 0, mark))
+            continue
+        end, window = mark, 16
+        while end > 0:
+            start = max(0, end - window)
+            accepted = [r for r in await _read_range(consumer, tp, start, end)
+                        if newest(r)]
+            if accepted:
+                found.append(accepted[-1])
+                break
+            end, window = start, window * 4
+    return found
+
+
+async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int,
+                      end: int) -> list[Record]:
     """The records of one partition at offsets start..end-1; fewer where retention removed
     some (the consumer then resets to the earliest offset the broker still has)."""
     consumer.seek(tp, start)
     records: list[Record] = []
     while True:
-        check_deadline()
         batch = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
         records.extend(r for r in batch if start <= r.offset < end)
         if batch and batch[-1].offset >= end - 1:

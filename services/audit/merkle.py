@@ -114,6 +114,30 @@ def consistency_proof(first: int, second: int, store: NodeStore) -> list[bytes]:
     return _assemble(_subproof_ranges(first, second), store)
 
 
+def first_proof_using(level: int, index: int, size: int) -> int | None:
+    """The lowest leaf whose inclusion proof at `size` is built with stored node (level, index).
+
+    A wrong node breaks the proofs that pass through it, often of leaves far before it: the
+    whole left half of a tree proves itself with the pieces of the right half. None when no
+    proof at that size uses the node.
+    """
+    first, end = index << level, (index + 1) << level
+    if end > size:
+        return None
+    lo, hi = 0, size
+    while hi - lo > 1:
+        mid = lo + _split_point(hi - lo)
+        if end <= mid:
+            if (first, end) == (lo, mid):
+                return mid  # the right half proves itself with the whole left half
+            hi = mid
+        else:
+            if (level, index) in _range_keys(mid, hi):
+                return lo  # the left half proves itself with the pieces of the right half
+            lo = mid
+    return None
+
+
 def _path_ranges(index: int, size: int) -> list[tuple[int, int]]:
     """Leaf ranges whose MTH form PATH(index), in RFC order (deepest first)."""
     ranges = []

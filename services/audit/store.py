@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from services.audit import merkle
 
@@ -267,22 +268,38 @@ class StoreReader:
         return int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
 
     def leaves(self) -> Iterator[StoredLeaf]:
-        """Every leaf index found in any of the leaf row, the leaf bytes or node (0, i)."""
-        cursor = self._db.execute(
-            "WITH i(n) AS ("
-            f" SELECT leaf_index FROM leaves WHERE {_INDEX.format('leaf_index')}"
-            f" UNION SELECT leaf_index FROM leaf_data WHERE {_INDEX.format('leaf_index')}"
-            f" UNION SELECT idx FROM nodes WHERE level=0 AND {_INDEX.format('idx')}) "
-            "SELECT i.n, l.leaf_index IS NOT NULL, l.event_id, l.subject, l.event_type, "
-            "l.leaf_hash, d.data, typeof(d.data), n.hash FROM i "
-            "LEFT JOIN leaves l ON l.leaf_index = i.n "
-            "LEFT JOIN leaf_data d ON d.leaf_index = i.n "
-            "LEFT JOIN nodes n ON n.level = 0 AND n.idx = i.n ORDER BY i.n")
-        for index, row, event_id, subject, event_type, hashed, data, kind, node in cursor:
+        """Every leaf index found in any of the leaf row, the leaf bytes or node (0, i).
+
+        Three scans in primary-key order, merged here: nothing is sorted or buffered.
+        """
+        rows = self._scan(f"SELECT leaf_index, event_id, subject, event_type, leaf_hash "
+                          f"FROM leaves WHERE {_INDEX.format('leaf_index')} ORDER BY leaf_index")
+        data = self._scan(f"SELECT leaf_index, data, typeof(data) FROM leaf_data "
+                          f"WHERE {_INDEX.format('leaf_index')} ORDER BY leaf_index")
+        nodes = self._scan(f"SELECT idx, hash FROM nodes WHERE level=0 AND "
+                           f"{_INDEX.format('idx')} ORDER BY idx")
+        row, datum, node = next(rows, None), next(data, None), next(nodes, None)
+        while row is not None or datum is not None or node is not None:
+            index = min(head[0] for head in (row, datum, node) if head is not None)
+            here_row = row if row is not None and row[0] == index else None
+            here_data = datum if datum is not None and datum[0] == index else None
+            here_node = node if node is not None and node[0] == index else None
             yield StoredLeaf(
-                int(index), str(event_id) if row else None, str(subject) if row else None,
-                str(event_type) if row else None, _blob(hashed) if row else None, _blob(data),
-                kind in ("blob", "null"), _blob(node))
+                index,
+                *((str(here_row[1]), str(here_row[2]), str(here_row[3]), _blob(here_row[4]))
+                  if here_row is not None else (None, None, None, None)),
+                data=_blob(here_data[1]) if here_data is not None else None,
+                data_is_blob=here_data is None or here_data[2] == "blob",
+                node=_blob(here_node[1]) if here_node is not None else None)
+            if here_row is not None:
+                row = next(rows, None)
+            if here_data is not None:
+                datum = next(data, None)
+            if here_node is not None:
+                node = next(nodes, None)
+
+    def _scan(self, query: str) -> Iterator[tuple[Any, ...]]:
+        return ((int(first), *rest) for first, *rest in self._db.execute(query))
 
     def malformed_rows(self) -> int:
         """Rows whose position is not a non-negative integer: edits, never appends."""
@@ -306,11 +323,13 @@ class StoreReader:
                                   f"{_INDEX.format('idx')} ORDER BY idx", (level,))
         return ((int(idx), _blob(value) or b"") for idx, value in cursor)
 
-    def checkpoints(self) -> list[tuple[int, bytes, str]]:
-        rows = self._db.execute(f"SELECT tree_size, root, note FROM checkpoints WHERE "
-                                f"{_INDEX.format('tree_size')} ORDER BY tree_size").fetchall()
-        return [(int(size), _blob(root) or b"", (_blob(note) or b"").decode("utf-8", "replace"))
-                for size, root, note in rows]
+    def checkpoints(self) -> list[tuple[object, bytes, str, object]]:
+        """Every checkpoint row as (size column, root, note, signed_at), whatever the types:
+        a row whose size was edited is still a signed note, and is checked as one."""
+        rows = self._db.execute("SELECT tree_size, root, note, signed_at FROM checkpoints "
+                                "ORDER BY tree_size").fetchall()
+        return [(size, _blob(root) or b"", (_blob(note) or b"").decode("utf-8", "replace"),
+                 signed_at) for size, root, note, signed_at in rows]
 
     def repeated_event_ids(self) -> list[tuple[str, int, int]]:
         """Event ids logged more than once: (id, first index, second index)."""

@@ -20,8 +20,9 @@ One pass over the leaves and one ordered scan per tree level: memory stays O(log
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.tlog import (
     Checkpoint,
@@ -32,6 +33,7 @@ from shared.tlog import (
     open_checkpoint,
 )
 
+from services.audit import merkle
 from services.audit.store import StoredLeaf, StoreReader
 
 Progress = Callable[[int, int], None]
@@ -44,6 +46,7 @@ class Finding:
     problem: str
     leaf_index: int | None = None
     size: int | None = None
+    node: tuple[int, int] | None = None  # a stored tree node that is wrong or missing
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Report:
     checkpoints_verified: int = 0
     latest: Checkpoint | None = None
     other_logs: int = 0  # checkpoints given that belong to another log, and were skipped
+    tree_signed_up_to: int = 0  # level-0 nodes below this size are the signed leaf hashes
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -119,7 +123,8 @@ class _Derivation:
             first = position << level
             if stored is None:
                 self._report.findings.append(Finding(
-                    f"tree node (level {level}, index {position}) is missing", first))
+                    f"tree node (level {level}, index {position}) is missing", first,
+                    node=(level, position)))
                 stored, differs = value, left.differs or right.differs
             else:
                 differs = stored != value
@@ -128,7 +133,8 @@ class _Derivation:
                 if differs and not inherited:
                     self._report.findings.append(Finding(
                         f"tree node (level {level}, index {position}) differs from the hash "
-                        f"re-derived from leaves {first}..{first + (1 << level) - 1}", first))
+                        f"re-derived from leaves {first}..{first + (1 << level) - 1}", first,
+                        node=(level, position)))
             self.stack.append(_Subtree(level, position, value, claimed, stored, differs))
 
     def roots(self) -> tuple[bytes, bytes]:
@@ -169,10 +175,11 @@ def _attested_hash(leaf: StoredLeaf, report: Report) -> bytes:
         report.findings.append(Finding(
             f"leaf {i}: its stored leaf hash is not the hash of its bytes", i))
     if leaf.node is None:
-        report.findings.append(Finding(f"tree node (level 0, index {i}) is missing", i))
+        report.findings.append(Finding(f"tree node (level 0, index {i}) is missing", i,
+                                       node=(0, i)))
     elif leaf.node != attested:
         report.findings.append(Finding(
-            f"tree node (level 0, index {i}) differs from the hash of leaf {i}", i))
+            f"tree node (level 0, index {i}) differs from the hash of leaf {i}", i, node=(0, i)))
     if leaf.data is not None and leaf.event_id is not None and from_bytes == attested:
         _check_labels(leaf, report)
     return attested
@@ -205,13 +212,38 @@ def _check_root(derivation: _Derivation, checkpoints: list[Checkpoint], last_goo
         report.latest = checkpoints[0]
         return size
     if all(c.root in (attested, claimed) for c in checkpoints):
-        return size  # the stored tree still holds the signed leaf hashes: named leaf by leaf
+        # The stored tree still holds the signed leaf hashes: where a leaf's bytes and row
+        # disagree with its node, the leaf was rewritten, not the node. Named leaf by leaf.
+        report.tree_signed_up_to = size
+        return size
     if not any(f.leaf_index == last_good and f.size is not None for f in report.findings):
         report.findings.append(Finding(
             f"the first {size} leaves do not hash to the root signed at size {size}; they were "
             f"rewritten, with every copy of their hashes, at or after index {last_good}, the "
             f"last size that still matches", last_good, size))
     return last_good
+
+
+def _name_broken_proofs(report: Report, size: int) -> None:
+    """A wrong node is named by the lowest leaf whose proof (at the latest size checked) it
+    breaks, which may lie well before the leaves under it."""
+    for n, finding in enumerate(report.findings):
+        if finding.node is None or (finding.node[0] == 0
+                                    and finding.node[1] < report.tree_signed_up_to):
+            continue
+        user = merkle.first_proof_using(*finding.node, size)
+        if user is not None and user < (finding.leaf_index or 0):
+            report.findings[n] = replace(
+                finding, leaf_index=user,
+                problem=f"{finding.problem}; the proof of leaf {user} at size {size} uses it")
+
+
+def _is_time(value: object) -> bool:
+    try:
+        datetime.fromisoformat(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _signed_checkpoints(reader: StoreReader, vkey: str, outside: Sequence[str],
@@ -230,18 +262,23 @@ def _signed_checkpoints(reader: StoreReader, vkey: str, outside: Sequence[str],
         if all(c.root != checkpoint.root for c in known):
             known.append(checkpoint)
 
-    for size, root, note in reader.checkpoints():
+    for column, root, note, signed_at in reader.checkpoints():
+        size = column if isinstance(column, int) and column >= 0 else None
         try:
             checkpoint = open_checkpoint(note, vkey)
         except VerificationError as error:
-            report.findings.append(Finding(f"stored checkpoint {size}: {error}", size=size))
-            unusable.append(size)
+            report.findings.append(Finding(f"stored checkpoint {column!r}: {error}", size=size))
+            if size is not None:
+                unusable.append(size)
             continue
-        if (checkpoint.size, checkpoint.root) != (size, root):
+        if (checkpoint.size, checkpoint.root) != (column, root):
             report.findings.append(Finding(
-                f"stored checkpoint {size}: its size or root column differs from its signed note",
-                size=size))
-            unusable.append(size)
+                f"stored checkpoint {column!r}: its size or root column differs from its signed "
+                f"note (of size {checkpoint.size})", size=checkpoint.size))
+            unusable.append(checkpoint.size if size is None else max(size, checkpoint.size))
+        elif not _is_time(signed_at):
+            report.findings.append(Finding(
+                f"stored checkpoint {column!r}: its signed_at is not a time", size=size))
         keep(checkpoint)
     stored = {size: list(checkpoints) for size, checkpoints in signed.items()}
     origin = decode_vkey(vkey)[0]
@@ -321,6 +358,7 @@ def verify_store(reader: StoreReader, vkey: str, outside_notes: Sequence[str] = 
     if malformed:
         report.findings.append(Finding(f"{malformed} rows have a position that is not a "
                                        f"non-negative integer"))
+    _name_broken_proofs(report, max((n for n in sizes if n <= expected), default=expected))
     for event_id, first, second in reader.repeated_event_ids():
         report.findings.append(Finding(
             f"leaf {second} repeats event {event_id} (first at leaf {first})", second))

@@ -272,3 +272,31 @@ def test_roots_match_pymerkle() -> None:
         tree.append_entry(data)
         ours.put(nodes_for_append(size, leaf_hash(data), ours))
         assert root(size + 1, ours) == tree.get_root(size + 1), size + 1
+
+
+def test_first_proof_using_matches_the_proofs_actually_built() -> None:
+    """For every size up to 70 and every stored node: the lowest leaf whose proof reads it."""
+    from services.audit.merkle import first_proof_using
+
+    for size in range(1, 71):
+        reads: dict[NodeKey, int] = {}
+        for m in range(size):
+            recorder = KeyRecorder()
+            inclusion_proof(m, size, recorder)
+            for key in recorder.keys:
+                reads.setdefault(key, m)
+        for level in range(size.bit_length()):
+            for index in range(size >> level):
+                assert first_proof_using(level, index, size) == reads.get((level, index)), \
+                    (size, level, index)
+
+
+class KeyRecorder:
+    """A NodeStore that answers every key with a dummy hash and remembers what was read."""
+
+    def __init__(self) -> None:
+        self.keys: list[NodeKey] = []
+
+    def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        self.keys.extend(keys)
+        return {key: b"\x00" * 32 for key in keys}

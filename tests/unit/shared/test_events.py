@@ -134,6 +134,8 @@ def test_an_event_that_breaks_the_contract_is_refused(spoil: Any) -> None:
     (b"", "not JSON"),
     (b"[1, 2, 3]", "not a JSON object"),
     (b"\"LoanOverdue\"", "not a JSON object"),
+    (b"[" * 100_000, "not JSON"),
+    (b"{\"n\": " + b"9" * 5000 + b"}", "not JSON"),
 ])
 def test_a_value_that_is_not_an_event_object_is_refused(value: bytes | None, why: str) -> None:
     with pytest.raises(DecodeError, match=why):
