@@ -267,6 +267,7 @@ def test_extension_line_is_rejected_even_when_signed(log: MemoryNodes) -> None:
         pytest.param(lambda n: n.replace("\n", "\r\n"), id="crlf"),
         pytest.param(lambda n: n + "".join(n.split("\n\n")[1] for _ in range(100)), id="101-sigs"),
         pytest.param(lambda n: "", id="empty"),
+        pytest.param(lambda n: n.replace(ORIGIN, ORIGIN + "\udc80", 1), id="lone-surrogate"),
     ],
 )
 def test_tampered_notes_are_rejected(log: MemoryNodes, tamper: Callable[[str], str]) -> None:
