@@ -113,30 +113,7 @@ class LogStore:
 
         False when nothing was appended: a redelivered offset or an event already in the log.
         """
-        name, offset = position
-        with self._transaction() as db:
-            last = self.position(name)
-            if last is not None and last >= offset:
-                return False
-            db.execute("INSERT INTO positions (name, position) VALUES (?, ?) ON CONFLICT(name) "
-                       "DO UPDATE SET position=excluded.position", (name, offset))
-            if leaf is None or self._logged(leaf.event_id):
-                return False
-            index = self._size
-            db.execute("INSERT INTO leaves (leaf_index, event_id, subject, event_type, leaf_hash)"
-                       " VALUES (?, ?, ?, ?, ?)",
-                       (index, leaf.event_id, leaf.subject, leaf.event_type, leaf.leaf_hash))
-            db.execute("INSERT INTO leaf_data (leaf_index, data) VALUES (?, ?)",
-                       (index, leaf.data))
-            entries = merkle.nodes_for_append(index, leaf.leaf_hash, self)
-            db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
-                           [(level, idx, value) for (level, idx), value in entries])
-        self._size = index + 1
-        return True
-
-    def _logged(self, event_id: str) -> bool:
-        return self._db.execute("SELECT 1 FROM leaves WHERE event_id=?",
-                                (event_id,)).fetchone() is not None
+        return self.append_many([] if leaf is None else [leaf], position) > 0
 
     def record_checkpoint(self, size: int, root: bytes, note: str, signed_at: str) -> None:
         """Checkpoints only grow: a size at or below the latest is refused by the key."""
@@ -194,10 +171,10 @@ class LogStore:
                 return 0
             db.execute("INSERT INTO positions (name, position) VALUES (?, ?) ON CONFLICT(name) "
                        "DO UPDATE SET position=excluded.position", (name, offset))
-            seen: set[str] = set()
+            seen = self._logged([leaf.event_id for leaf in leaves])
             fresh = []
             for leaf in leaves:
-                if leaf.event_id not in seen and not self._logged(leaf.event_id):
+                if leaf.event_id not in seen:
                     seen.add(leaf.event_id)
                     fresh.append(leaf)
             if not fresh:
@@ -215,6 +192,16 @@ class LogStore:
                            [(level, idx, value) for (level, idx), value in entries])
         self._size = start + len(fresh)
         return len(fresh)
+
+    def _logged(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of `event_ids` already in the log."""
+        found: set[str] = set()
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start:start + 500]
+            found.update(row[0] for row in self._db.execute(
+                "SELECT event_id FROM leaves WHERE event_id IN (" + ",".join("?" * len(chunk))
+                + ")", chunk))
+        return found
 
     def ping(self) -> int:
         return int(self._db.execute("SELECT 1").fetchone()[0])
