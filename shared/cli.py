@@ -129,10 +129,6 @@ def verify(
     raise typer.Exit(verify_offline([str(bundle), "--key", key]))
 
 
-def _key_text(key: str) -> str:
-    return Path(key).read_text().strip() if Path(key).is_file() else key.strip()
-
-
 def _notes_in(path: Path) -> list[str]:
     """Checkpoint notes kept outside the store: a note as text, a JSON document or JSON Lines.
 
@@ -243,10 +239,10 @@ def verify_store(
 
     from services.audit.store import StoreReader
     from services.audit.verify import verify_store as check
-    from shared.tlog import VerificationError, decode_vkey
+    from shared.tlog import VerificationError, decode_vkey, read_vkey
 
     path = store or _var_dir() / "audit.db"
-    vkey = _key_text(key)
+    vkey = read_vkey(key)
     try:
         decode_vkey(vkey)
     except VerificationError as error:

@@ -370,6 +370,12 @@ def _split_key_text(text: object, what: str) -> tuple[str, str, bytes]:
     return name, id_hex, key[1:]
 
 
+def read_vkey(key: str) -> str:
+    """A verifier key given as its text, or as the path of a file holding it."""
+    path = Path(key)
+    return path.read_text().strip() if path.is_file() else key.strip()
+
+
 def decode_vkey(vkey: str) -> tuple[str, bytes]:
     """Parse a verifier key, rejecting a key ID that does not match name and key."""
     name, id_hex, public_key = _split_key_text(vkey, "verifier key")
@@ -511,9 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--key", required=True,
                         help="the log's public key (vkey text), or a file holding it")
     args = parser.parse_args(argv)
-    key_path = Path(args.key)
     try:
-        vkey = key_path.read_text().strip() if key_path.is_file() else args.key.strip()
+        vkey = read_vkey(args.key)
         decode_vkey(vkey)
         bundle = json.loads(args.bundle.read_text())
     except VerificationError as error:

@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 
-from shared import devstack
+from shared import devstack, topics
 from shared.auth import Role, issue_token, load_or_create_secret, now_utc
-from shared.kafka import prepare_broker
+from shared.events import CheckpointSigned, DecodeError, decode
+from shared.kafka import prepare_broker, read_to_now
 from shared.settings import KafkaSettings
 from tests.helpers import loan_body, wait_for, zone_at_local_hour
 
@@ -88,6 +89,21 @@ class Stack:
                 return bundle if "ReminderSent" in types else None
 
             return wait_for(reminded, what="signed evidence with ReminderSent")
+
+    def announced(self) -> list[CheckpointSigned]:
+        """Every CheckpointSigned on audit.checkpoints so far, read as the audit service reads
+        it; records that are not events (a test may put one there) are passed over."""
+        records = asyncio.run(read_to_now(KafkaSettings(bootstrap=self.bootstrap),
+                                          topics.CHECKPOINTS))
+        announced = []
+        for record in records:
+            try:
+                _, data = decode(record.value)
+            except DecodeError:
+                continue
+            if isinstance(data, CheckpointSigned):
+                announced.append(data)
+        return announced
 
     def timeline(self, loan_id: str) -> list[dict[str, Any]]:
         with self.client("audit", Role.AUDITOR) as audit:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from shared import topics
 from shared.auth import Role
-from shared.events import CheckpointSigned, DecodeError, decode
-from shared.kafka import read_to_now
-from shared.settings import KafkaSettings
 from shared.tlog import b64encode, open_checkpoint
 from tests.e2e.stack import Stack
 from tests.helpers import loan_body, wait_for, zone_at_local_hour
@@ -24,17 +19,6 @@ def _verify(bundle: dict, vkey: str, tmp_path: Path, name: str) -> subprocess.Co
     path.write_text(json.dumps(bundle))
     return subprocess.run([sys.executable, "-m", "shared.cli", "verify", str(path), "--key", vkey],
                           capture_output=True, text=True, timeout=60)
-
-
-async def _announced(bootstrap: str) -> list[CheckpointSigned]:
-    """Every CheckpointSigned on the topic so far, read as the audit service reads it."""
-    announced = []
-    for record in await read_to_now(KafkaSettings(bootstrap=bootstrap), topics.CHECKPOINTS):
-        try:
-            announced.append(decode(record.value)[1])
-        except DecodeError:
-            continue  # not an announcement (a test may put one there)
-    return announced  # type: ignore[return-value]
 
 
 def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: Path) -> None:
@@ -56,7 +40,7 @@ def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: 
         assert unsigned.status_code == 404
 
     announced = wait_for(
-        lambda: [c for c in asyncio.run(_announced(stack.bootstrap))
+        lambda: [c for c in stack.announced()
                  if c.tree_size >= second["tree_size"]], what="CheckpointSigned on the topic")
     vkey = first["public_key"]
     for announcement in announced:
@@ -81,7 +65,7 @@ def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: 
     forged["consistency"]["proof"] = forged["consistency"]["proof"][:-1] or ["A" * 43 + "="]
     assert _verify(forged, vkey, tmp_path, "forged").returncode != 0
 
-    every_announcement = asyncio.run(_announced(stack.bootstrap))
+    every_announcement = stack.announced()
     kept = tmp_path / "announced.jsonl"
     kept.write_text("".join(json.dumps({"data": {"note": a.note}}) + "\n"
                             for a in every_announcement))

@@ -29,7 +29,6 @@ from shared.kafka import make_producer
 from shared.settings import KafkaSettings
 from shared.tlog import leaf_hash
 from tests.e2e.stack import Stack, start_stack
-from tests.e2e.test_evidence import _announced
 from tests.helpers import wait_for
 
 
@@ -90,7 +89,7 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
     later = _signed_with_reminder(stack)
     assert later > earlier_size
     stack.stop("audit")
-    before = _roots_by_size(asyncio.run(_announced(stack.bootstrap)))
+    before = _roots_by_size(stack.announced())
     assert max(before) >= later
 
     # Something else lands last in the log's partition: the read-back must look past it.
@@ -114,7 +113,7 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200
     time.sleep(2)  # four checkpoint intervals, in which nothing may be signed or announced
-    after = _roots_by_size(asyncio.run(_announced(stack.bootstrap)))
+    after = _roots_by_size(stack.announced())
     assert after == before
 
     # Restarts do not wear the guard down: each one reads back the same newest announcement.
@@ -124,7 +123,7 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
         wait_for(lambda: log_file.read_text().count("do not hash to the root announced")
                  >= restart, what=f"the fork found again after restart {restart}", timeout=60)
     time.sleep(2)
-    assert _roots_by_size(asyncio.run(_announced(stack.bootstrap))) == before
+    assert _roots_by_size(stack.announced()) == before
     assert LogStore(store).latest_checkpoint()[0] < max(before)  # type: ignore[index]
     stack.stop("audit")
 

@@ -18,7 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from services.audit.merkle import MissingNodeError, inclusion_proof, nodes_for_appends
+from services.audit.merkle import (
+    MemoryNodes,
+    MissingNodeError,
+    inclusion_proof,
+    nodes_for_appends,
+)
 from services.audit.store import LogStore, StoreReader
 from services.audit.verify import Report, verify_store
 from shared.tlog import (
@@ -256,7 +261,7 @@ def forge(db: sqlite3.Connection, index: int, nodes_too: bool = True) -> None:
                                                   "ORDER BY leaf_index")]
         db.execute("DELETE FROM nodes")
         db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
-                       [(lv, ix, h) for (lv, ix), h in nodes_for_appends(0, hashes, _NoNodes())])
+                       [(lv, ix, h) for (lv, ix), h in nodes_for_appends(0, hashes, MemoryNodes())])
 
 
 def test_a_consistently_rewritten_leaf_is_caught_between_two_checkpoints(
@@ -340,10 +345,6 @@ def test_odd_rows_are_findings_not_crashes(copy: Path, sql: sqlite3.Connection) 
     assert "2 rows have a position that is not a non-negative integer" in problems
     assert any(p.startswith("stored checkpoint 100:") for p in problems)
 
-
-class _NoNodes:
-    def get_nodes(self, keys: object) -> dict:
-        return {}
 
 
 def test_swapped_leaves_are_caught_at_the_first(copy: Path, sql: sqlite3.Connection) -> None:
