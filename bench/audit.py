@@ -314,7 +314,7 @@ def verification(tmp: Path, progress: Progress, size: int, events: int) -> dict[
         started = time.perf_counter()
         verify_bundle(bundle, audit.vkey)
         in_process.append(time.perf_counter() - started)
-    command = _timed([sys.executable, "-m", "shared.cli", "verify", str(bundle_path),
+    command = _timed([sys.executable, "-m", "dunwell.cli", "verify", str(bundle_path),
                       "--key", str(key_path)], 5)
     standalone = _timed([sys.executable, "shared/tlog.py", str(bundle_path),
                          "--key", str(key_path)], 5)

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench import audit
-from shared import devstack
+from dunwell import devstack
 from shared.auth import Role, issue_token, load_or_create_secret, now_utc
 from shared.events import LoanOverdue, envelope
 from shared.kafka import prepare_broker

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from shared import devstack, topics
+from dunwell import devstack
+from shared import topics
 from shared.auth import Role, issue_token, load_or_create_secret, now_utc
 from shared.events import CheckpointSigned, DecodeError, decode
 from shared.kafka import prepare_broker, read_to_now

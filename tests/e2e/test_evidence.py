@@ -17,7 +17,7 @@ from tests.helpers import loan_body, wait_for, zone_at_local_hour
 def _verify(bundle: dict, vkey: str, tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(bundle))
-    return subprocess.run([sys.executable, "-m", "shared.cli", "verify", str(path), "--key", vkey],
+    return subprocess.run([sys.executable, "-m", "dunwell.cli", "verify", str(path), "--key", vkey],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -70,7 +70,7 @@ def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: 
     kept.write_text("".join(json.dumps({"data": {"note": a.note}}) + "\n"
                             for a in every_announcement))
     store = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "audit", "verify-store", "--store",
+        [sys.executable, "-m", "dunwell.cli", "audit", "verify-store", "--store",
          str(stack.var_dir / "audit.db"), "--key", vkey, "--checkpoints", str(kept)],
         capture_output=True, text=True, timeout=120)
     assert store.returncode == 0, store.stderr

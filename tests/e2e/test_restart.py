@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import devstack
+from dunwell import devstack
 from shared.auth import Role
 from tests.e2e.stack import Stack
 from tests.helpers import loan_body, wait_for, zone_at_local_hour
@@ -37,7 +37,7 @@ class RunCommand:
         self._offset = self.output.stat().st_size if self.output.exists() else 0
         with self.output.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "run", "--broker-port",
+                [sys.executable, "-m", "dunwell.cli", "run", "--broker-port",
                  str(self.broker_port)], stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
         wait_for(lambda: self._printed("SIGTERM stops all"), timeout=90,

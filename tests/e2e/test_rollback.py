@@ -129,14 +129,14 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
 
     # The announcements an auditor kept show where the store went wrong.
     kept = tmp_path / "announced.jsonl"
-    dump = subprocess.run([sys.executable, "-m", "shared.cli", "audit", "checkpoints", "--out",
+    dump = subprocess.run([sys.executable, "-m", "dunwell.cli", "audit", "checkpoints", "--out",
                            str(kept)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "KAFKA_BOOTSTRAP": stack.bootstrap})
     assert dump.returncode == 0, dump.stderr
     assert {json.loads(line)["data"]["tree_size"]
             for line in kept.read_text().splitlines()} == set(after)
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "audit", "verify-store", "--store", str(store),
+        [sys.executable, "-m", "dunwell.cli", "audit", "verify-store", "--store", str(store),
          "--key", key, "--checkpoints", str(kept)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout
     first_bad = int(result.stderr.split("first bad leaf index ")[1].split()[0])

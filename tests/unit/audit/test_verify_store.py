@@ -500,7 +500,7 @@ def test_a_bundle_whose_proof_crosses_a_changed_node_fails(copy: Path,
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", "audit", "verify-store", *args],
+    return subprocess.run([sys.executable, "-m", "dunwell.cli", "audit", "verify-store", *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -548,7 +548,7 @@ def test_commands_refuse_a_key_that_is_not_a_verifier_key(original: tuple[Path, 
     store = run_cli("--store", str(original[0]), "--key", "not-a-key")
     assert store.returncode == 2 and "--key: verifier key is malformed" in store.stderr
     (tmp_path / "bundle.json").write_text("{}")
-    bundle = subprocess.run([sys.executable, "-m", "shared.cli", "verify",
+    bundle = subprocess.run([sys.executable, "-m", "dunwell.cli", "verify",
                              str(tmp_path / "bundle.json"), "--key", "not-a-key"],
                             capture_output=True, text=True, timeout=60)
     assert bundle.returncode == 2 and "--key: verifier key is malformed" in bundle.stderr
@@ -592,7 +592,7 @@ def test_the_verifier_runs_from_its_one_file_with_only_cryptography(
 
 def test_keygen_makes_a_signer_whose_checkpoints_verify_and_never_overwrites_it(
         tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "shared.cli", "audit", "keygen", "--origin",
+    command = [sys.executable, "-m", "dunwell.cli", "audit", "keygen", "--origin",
                "audit.lender.example/dunwell", "--out", str(tmp_path / "prod")]
     made = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr

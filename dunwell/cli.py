@@ -35,7 +35,7 @@ def run(
                                     help="Port of the embedded broker on 127.0.0.1."),
 ) -> None:
     """Start the embedded broker (unless KAFKA_BOOTSTRAP is set) and the four services."""
-    from shared import devstack
+    from dunwell import devstack
     from shared.auth import load_or_create_secret
     from shared.kafka import prepare_broker
     from shared.settings import KafkaSettings
