@@ -1,14 +1,18 @@
 """The numbers of each jurisdiction's conduct rules (DOMAIN.md), kept once and versioned.
 
 Enforcement lives in the service that acts, verification in audit; both read these numbers.
-A lender may tighten a pack (`tighten`), never loosen it.
+A lender may tighten a pack (`tighten`), never loosen it: each number says in its field's
+metadata which rule it belongs to and which way is tighter, and `tighten` checks nothing else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from enum import Enum
+from typing import Any, assert_never
 
 
 @dataclass(frozen=True)
@@ -32,42 +36,120 @@ class DailyWindow:
     def within(self, other: DailyWindow) -> bool:
         return other.start <= self.start and self.end <= other.end
 
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+class Tighter(Enum):
+    """Which way a rule's number moves when a lender makes the rule stricter."""
+
+    LOWER = "lower is tighter"    # a cap: fewer calls, fewer attempts
+    HIGHER = "higher is tighter"  # a floor: more days past due, a longer notice
+    WITHIN = "must lie within"    # a window: the stricter one lies inside the shipped one
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a pack field is: the number of which conduct rule(s), and which way is tighter."""
+
+    ids: tuple[str, ...]
+    tighter: Tighter
+
+    def loosens(self, shipped: Any, proposed: Any) -> bool:
+        """Whether `proposed` in place of `shipped` would make this rule less strict."""
+        match self.tighter:
+            case Tighter.LOWER:
+                return bool(proposed > shipped)
+            case Tighter.HIGHER:
+                return bool(proposed < shipped)
+            case Tighter.WITHIN:
+                return not proposed.within(shipped)
+            case unknown:
+                assert_never(unknown)
+
+
+_RULE = "dunwell.rule"
+
+
+def rule(*ids: str, tighter: Tighter) -> dict[str, Rule]:
+    """Field metadata tying a pack number to its rule ids and its direction."""
+    return {_RULE: Rule(ids, tighter)}
+
+
+@dataclass(frozen=True)
+class Loosening:
+    """One field a proposed pack would loosen."""
+
+    name: str
+    rule: Rule
+    shipped: object
+    proposed: object
+
+    def __str__(self) -> str:
+        return (f"{'/'.join(self.rule.ids)} {self.name}: {self.shipped} -> {self.proposed}"
+                f" ({self.rule.tighter.value})")
+
+
+class PackLoosened(ValueError):
+    """A lender's variant would loosen a rule; names every loosened field and its rule id."""
+
+    def __init__(self, pack: str, loosened: Sequence[Loosening]) -> None:
+        self.pack = pack
+        self.loosened = tuple(loosened)
+        super().__init__(f"a lender may tighten the {pack} pack, never loosen it: "
+                         + "; ".join(map(str, self.loosened)))
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rule ids loosened, in catalogue order of the fields, without repeats."""
+        return tuple(dict.fromkeys(i for loose in self.loosened for i in loose.rule.ids))
+
 
 @dataclass(frozen=True)
 class PolicyPack:
+    """One jurisdiction's numbers. Every field but name and version is a rule's number and
+    says, in its metadata, which way is tighter; `tighten` reads nothing else."""
+
     name: str
     version: str
-    contact_hours: DailyWindow          # C1, C11
-    max_answered_calls_per_day: int     # C2 (cn)
-    max_unanswered_per_number_per_day: int
-    max_call_attempts_per_7_days: int   # C2 (us)
-    visit_min_dpd: int                  # C6
-    visit_min_amount: Decimal
-    visit_min_failed_contacts: int
-    notice_lead: timedelta              # C8
-    min_collectors_per_visit: int       # C10
-    third_party_after_failed_attempts: int  # C13
-    reminder_deadline_days: int         # C5: the repayment deadline a reminder states
+    contact_hours: DailyWindow = field(metadata=rule("C1", "C11", tighter=Tighter.WITHIN))
+    max_answered_calls_per_day: int = field(metadata=rule("C2", tighter=Tighter.LOWER))
+    max_unanswered_per_number_per_day: int = field(metadata=rule("C2", tighter=Tighter.LOWER))
+    max_call_attempts_per_7_days: int = field(metadata=rule("C2", tighter=Tighter.LOWER))
+    visit_min_dpd: int = field(metadata=rule("C6", tighter=Tighter.HIGHER))
+    visit_min_amount: Decimal = field(metadata=rule("C6", tighter=Tighter.HIGHER))
+    visit_min_failed_contacts: int = field(metadata=rule("C6", tighter=Tighter.HIGHER))
+    notice_lead: timedelta = field(metadata=rule("C8", tighter=Tighter.HIGHER))
+    min_collectors_per_visit: int = field(metadata=rule("C10", tighter=Tighter.HIGHER))
+    third_party_after_failed_attempts: int = field(metadata=rule("C13", tighter=Tighter.HIGHER))
+    # C5: the repayment deadline a reminder states. A shorter one presses the borrower
+    # harder, so a longer one is the stricter rule.
+    reminder_deadline_days: int = field(metadata=rule("C5", tighter=Tighter.HIGHER))
+
+    @classmethod
+    def rules(cls) -> dict[str, Rule | None]:
+        """Each field's rule, None for a field that carries no direction (name, version)."""
+        return {f.name: f.metadata.get(_RULE) for f in fields(cls)}
 
     def tighten(self, **changes: object) -> PolicyPack:
-        """A lender's stricter variant; refuses anything that would loosen a rule."""
+        """A lender's stricter variant; refuses anything that would loosen a rule.
+
+        A field without a direction cannot be changed at all: it fails closed, so a number
+        added without saying which way is tighter can never be loosened by a lender.
+        """
+        rules = self.rules()
+        undirected = sorted(name for name in changes if name in rules and rules[name] is None)
+        if undirected:
+            raise ValueError(f"{', '.join(undirected)}: not a rule's number (no direction), "
+                             f"so a lender cannot change it in the {self.name} pack")
         tighter = replace(self, **changes)  # type: ignore[arg-type]
         loosened = [
-            not tighter.contact_hours.within(self.contact_hours),
-            tighter.max_answered_calls_per_day > self.max_answered_calls_per_day,
-            tighter.max_unanswered_per_number_per_day > self.max_unanswered_per_number_per_day,
-            tighter.max_call_attempts_per_7_days > self.max_call_attempts_per_7_days,
-            tighter.visit_min_dpd < self.visit_min_dpd,
-            tighter.visit_min_amount < self.visit_min_amount,
-            tighter.visit_min_failed_contacts < self.visit_min_failed_contacts,
-            tighter.notice_lead < self.notice_lead,
-            tighter.min_collectors_per_visit < self.min_collectors_per_visit,
-            tighter.third_party_after_failed_attempts < self.third_party_after_failed_attempts,
-            # A shorter repayment deadline presses the borrower harder: that loosens, too.
-            tighter.reminder_deadline_days < self.reminder_deadline_days,
+            Loosening(name, bound, getattr(self, name), getattr(tighter, name))
+            for name, bound in rules.items()
+            if bound is not None and bound.loosens(getattr(self, name), getattr(tighter, name))
         ]
-        if any(loosened):
-            raise ValueError(f"a lender may tighten the {self.name} pack, never loosen it")
+        if loosened:
+            raise PackLoosened(self.name, loosened)
         return replace(tighter, version=f"{self.version}+lender")
 
 

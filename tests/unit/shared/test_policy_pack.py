@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from datetime import time, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from shared.policy_pack import CN, US, DailyWindow, PolicyPack, pack
+from shared.policy_pack import (
+    CN,
+    US,
+    DailyWindow,
+    PackLoosened,
+    PolicyPack,
+    Rule,
+    Tighter,
+    pack,
+)
+
+IDENTITY = {"name", "version"}
+RULE_FIELDS = [f.name for f in fields(PolicyPack) if f.name not in IDENTITY]
 
 
 @pytest.mark.parametrize(("base", "changes"), [
@@ -75,3 +90,91 @@ def test_the_shipped_packs_carry_the_catalogue_hours(name: str, start: time, end
 def test_an_unknown_pack_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown policy pack"):
         pack("eu")
+
+
+def test_every_rule_number_says_which_way_is_tighter() -> None:
+    """A field added without a direction would be a number nobody checks on tightening."""
+    rules = PolicyPack.rules()
+    undirected = [name for name in RULE_FIELDS if not isinstance(rules[name], Rule)]
+    assert undirected == [], f"give these fields rule(...) metadata: {undirected}"
+    assert {name for name, bound in rules.items() if bound is None} == IDENTITY
+
+
+@pytest.mark.parametrize("name", RULE_FIELDS)
+def test_every_rule_number_names_catalogue_rules(name: str) -> None:
+    bound = PolicyPack.rules()[name]
+    assert bound is not None and bound.ids
+    assert all(re.fullmatch(r"C([1-9]|1[0-4])", rule_id) for rule_id in bound.ids)
+
+
+def test_caps_are_lower_floors_higher_and_hours_within() -> None:
+    rules = PolicyPack.rules()
+    directions = {name: bound.tighter for name, bound in rules.items() if bound is not None}
+    assert directions["contact_hours"] is Tighter.WITHIN
+    assert {name for name, way in directions.items() if way is Tighter.LOWER} == {
+        "max_answered_calls_per_day", "max_unanswered_per_number_per_day",
+        "max_call_attempts_per_7_days"}
+    # a shorter stated deadline presses harder, so a longer one is the stricter rule
+    assert directions["reminder_deadline_days"] is Tighter.HIGHER
+
+
+_STEP: dict[type, Any] = {int: 1, Decimal: Decimal("0.01"), timedelta: timedelta(minutes=1)}
+
+
+def _shifted(value: time, minutes: int) -> time:
+    hours, minute = divmod(value.hour * 60 + value.minute + minutes, 60)
+    return time(hours, minute)
+
+
+def nudged(value: object, tighter: Tighter, stricter: bool) -> object:
+    """The smallest move of `value` that makes its rule stricter (or, if not, looser)."""
+    if tighter is Tighter.WITHIN:
+        assert isinstance(value, DailyWindow)
+        step = 1 if stricter else -1
+        return DailyWindow(_shifted(value.start, step), _shifted(value.end, -step))
+    number: Any = value
+    step = _STEP[type(number)]
+    up = (tighter is Tighter.HIGHER) == stricter
+    return number + step if up else number - step
+
+
+CASES = [(base, name) for base in (CN, US) for name in RULE_FIELDS]
+CASE_IDS = [f"{base.name}-{name}" for base, name in CASES]
+
+
+@pytest.mark.parametrize(("base", "name"), CASES, ids=CASE_IDS)
+def test_every_rule_number_can_be_tightened(base: PolicyPack, name: str) -> None:
+    bound = PolicyPack.rules()[name]
+    assert bound is not None
+    value = nudged(getattr(base, name), bound.tighter, stricter=True)
+    tighter = base.tighten(**{name: value})
+    assert getattr(tighter, name) == value
+    assert tighter.version == f"{base.version}+lender"
+
+
+@pytest.mark.parametrize(("base", "name"), CASES, ids=CASE_IDS)
+def test_loosening_any_rule_number_is_refused_naming_it(base: PolicyPack, name: str) -> None:
+    bound = PolicyPack.rules()[name]
+    assert bound is not None
+    value = nudged(getattr(base, name), bound.tighter, stricter=False)
+    with pytest.raises(PackLoosened, match="never loosen") as refused:
+        base.tighten(**{name: value})
+    assert [loose.name for loose in refused.value.loosened] == [name]
+    assert refused.value.rules == bound.ids
+    assert name in str(refused.value)
+    assert all(rule_id in str(refused.value) for rule_id in bound.ids)
+
+
+def test_a_refusal_names_every_loosened_number_and_its_rule() -> None:
+    with pytest.raises(ValueError, match="never loosen") as refused:
+        CN.tighten(max_answered_calls_per_day=1, visit_min_dpd=30, notice_lead=timedelta(0))
+    assert isinstance(refused.value, PackLoosened)
+    assert [loose.name for loose in refused.value.loosened] == ["visit_min_dpd", "notice_lead"]
+    assert refused.value.rules == ("C6", "C8")
+    assert "C6 visit_min_dpd: 91 -> 30 (higher is tighter)" in str(refused.value)
+
+
+@pytest.mark.parametrize("name", sorted(IDENTITY))
+def test_a_field_without_a_direction_cannot_be_changed(name: str) -> None:
+    with pytest.raises(ValueError, match="no direction"):
+        CN.tighten(**{name: "lender"})
