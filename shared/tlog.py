@@ -5,7 +5,9 @@ offline evidence verifier ships this module on its own to auditors: with this on
 
     python tlog.py BUNDLE.json --key KEY
 
-verifies an evidence bundle (`dunwell verify` is the same check).
+verifies an evidence bundle (`dunwell verify` is the same check). Nothing here holds a
+private key: signing lives with the audit service (services/audit/signer.py), which builds
+on the formats defined here (key IDs, key names, note framing).
 """
 
 from __future__ import annotations
@@ -23,16 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -40,7 +33,6 @@ BUNDLE_FORMAT = "dunwell-evidence/v1"
 MAX_SIGNATURES = 100
 ED25519_TYPE = 0x01
 SIGNATURE_PREFIX = "\u2014 "
-_SKEY_PREFIX = "PRIVATE+KEY+"
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 _MAX_SIZE = 2**64 - 1
@@ -188,7 +180,7 @@ def _valid_key_name(name: object) -> bool:
     )
 
 
-def _check_key_name(name: str) -> None:
+def check_key_name(name: str) -> None:
     """Refuse to sign or encode with a name a conforming verifier would reject."""
     if not _valid_key_name(name):
         raise ValueError(f"invalid key name {name!r}")
@@ -209,9 +201,11 @@ class Checkpoint:
         """Refuse values that would serialise to an ambiguous or invalid body."""
         if not self.origin or any(ord(c) < 0x20 for c in self.origin):
             raise ValueError("checkpoint origin must be a non-empty single line")
-        if isinstance(self.size, bool) or not 0 <= self.size <= _MAX_SIZE:
-            raise ValueError(f"checkpoint size {self.size!r} out of range")
-        if not isinstance(self.root, bytes) or len(self.root) != HASH_SIZE:
+        size: object = self.size  # what arrived, which need not be what was annotated
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= _MAX_SIZE:
+            raise ValueError(f"checkpoint size {size!r} out of range")
+        root: object = self.root
+        if not isinstance(root, bytes) or len(root) != HASH_SIZE:
             raise ValueError("checkpoint root must be a 32-byte hash")
 
     def body(self) -> str:
@@ -219,7 +213,7 @@ class Checkpoint:
         return f"{self.origin}\n{self.size}\n{b64encode(self.root)}\n"
 
 
-def parse_checkpoint_body(text: str) -> Checkpoint:
+def parse_checkpoint_body(text: object) -> Checkpoint:
     """Parse a checkpoint body strictly: three lines, canonical size, 32-byte root."""
     if not isinstance(text, str) or not text.endswith("\n"):
         raise VerificationError("checkpoint body must end with a newline")
@@ -247,22 +241,7 @@ def key_id(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(material).digest()[:4]
 
 
-def _public_bytes(private_key: Ed25519PrivateKey) -> bytes:
-    """Raw 32-byte public key, the form key IDs and vkeys are computed over."""
-    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def sign_note(body: str, name: str, private_key: Ed25519PrivateKey) -> str:
-    """Sign `body` as a C2SP signed note with one Ed25519 signature line."""
-    _check_key_name(name)
-    if not body.endswith("\n") or _has_control_chars(body):
-        raise ValueError("note body must end with a newline and contain no control characters")
-    signature = private_key.sign(body.encode("utf-8"))
-    blob = key_id(name, _public_bytes(private_key)) + signature
-    return f"{body}\n{SIGNATURE_PREFIX}{name} {b64encode(blob)}\n"
-
-
-def _has_control_chars(text: str) -> bool:
+def has_control_chars(text: str) -> bool:
     """Signed notes forbid ASCII control characters other than newline."""
     return any(ord(c) < 0x20 and c != "\n" for c in text)
 
@@ -271,7 +250,7 @@ def _split_note(note: object) -> tuple[str, list[str]]:
     """Split a note into body and signature lines, rejecting malformed framing."""
     if not isinstance(note, str) or not note.endswith("\n"):
         raise VerificationError("signed note must be text ending with a newline")
-    if _has_control_chars(note):
+    if has_control_chars(note):
         raise VerificationError("signed note contains control characters")
     try:
         note.encode("utf-8")
@@ -322,7 +301,7 @@ def verify_note(note: str, name: str, public_key: bytes) -> str:
     return body
 
 
-def _load_public_key(public_key: bytes) -> Ed25519PublicKey:
+def _load_public_key(public_key: object) -> Ed25519PublicKey:
     """Load a raw Ed25519 key, turning a bad length into a verification failure."""
     if not isinstance(public_key, bytes) or len(public_key) != 32:
         raise VerificationError("Ed25519 public key must be 32 bytes")
@@ -344,20 +323,23 @@ def open_checkpoint(note: str, public_key_vkey: str) -> Checkpoint:
     return checkpoint
 
 
-# --- verifier and signer key text -----------------------------------------------------
+# --- key text: '<name>+<hex key id>+<base64(0x01 || key)>', for vkeys and skeys --------
 
 
 def encode_vkey(name: str, public_key: bytes) -> str:
     """Encode a verifier key as '<name>+<hex key id>+<base64(0x01 || key)>'."""
-    _check_key_name(name)
+    check_key_name(name)
     if len(public_key) != 32:
         raise ValueError("Ed25519 public key must be 32 bytes")
     encoded = b64encode(bytes([ED25519_TYPE]) + public_key)
     return f"{name}+{key_id(name, public_key).hex()}+{encoded}"
 
 
-def _split_key_text(text: object, what: str) -> tuple[str, str, bytes]:
-    """Parse '<name>+<hex id>+<base64(0x01 || key)>' into (name, hex id, raw key)."""
+def split_key_text(text: object, what: str) -> tuple[str, str, bytes]:
+    """Parse '<name>+<hex id>+<base64(0x01 || key)>' into (name, hex id, raw key).
+
+    The signer's skey is this shape behind 'PRIVATE+KEY+'; the ID is not checked here.
+    """
     if not isinstance(text, str):
         raise VerificationError(f"{what} is not text")
     parts = text.strip().split("+", 2)
@@ -378,38 +360,10 @@ def read_vkey(key: str) -> str:
 
 def decode_vkey(vkey: str) -> tuple[str, bytes]:
     """Parse a verifier key, rejecting a key ID that does not match name and key."""
-    name, id_hex, public_key = _split_key_text(vkey, "verifier key")
+    name, id_hex, public_key = split_key_text(vkey, "verifier key")
     if key_id(name, public_key).hex() != id_hex:
         raise VerificationError("verifier key ID does not match its name and key")
     return name, public_key
-
-
-def generate_signer(name: str) -> tuple[str, str]:
-    """Create a fresh log key; returns (skey text to keep secret, public vkey)."""
-    _check_key_name(name)
-    private_key = Ed25519PrivateKey.generate()
-    seed = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    public_key = _public_bytes(private_key)
-    skey = (
-        f"{_SKEY_PREFIX}{name}+{key_id(name, public_key).hex()}+"
-        f"{b64encode(bytes([ED25519_TYPE]) + seed)}"
-    )
-    return skey, encode_vkey(name, public_key)
-
-
-def load_signer(skey_text: str) -> tuple[str, Ed25519PrivateKey]:
-    """Load an skey ('PRIVATE+KEY+<name>+<hex id>+<b64(0x01||seed)>'), checking its ID."""
-    text = skey_text.strip() if isinstance(skey_text, str) else ""
-    if not text.startswith(_SKEY_PREFIX):
-        raise ValueError("signer key must start with PRIVATE+KEY+")
-    try:
-        name, id_hex, seed = _split_key_text(text[len(_SKEY_PREFIX) :], "signer key")
-    except VerificationError as exc:
-        raise ValueError(exc.message) from None
-    private_key = Ed25519PrivateKey.from_private_bytes(seed)
-    if key_id(name, _public_bytes(private_key)).hex() != id_hex:
-        raise ValueError("signer key ID does not match its name and key")
-    return name, private_key
 
 
 # --- evidence bundles -----------------------------------------------------------

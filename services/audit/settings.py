@@ -4,7 +4,8 @@ from pathlib import Path
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
-from shared.tlog import generate_signer
+
+from services.audit.signer import generate_signer
 
 
 class Settings(ServiceSettings):

@@ -8,8 +8,9 @@ from pathlib import Path
 from uuid import NAMESPACE_URL, uuid5
 
 from services.audit.application import AuditLog
+from services.audit.signer import generate_signer, load_signer
 from services.audit.store import LogStore, NewLeaf
-from shared.tlog import generate_signer, leaf_hash, load_signer
+from shared.tlog import leaf_hash
 
 ORIGIN = "dunwell.test/audit"
 SKEY, VKEY = generate_signer(ORIGIN)

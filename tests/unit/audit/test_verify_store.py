@@ -24,16 +24,14 @@ from services.audit.merkle import (
     inclusion_proof,
     nodes_for_appends,
 )
+from services.audit.signer import generate_signer, load_signer, sign_note
 from services.audit.store import LogStore, StoreReader
 from services.audit.verify import Report, verify_store
 from shared.tlog import (
     Checkpoint,
-    generate_signer,
     VerificationError,
     leaf_hash,
-    load_signer,
     open_checkpoint,
-    sign_note,
     verify_bundle,
     verify_inclusion,
 )
