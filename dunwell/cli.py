@@ -119,6 +119,28 @@ def schemas(out: Path = typer.Option(Path("docs/schemas"), help="Folder to write
 
 
 @app.command()
+def asyncapi(
+    out: Path = typer.Option(Path("docs/asyncapi.json"), help="File to write."),
+    check: bool = typer.Option(False, "--check",
+                               help="Write nothing; exit 1 if OUT differs from the code."),
+) -> None:
+    """Write the AsyncAPI 3.0 document of the Kafka side, generated from shared/events.py."""
+    from dunwell.asyncapi import render
+
+    text = render()
+    if check:
+        current = out.read_text() if out.is_file() else None
+        if current != text:
+            typer.echo(f"{out} is stale: run `dunwell asyncapi --out {out}`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is current")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
 def verify(
     bundle: Path = typer.Argument(..., help="An evidence bundle (JSON) from /v1/loans/{id}/evidence."),
     key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
@@ -210,7 +232,7 @@ def keygen(
 
     The skey goes into the Secret behind AUDIT_SIGNER_KEY; the vkey goes to auditors.
     """
-    from shared.tlog import generate_signer
+    from services.audit.signer import generate_signer
 
     skey, vkey = generate_signer(origin)
     skey_path, vkey_path = Path(f"{out}.skey"), Path(f"{out}.vkey")
