@@ -34,10 +34,11 @@ from services.audit import merkle
 from services.audit.application import AuditLog
 from services.audit.main import checkpointer
 from services.audit.settings import Settings
+from services.audit.signer import generate_signer, load_signer
 from services.audit.store import SCHEMA, LogStore, NewLeaf, StoreReader
 from services.audit.verify import verify_store
 from shared.clock import SystemClock
-from shared.tlog import generate_signer, leaf_hash, load_signer, verify_bundle, verify_inclusion
+from shared.tlog import leaf_hash, verify_bundle, verify_inclusion
 
 ORIGIN = "bench.dunwell.local/audit"
 NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
@@ -128,21 +129,6 @@ def appends(tmp: Path, progress: Progress, single: int, batched: int,
 # --- append → covered by a signed checkpoint -------------------------------------------------
 
 
-class _Announcements:
-    """Stands in for the Kafka producer: notes when the checkpointer announces a size."""
-
-    def __init__(self) -> None:
-        self.times: list[tuple[int, float]] = []
-
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        self.times.append((json.loads(value)["data"]["tree_size"], time.perf_counter()))
-
-
-class _Runtime:
-    def __init__(self) -> None:
-        self.producer = _Announcements()
-
-
 def checkpoint_latency(tmp: Path, progress: Progress, rate: float,
                        seconds: float) -> dict[str, float]:
     """Leaves appended at a steady rate while the service's checkpointer loop runs."""
@@ -162,27 +148,28 @@ def checkpoint_latency(tmp: Path, progress: Progress, rate: float,
             appended.append(time.perf_counter())
             progress.advance(task)
 
-    async def run() -> _Runtime:
-        runtime = _Runtime()
+    signed: list[tuple[int, float]] = []
+    audit.on_signed(lambda: signed.append((audit.latest()[0], time.perf_counter())))  # type: ignore[index]
+
+    async def run() -> None:
         stop = asyncio.Event()
 
         async def nothing_announced_yet() -> None:
             return None
 
-        signing = checkpointer(audit, SystemClock(), interval, runtime,  # type: ignore[arg-type]
-                               nothing_announced_yet)
+        signing = checkpointer(audit, SystemClock(), interval, nothing_announced_yet)
         loop = asyncio.ensure_future(signing(stop))
         await asyncio.to_thread(appender)
-        while not runtime.producer.times or runtime.producer.times[-1][0] < count:
+        while not signed or signed[-1][0] < count:
             if loop.done():
                 loop.result()  # the checkpointer failed: raise what it raised
                 raise RuntimeError("the checkpointer stopped before covering every leaf")
             await asyncio.sleep(0.01)
         stop.set()
         await loop
-        return runtime
 
-    announced = asyncio.run(run()).producer.times
+    asyncio.run(run())
+    announced = signed
     latencies = []
     cursor = 0
     for index, at in enumerate(appended):

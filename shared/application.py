@@ -1,115 +1,179 @@
-"""The base of every event-sourced service application: exactly-once effect for Kafka messages.
+"""The base of every event-sourced service application, and its unit of work.
 
-A consumed message is handled inside a unit of work: whatever the handler saves, an `Inbox`
-aggregate named after the message's CloudEvents id, and the Kafka position (a `Tracking`
-record) are written in ONE transaction. A redelivery at the same offset fails on the tracking
-row; the same event at a new offset (a relay retry, a refilled broker) fails on the Inbox
-aggregate. Either way nothing changes but the position.
+A `Unit` is what one store transaction will hold: the aggregates a handler or a command
+saved, the inbox rows of the events consumed, the agenda entries of the saved aggregates,
+dead letters, and the Kafka positions. It is passed explicitly: a handler gets it as an
+argument, a command makes its own (`save`). `commit` writes it all or nothing; a conflict
+with another writer raises `Conflict` and the caller tries again from scratch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from contextvars import ContextVar
-from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
 
-from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.application import AggregateNotFoundError, Application, Recording
 from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
+from eventsourcing.popo import POPOFactory
+from eventsourcing.sqlite import SQLiteFactory
+
+from shared.store import (
+    AgendaEntry,
+    DeadLetter,
+    Extras,
+    MemoryServiceRecorder,
+    SQLiteServiceRecorder,
+)
 
 log = logging.getLogger(__name__)
 
-INBOX_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/inbox")
-
-
-class Inbox(Aggregate):
-    """One per consumed event id: its uniqueness makes a second delivery a no-op."""
-
-    @event("Received")
-    def __init__(self, event_id: str, event_type: str, position: str) -> None:
-        self.event_id = event_id
-        self.event_type = event_type
-        self.position = position
-
-    @staticmethod
-    def create_id(event_id: str) -> UUID:
-        return uuid5(INBOX_NAMESPACE, event_id)
-
 
 class Conflict(Exception):
-    """Another writer changed an aggregate meanwhile; the message should be tried again."""
+    """Another writer changed the store meanwhile; the work should be tried again."""
+
+
+@runtime_checkable
+class HasAgenda(Protocol):
+    """An aggregate with something due later: the agenda keeps one row for it."""
+
+    def next_due(self) -> datetime | None: ...
+
+
+class Unit:
+    """One transaction's worth of changes. Reads see what this unit has already changed."""
+
+    def __init__(self, app: ServiceApplication) -> None:
+        self._app = app
+        self._aggregates: dict[UUID, Any] = {}
+        self._saved: dict[UUID, Any] = {}
+        self.inbox: list[tuple[str, str]] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.positions: list[Tracking] = []
+
+    def get(self, aggregate_id: UUID) -> Any:
+        """The aggregate as this unit sees it (raises KeyError if there is none)."""
+        if aggregate_id not in self._aggregates:
+            try:
+                self._aggregates[aggregate_id] = self._app.repository.get(aggregate_id)
+            except AggregateNotFoundError as error:
+                raise KeyError(aggregate_id) from error
+        return self._aggregates[aggregate_id]
+
+    def find(self, aggregate_id: UUID) -> Any | None:
+        """The aggregate, or None when it does not exist."""
+        if self.exists(aggregate_id):
+            return self.get(aggregate_id)
+        return None
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        return aggregate_id in self._aggregates or aggregate_id in self._app.repository
+
+    def save(self, *aggregates: Any) -> None:
+        for aggregate in aggregates:
+            self._aggregates[aggregate.id] = aggregate
+            self._saved[aggregate.id] = aggregate
+
+    def agenda(self) -> list[AgendaEntry]:
+        return [AgendaEntry(aggregate.id, type(aggregate).__name__, aggregate.next_due())
+                for aggregate in self._saved.values() if isinstance(aggregate, HasAgenda)]
+
+    def pending_events(self) -> list[Any]:
+        events: list[Any] = []
+        for aggregate in self._saved.values():
+            events.extend(aggregate.collect_events())
+        return events
 
 
 class ServiceApplication(Application[UUID]):
-    """An Application whose saves inside `consume()` commit with the Kafka position."""
+    """An eventsourcing Application whose store also holds the inbox, agenda and dead letters."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self.recorder: ProcessRecorder
-        self.write_lock = threading.RLock()
-        self._unit: ContextVar[ProcessingEvent[UUID] | None] = ContextVar(
-            f"{self.name}-unit", default=None)
+        self.extras: Extras = self.recorder  # type: ignore[assignment]
+        self._agenda_listeners: list[Callable[[], None]] = []
+        self._commit_listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
 
     def construct_recorder(self) -> ProcessRecorder:
-        return self.factory.process_recorder()
+        factory = self.factory
+        if isinstance(factory, POPOFactory):
+            return MemoryServiceRecorder()
+        if isinstance(factory, SQLiteFactory):
+            recorder = SQLiteServiceRecorder(factory.datastore)
+            if factory.env_create_table():
+                recorder.create_table()
+            return recorder
+        raise RuntimeError(f"no dunwell recorder for {type(factory).__name__}")
+
+    # --- units of work ---
+
+    def unit(self) -> Unit:
+        return Unit(self)
+
+    def commit(self, unit: Unit) -> list[Recording[UUID]]:
+        """Write the unit in one transaction; `Conflict` if another writer got there first."""
+        agenda = unit.agenda()
+        events = unit.pending_events()
+        try:
+            recordings = self.events.put(events, positions=unit.positions, inbox=unit.inbox,
+                                         agenda=agenda, dead_letters=unit.dead_letters)
+        except IntegrityError as error:
+            raise Conflict(str(error)[:300]) from error
+        if agenda:
+            self._tell(self._agenda_listeners)
+        if recordings:
+            self._tell(self._commit_listeners)
+        return recordings
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
-        unit = self._unit.get()
-        if unit is None:
-            with self.write_lock:
-                return super().save(*objs, **kwargs)
-        unit.collect_events(*objs, **kwargs)
-        return []
+        """A command's save: a unit of its own, committed at once."""
+        unit = self.unit()
+        unit.save(*(obj for obj in objs if obj is not None))
+        return self.commit(unit)
 
     def load(self, aggregate_id: UUID) -> Any:
-        """An aggregate as this unit of work sees it: with its uncommitted changes, if any."""
-        unit = self._unit.get()
-        if unit is not None and aggregate_id in unit.aggregates:
-            return unit.aggregates[aggregate_id]
         return self.repository.get(aggregate_id)
 
     def exists(self, aggregate_id: UUID) -> bool:
-        unit = self._unit.get()
-        if unit is not None and aggregate_id in unit.aggregates:
-            return True
         return aggregate_id in self.repository
 
-    def consume(self, tracking: Tracking, event_id: str, event_type: str,
-                handle: Callable[[], None]) -> bool:
-        """Run `handle` as one unit of work with the message's position; False if a duplicate."""
-        with self.write_lock:
-            unit: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
-            unit.collect_events(Inbox(event_id=event_id, event_type=event_type,
-                                      position=f"{tracking.application_name}@"
-                                               f"{tracking.notification_id}"))
-            token = self._unit.set(unit)
-            try:
-                handle()
-            finally:
-                self._unit.reset(token)
-            try:
-                recordings = self._record(unit)
-            except IntegrityError as error:
-                if Inbox.create_id(event_id) in self.repository or self._seen(tracking):
-                    self.skip(tracking)
-                    return False
-                raise Conflict(str(error)) from error
-            self._notify(recordings)
-            return True
-
-    def _seen(self, tracking: Tracking) -> bool:
-        last = self.recorder.max_tracking_id(tracking.application_name)
-        return last is not None and last >= tracking.notification_id
-
-    def skip(self, tracking: Tracking) -> None:
-        """Record a position alone (a duplicate, or a message sent to the dead-letter queue)."""
-        try:
-            self.recorder.insert_tracking(tracking)
-        except IntegrityError:
-            pass  # already at or past this position
+    # --- positions and the agenda ---
 
     def position(self, name: str) -> int | None:
         return self.recorder.max_tracking_id(name)
+
+    def skip(self, tracking: Tracking) -> bool:
+        """Record a position alone; False when the store is already at or past it."""
+        try:
+            self.recorder.insert_tracking(tracking)
+        except IntegrityError:
+            return False
+        return True
+
+    def on_agenda_change(self, listener: Callable[[], None]) -> None:
+        """Called (from the committing thread) after a commit that changed the agenda."""
+        with self._listeners_lock:
+            self._agenda_listeners.append(listener)
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Called (from the committing thread) after a commit that recorded events."""
+        with self._listeners_lock:
+            self._commit_listeners.append(listener)
+
+    def _tell(self, listeners: list[Callable[[], None]]) -> None:
+        with self._listeners_lock:
+            called = list(listeners)
+        for listener in called:
+            listener()
+
+    def due(self, now: datetime, limit: int = 1000) -> list[UUID]:
+        """Aggregates with something due at `now` (claimed or not), soonest first."""
+        return self.extras.due_ids(now, limit)
+
+    def seen(self, event_ids: Sequence[str]) -> set[str]:
+        return self.extras.seen(event_ids)

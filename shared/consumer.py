@@ -1,9 +1,14 @@
 """The tracked consumer: Kafka positions live in the service's store, with the work they caused.
 
-The poll loop decodes and validates every message; a message that is not a contract event,
-or that its handler rejects, goes to `<topic>.dlq` with the reason and the loop goes on. The
-work and the position commit together in the store; the Kafka offset is committed afterwards
-(for operators' lag views only: on start, positions come from the store).
+A fetch is applied in batches (one per partition, or one across partitions merged by produce
+time for a sink that asks) and each batch is one store transaction: the handlers' saves, the
+inbox rows, the dead letters and the last position of each partition. A batch that fails is
+split until the failing message stands alone; that message is retried with backoff a bounded
+number of times and then dead-lettered with the error's type and message, so one bad message
+neither stalls nor dead-letters its neighbours. Dead letters are kept in the store with the
+batch and sent to `<topic>.dlq` after the commit; a crash before they are sent sends them at
+the next start. The Kafka consumer is made anew for every run, and every call to the broker
+has a time limit.
 """
 
 from __future__ import annotations
@@ -12,45 +17,137 @@ import asyncio
 import heapq
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import PersistenceError, Tracking
 from prometheus_client import Counter
 
 from shared import topics
 from shared.application import Conflict, ServiceApplication
 from shared.clock import Clock
+from shared.errors import describe
 from shared.events import CloudEvent, DecodeError, EventData, decode
-from shared.settings import KafkaSettings
+from shared.store import DeadLetter
 
 log = logging.getLogger(__name__)
 
+Record = ConsumerRecord[bytes, bytes]
 CONSUMED = Counter("dunwell_consumed_total", "Messages consumed", ["topic", "outcome"])
+RETRIED = Counter("dunwell_consumer_retries_total", "Handler retries of a lone message", ["topic"])
+DLQ_SENT = Counter("dunwell_dead_letters_sent_total", "Dead letters sent to a DLQ topic",
+                   ["topic"])
 
 
 class Rejected(Exception):
-    """A valid event that a handler cannot apply; it goes to the DLQ with this reason."""
+    """A valid event that a handler refuses to apply; it goes to the DLQ at once, unretried."""
+
+
+class HandlerFailed(Exception):
+    """The handler of the batch's message at `index` raised `error`."""
+
+    def __init__(self, index: int, error: BaseException) -> None:
+        super().__init__(f"message {index}: {describe(error)}")
+        self.index = index
+        self.error = error
+
+
+def tracking_name(incarnation: str, topic: str, partition: int) -> str:
+    return f"kafka/{incarnation}/{topic}/{partition}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One consumed message: decoded, or marked for the dead-letter queue with its reason."""
+
+    record: Record
+    name: str  # the position's name in the store
+    envelope: CloudEvent | None = None
+    payload: EventData | None = None
+    reason: str | None = None
+    error_type: str | None = None
+
+    @classmethod
+    def of(cls, record: Record, name: str) -> Delivery:
+        try:
+            envelope, payload = decode(record.value)
+        except DecodeError as error:
+            return cls(record, name, reason=f"invalid: {error}", error_type="DecodeError")
+        return cls(record, name, envelope, payload)
+
+    def dead(self, reason: str, error_type: str) -> Delivery:
+        return replace(self, reason=reason[:1000], error_type=error_type)
+
+    def dead_letter(self, group: str) -> DeadLetter:
+        record = self.record
+        origin = f"{record.topic}/{record.partition}/{record.offset}"
+        kept = [(name, value) for name, value in record.headers or ()
+                if not name.startswith("dunwell-dlq-")]
+        headers = [*kept,
+                   (topics.DLQ_REASON_HEADER, (self.reason or "").encode()[:1000]),
+                   (topics.DLQ_ERROR_TYPE_HEADER, (self.error_type or "").encode()[:200]),
+                   (topics.DLQ_GROUP_HEADER, group.encode()),
+                   (topics.DLQ_ORIGIN_HEADER, origin.encode())]
+        return DeadLetter(key=f"consumer/{group}/{self.name}/{record.offset}",
+                          topic=topics.dlq(record.topic), message_key=record.key,
+                          value=record.value, headers=tuple(headers))
+
+
+@dataclass
+class Batch:
+    """Deliveries applied in one transaction; `group` names the consumer in dead letters."""
+
+    deliveries: Sequence[Delivery]
+    group: str
+    now: datetime
+
+    def positions(self, stored: Mapping[str, int | None]) -> list[Tracking]:
+        """The last offset of each partition, where it moves the stored position on."""
+        last: dict[str, int] = {}
+        for delivery in self.deliveries:
+            last[delivery.name] = max(last.get(delivery.name, -1), delivery.record.offset)
+        return [Tracking(name, offset) for name, offset in last.items()
+                if stored.get(name) is None or offset > (stored[name] or 0)]
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(delivery.name for delivery in self.deliveries))
+
+    @staticmethod
+    def applied(delivery: Delivery, stored: Mapping[str, int | None]) -> bool:
+        """Whether the store's position is already at or past this message."""
+        position = stored.get(delivery.name)
+        return position is not None and delivery.record.offset <= position
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a batch's commit held: how many events were handled, the dead letters recorded."""
+
+    handled: int
+    dead_letters: Sequence[DeadLetter] = ()
 
 
 class Sink(Protocol):
+    """Where consumed batches go: a service application, or the audit log."""
+
     def position(self, name: str) -> int | None: ...
 
-    def process(self, tracking: Tracking, record: ConsumerRecord[bytes, bytes],
-                envelope: CloudEvent, payload: EventData) -> bool: ...
+    def apply(self, batch: Batch) -> Applied: ...
 
-    def skip(self, tracking: Tracking) -> None: ...
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]: ...
+
+    def mark_sent(self, keys: Sequence[str]) -> None: ...
 
 
-Handler = Callable[[Any, CloudEvent, Any, datetime], None]
+Handler = Callable[[Any, Any, CloudEvent, Any, datetime], None]
 
 
 @dataclass
 class HandlerSink:
-    """Dispatches typed events to a service's handlers inside the application's unit of work."""
+    """Dispatches typed events to a service's handlers, a batch in one unit of work."""
 
     app: ServiceApplication
     handlers: Mapping[type[EventData], Handler]
@@ -59,124 +156,265 @@ class HandlerSink:
     def position(self, name: str) -> int | None:
         return self.app.position(name)
 
-    def process(self, tracking: Tracking, record: ConsumerRecord[bytes, bytes],
-                envelope: CloudEvent, payload: EventData) -> bool:
-        handler = self.handlers.get(type(payload))
-        if handler is None:
-            self.app.skip(tracking)
-            return False
-        now = self.clock.now()
-        return self.app.consume(tracking, envelope.id, envelope.type,
-                                lambda: handler(self.app, envelope, payload, now))
+    def apply(self, batch: Batch) -> Applied:
+        """Handle the batch's fresh events in one unit of work.
 
-    def skip(self, tracking: Tracking) -> None:
-        self.app.skip(tracking)
+        Raises HandlerFailed (with the message's index) when a handler raises, Conflict when
+        another writer got there first, PersistenceError when the store itself fails.
+        """
+        stored = {name: self.app.position(name) for name in batch.names()}
+        fresh = [d for d in batch.deliveries
+                 if d.envelope is not None and d.reason is None and not batch.applied(d, stored)]
+        seen = self.app.seen([d.envelope.id for d in fresh if d.envelope is not None])
+        unit = self.app.unit()
+        handled = 0
+        for index, delivery in enumerate(batch.deliveries):
+            if batch.applied(delivery, stored):
+                continue
+            if delivery.reason is not None:
+                unit.dead_letters.append(delivery.dead_letter(batch.group))
+                continue
+            assert delivery.envelope is not None and delivery.payload is not None
+            if delivery.envelope.id in seen:
+                continue
+            seen.add(delivery.envelope.id)
+            handler = self.handlers.get(type(delivery.payload))
+            if handler is None:
+                continue
+            unit.inbox.append((delivery.envelope.id, delivery.envelope.type))
+            try:
+                handler(self.app, unit, delivery.envelope, delivery.payload, batch.now)
+            except (PersistenceError, Conflict):
+                raise
+            except Exception as error:  # noqa: BLE001 - isolated and dead-lettered by the loop
+                raise HandlerFailed(index, error) from error
+            handled += 1
+        unit.positions = batch.positions(stored)
+        if unit.positions or unit.dead_letters:
+            self.app.commit(unit)
+        return Applied(handled, unit.dead_letters)
+
+    def process(self, tracking: Tracking, record: Record, envelope: CloudEvent,
+                payload: EventData) -> bool:
+        """One message as a batch of one: True when its event was handled. A handler's own
+        error is raised as it is."""
+        try:
+            return self.apply(one(tracking, record, envelope, payload,
+                                  self.clock.now())).handled > 0
+        except HandlerFailed as failed:
+            raise failed.error from None
+
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]:
+        return self.app.extras.unsent_dead_letters(prefix, limit)
+
+    def mark_sent(self, keys: Sequence[str]) -> None:
+        self.app.extras.mark_sent(keys)
 
 
-def tracking_name(incarnation: str, topic: str, partition: int) -> str:
-    return f"kafka/{incarnation}/{topic}/{partition}"
+def one(tracking: Tracking, record: Record, envelope: CloudEvent, payload: EventData,
+        now: datetime, group: str = "direct") -> Batch:
+    """A batch of a single, already decoded message at the tracking's position."""
+    delivery = Delivery(record, tracking.application_name, envelope, payload)
+    return Batch([delivery], group, now)
+
+
+@dataclass
+class ConsumerSettings:
+    """How hard the loop tries before it sets a message aside, and how long it waits."""
+
+    attempts: int = 3
+    backoff_seconds: float = 0.2
+    call_timeout_seconds: float = 5.0
+    join_timeout_seconds: float = 60.0
+    max_records: int = 500
+
+
+class _Stopping(Exception):
+    """The run is asked to stop while a message waits for its next attempt."""
+
+
+@dataclass
+class EventConsumer:
+    group: str
+    subscribe: Sequence[str]
+    sink: Sink
+    kafka_options: Mapping[str, Any]
+    producer: Callable[[], AIOKafkaProducer]
+    incarnation: Callable[[], str]
+    clock: Clock
+    on_progress: Callable[[], None] = lambda: None
+    order_across_partitions: bool = False
+    settings: ConsumerSettings = field(default_factory=ConsumerSettings)
+    _kafka: AIOKafkaConsumer | None = None
+
+    def ready(self) -> bool:
+        return self._kafka is not None and bool(self._kafka.assignment())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """One run: a new Kafka consumer, positions from the store, until `stop`."""
+        incarnation = self.incarnation()
+        kafka = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", **self.kafka_options)
+        kafka.subscribe(list(self.subscribe), listener=_SeekFromStore(self, kafka, incarnation))
+        try:
+            # start() waits for the group to assign partitions, which takes a session
+            # timeout or more after a member left uncleanly: limited, and stoppable.
+            await _unless_stopped(kafka.start(), stop, self.settings.join_timeout_seconds)
+            self._kafka = kafka
+            await self._send_dead_letters(await asyncio.to_thread(
+                self.sink.unsent_dead_letters, f"consumer/{self.group}/", 500))
+            while not stop.is_set():
+                fetched = await self._bounded(
+                    kafka.getmany(timeout_ms=200, max_records=self.settings.max_records))
+                for deliveries in self._batches(fetched, incarnation):
+                    await self._settle(deliveries, stop)
+                self.on_progress()
+                if fetched:
+                    await self._commit_offsets(kafka, fetched)
+        except _Stopping:
+            pass
+        finally:
+            self._kafka = None
+            await _quietly(kafka.stop(), self.settings.call_timeout_seconds)
+
+    def _batches(self, fetched: Mapping[TopicPartition, list[Record]],
+                 incarnation: str) -> list[list[Delivery]]:
+        def delivered(records: list[Record]) -> list[Delivery]:
+            return [Delivery.of(r, tracking_name(incarnation, r.topic, r.partition))
+                    for r in records]
+
+        if self.order_across_partitions:
+            merged = heapq.merge(*fetched.values(), key=lambda r: r.timestamp)
+            return [delivered(list(merged))]
+        return [delivered(records) for records in fetched.values() if records]
+
+    async def _settle(self, deliveries: list[Delivery], stop: asyncio.Event) -> None:
+        """Apply `deliveries`; on failure split them until the bad one stands alone."""
+        if not deliveries:
+            return
+        try:
+            await self._apply(deliveries)
+            return
+        except HandlerFailed as failed:
+            index, error = failed.index, failed.error
+        except Conflict as conflict:
+            if len(deliveries) > 1:
+                middle = len(deliveries) // 2
+                await self._settle(deliveries[:middle], stop)
+                await self._settle(deliveries[middle:], stop)
+                return
+            index, error = 0, conflict
+        await self._settle(deliveries[:index], stop)
+        await self._alone(deliveries[index], error, stop)
+        await self._settle(deliveries[index + 1:], stop)
+
+    async def _alone(self, delivery: Delivery, error: BaseException,
+                     stop: asyncio.Event) -> None:
+        """A lone message that failed: retried with backoff unless refused, then set aside."""
+        topic = delivery.record.topic
+        attempt = 1
+        while not isinstance(error, Rejected) and attempt < self.settings.attempts:
+            RETRIED.labels(topic).inc()
+            log.warning("%s/%s@%s failed (%s); attempt %d of %d", topic,
+                        delivery.record.partition, delivery.record.offset, describe(error),
+                        attempt + 1, self.settings.attempts)
+            if await _stopped(stop, self.settings.backoff_seconds * 2 ** (attempt - 1)):
+                raise _Stopping
+            attempt += 1
+            try:
+                await self._apply([delivery])
+                return
+            except HandlerFailed as failed:
+                error = failed.error
+            except Conflict as conflict:
+                error = conflict
+        verb = "rejected" if isinstance(error, Rejected) else f"failed {attempt} times"
+        await self._apply([delivery.dead(f"{verb}: {describe(error)}", type(error).__name__)])
+
+    async def _apply(self, deliveries: list[Delivery]) -> None:
+        batch = Batch(deliveries, self.group, self.clock.now())
+        applied = await asyncio.to_thread(self.sink.apply, batch)
+        for letter in applied.dead_letters:
+            log.warning("dead-lettering %s: %s", letter.key,
+                        dict(letter.headers).get(topics.DLQ_REASON_HEADER, b"").decode())
+            CONSUMED.labels(letter.topic, "dead_lettered").inc()
+        topic = deliveries[0].record.topic
+        CONSUMED.labels(topic, "processed").inc(applied.handled)
+        CONSUMED.labels(topic, "skipped").inc(
+            len(deliveries) - applied.handled - len(applied.dead_letters))
+        await self._send_dead_letters(applied.dead_letters)
+
+    async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """After the commit: a letter not sent now is sent at the next start."""
+        if not letters:
+            return
+        producer = self.producer()
+        for letter in letters:
+            await self._bounded(producer.send_and_wait(
+                letter.topic, letter.value, key=letter.message_key, headers=list(letter.headers)))
+            DLQ_SENT.labels(letter.topic).inc()
+        await asyncio.to_thread(self.sink.mark_sent, [letter.key for letter in letters])
+
+    async def _commit_offsets(self, kafka: AIOKafkaConsumer,
+                              fetched: Mapping[TopicPartition, list[Record]]) -> None:
+        """For operators' lag views only: on start, positions come from the store."""
+        offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
+        try:
+            await asyncio.wait_for(kafka.commit(offsets), self.settings.call_timeout_seconds)
+        except Exception as error:  # noqa: BLE001 - informational; the store holds positions
+            log.info("kafka offset commit skipped: %s", type(error).__name__)
+
+    async def _bounded(self, call: Any) -> Any:
+        return await asyncio.wait_for(call, self.settings.call_timeout_seconds)
 
 
 class _SeekFromStore(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: EventConsumer) -> None:
-        self.owner = consumer
+    def __init__(self, owner: EventConsumer, kafka: AIOKafkaConsumer, incarnation: str) -> None:
+        self.owner = owner
+        self.kafka = kafka
+        self.incarnation = incarnation
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         return None
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         for tp in assigned:
-            last = await asyncio.to_thread(self.owner.sink.position, self.owner.name_for(tp))
-            self.owner.kafka.seek(tp, 0 if last is None else last + 1)
+            name = tracking_name(self.incarnation, tp.topic, tp.partition)
+            last = await asyncio.to_thread(self.owner.sink.position, name)
+            self.kafka.seek(tp, 0 if last is None else last + 1)
 
 
-class EventConsumer:
-    def __init__(self, *, settings: KafkaSettings, group: str, subscribe: Sequence[str],
-                 sink: Sink, incarnation: str, producer: AIOKafkaProducer,
-                 order_across_partitions: bool = False) -> None:
-        self.settings = settings
-        self.group = group
-        self.topics = list(subscribe)
-        self.sink = sink
-        self.incarnation = incarnation
-        self.producer = producer
-        self.order_across_partitions = order_across_partitions
-        self.kafka = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap, group_id=group, enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            fetch_max_bytes=4 * settings.max_request_bytes,
-            max_partition_fetch_bytes=settings.max_request_bytes, fetch_max_wait_ms=100,
-        )
+async def _unless_stopped(call: Any, stop: asyncio.Event, seconds: float) -> None:
+    """Await `call` for at most `seconds`; raise _Stopping if `stop` comes first."""
+    work = asyncio.ensure_future(call)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({work, stopped}, timeout=seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if work in done:
+        work.result()
+        return
+    work.cancel()
+    await asyncio.gather(work, return_exceptions=True)
+    if stop.is_set():
+        raise _Stopping
+    raise TimeoutError(f"not done in {seconds:.0f} s")
 
-    def name_for(self, tp: TopicPartition) -> str:
-        return tracking_name(self.incarnation, tp.topic, tp.partition)
 
-    def ready(self) -> bool:
-        return bool(self.kafka.assignment())
+async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` unless `stop` comes first; True if it did."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
-    async def run(self, stop: asyncio.Event) -> None:
-        self.kafka.subscribe(self.topics, listener=_SeekFromStore(self))
-        await self.kafka.start()
-        try:
-            while not stop.is_set():
-                batch = await self.kafka.getmany(timeout_ms=200, max_records=500)
-                if not batch:
-                    continue
-                for record in self._ordered(batch):
-                    await self._handle(record)
-                await self._commit(batch)
-        finally:
-            await self.kafka.stop()
 
-    def _ordered(self, batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-                 ) -> list[ConsumerRecord[bytes, bytes]]:
-        """Per partition in offset order; across partitions by produce time when asked."""
-        if not self.order_across_partitions:
-            return [record for records in batch.values() for record in records]
-        return list(heapq.merge(*batch.values(), key=lambda r: r.timestamp))
+async def _quietly(call: Any, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(call, seconds)
+    except Exception as error:  # noqa: BLE001 - stopping: nothing more to do with it
+        log.info("stopping the Kafka client: %s", type(error).__name__)
 
-    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        tracking = Tracking(tracking_name(self.incarnation, record.topic, record.partition),
-                            record.offset)
-        try:
-            envelope, payload = decode(record.value)
-        except DecodeError as error:
-            await self._dead_letter(record, tracking, f"invalid: {error}")
-            return
-        attempt = 0
-        while True:
-            try:
-                fresh = await asyncio.to_thread(self.sink.process, tracking, record,
-                                                envelope, payload)
-                CONSUMED.labels(record.topic, "processed" if fresh else "duplicate").inc()
-                return
-            except Rejected as error:
-                await self._dead_letter(record, tracking, f"rejected: {error}")
-                return
-            except Conflict:
-                attempt += 1
-                log.warning("conflict on %s@%s, retry %d", record.topic, record.offset, attempt)
-                await asyncio.sleep(min(0.05 * attempt, 1.0))
-
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], tracking: Tracking,
-                           reason: str) -> None:
-        log.warning("dead-lettering %s/%s@%s: %s", record.topic, record.partition,
-                    record.offset, reason[:200])
-        headers = [
-            (topics.DLQ_REASON_HEADER, reason.encode()[:1000]),
-            (topics.DLQ_GROUP_HEADER, self.group.encode()),
-            ("dunwell-dlq-origin", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-        ]
-        await self.producer.send_and_wait(topics.dlq(record.topic), record.value,
-                                          key=record.key, headers=headers)
-        await asyncio.to_thread(self.sink.skip, tracking)
-        CONSUMED.labels(record.topic, "dead_lettered").inc()
-
-    async def _commit(self, batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-                      ) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        try:
-            await self.kafka.commit(offsets)
-        except Exception as error:  # noqa: BLE001 - informational only; the store holds positions
-            log.info("kafka offset commit skipped: %s", type(error).__name__)

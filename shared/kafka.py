@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -31,25 +32,52 @@ async def ensure_topics(settings: KafkaSettings, attempts: int = 30) -> None:
                        else settings.partitions, settings.replication_factor,
                        topic_configs=KEPT_FOREVER if name == topics.CHECKPOINTS else None)
               for name in topics.all_topics()]
+    limit = settings.call_timeout_seconds
     for attempt in range(attempts):
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap,
+                                    request_timeout_ms=int(limit * 1000))
         try:
-            await admin.start()
-            existing = set(await admin.list_topics())
+            await asyncio.wait_for(admin.start(), limit)
+            existing = set(await asyncio.wait_for(admin.list_topics(), limit))
             missing = [t for t in wanted if t.name not in existing]
             if missing:
-                response = await admin.create_topics(missing)
+                response = await asyncio.wait_for(admin.create_topics(missing), limit)
                 for name, code, *_ in getattr(response, "topic_errors", []):
                     if code not in (0, TOPIC_EXISTS):
                         raise RuntimeError(f"could not create topic {name}: error {code}")
             return
-        except (OSError, asyncio.TimeoutError, ConnectionError) as error:
+        except (OSError, TimeoutError, ConnectionError, KafkaError) as error:
             if attempt == attempts - 1:
                 raise
             log.info("broker not ready (%s); retrying", type(error).__name__)
             await asyncio.sleep(0.5)
         finally:
-            await admin.close()
+            await _closed(admin.close(), limit)
+
+
+async def read_incarnation(settings: KafkaSettings) -> str | None:
+    """The broker's incarnation id, or None when its topic is missing or still empty.
+
+    Raises (KafkaError, OSError, TimeoutError) when the broker cannot be asked in time.
+    """
+    partition = TopicPartition(topics.INCARNATION, 0)
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                **settings.client_options())
+    try:
+        async with asyncio.timeout(2 * settings.call_timeout_seconds):
+            await consumer.start()
+            if not consumer.partitions_for_topic(topics.INCARNATION):
+                return None
+            consumer.assign([partition])
+            consumer.seek(partition, 0)
+            while True:
+                batch = await consumer.getmany(partition, timeout_ms=500, max_records=1)
+                for record in batch.get(partition, []):
+                    return bytes(record.value or b"").decode()
+                if consumer.highwater(partition) == 0:
+                    return None
+    finally:
+        await _closed(consumer.stop(), settings.call_timeout_seconds)
 
 
 async def broker_incarnation(settings: KafkaSettings, timeout: float = 30.0) -> str:
@@ -58,34 +86,35 @@ async def broker_incarnation(settings: KafkaSettings, timeout: float = 30.0) -> 
     A broker that lost its data (Tansu's memory store, a rebuilt cluster) has an empty topic,
     so it gets a new id, and positions kept under the old one no longer apply.
     """
-    partition = TopicPartition(topics.INCARNATION, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign([partition])
-        deadline = asyncio.get_running_loop().time() + timeout
-        written = False
-        while asyncio.get_running_loop().time() < deadline:
-            consumer.seek(partition, 0)
-            batch = await consumer.getmany(partition, timeout_ms=1000, max_records=1)
-            for record in batch.get(partition, []):
-                return record.value.decode()
-            if not written:
-                await _write_incarnation(settings)
-                written = True
-        raise TimeoutError("could not read the broker incarnation")
-    finally:
-        await consumer.stop()
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                found = await read_incarnation(settings)
+            except (KafkaError, OSError, TimeoutError) as error:
+                log.info("incarnation not readable yet (%s)", type(error).__name__)
+                found = None
+            if found is not None:
+                return found
+            await _write_incarnation(settings)
 
 
 async def _write_incarnation(settings: KafkaSettings) -> None:
     producer = make_producer(settings)
-    await producer.start()
     try:
-        await producer.send_and_wait(topics.INCARNATION, uuid.uuid4().hex.encode(), partition=0)
+        async with asyncio.timeout(2 * settings.call_timeout_seconds):
+            await producer.start()
+            await producer.send_and_wait(topics.INCARNATION, uuid.uuid4().hex.encode(),
+                                         partition=0)
     finally:
-        await producer.stop()
+        await _closed(producer.stop(), settings.call_timeout_seconds)
+
+
+async def _closed(call: Awaitable[object], seconds: float) -> None:
+    """Close a client within `seconds`; a broker that will not answer cannot keep us."""
+    try:
+        await asyncio.wait_for(call, seconds)
+    except Exception as error:  # noqa: BLE001 - closing: nothing more to do with it
+        log.debug("closing a Kafka client: %s", type(error).__name__)
 
 
 Record = ConsumerRecord[bytes, bytes]
@@ -111,7 +140,7 @@ async def read_to_now(settings: KafkaSettings, topic: str,
     except TimeoutError:
         raise TimeoutError(f"reading {topic}: not done in {timeout:.0f} s") from None
     finally:
-        await consumer.stop()
+        await _closed(consumer.stop(), settings.call_timeout_seconds)
 
 
 async def _read(consumer: AIOKafkaConsumer, topic: str,
@@ -164,7 +193,7 @@ async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
 
 def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap,
+        **settings.client_options(),
         acks="all",
         enable_idempotence=False,
         linger_ms=5,

@@ -1,29 +1,44 @@
-"""The outbox relay: follows a service's notification log and publishes integration events.
+"""The outbox relay: follows what a service stored and publishes it as integration events.
 
 The store is the outbox. The relay publishes a batch, waits for acks="all", then records the
-last notification id it published, under the broker's incarnation: a broker that lost its
-topics gets everything again from the start, and consumers de-duplicate on the event id.
+last position it published under the broker's incarnation: a broker that lost its topics
+gets everything again from the start, and consumers de-duplicate on the event id. An entry
+the service cannot turn into a contract event (its mapping raised) is set aside on
+`dunwell.outbox.dlq` with the reason, and the outbox goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from eventsourcing.persistence import Tracking
 from prometheus_client import Counter, Gauge
 
+from shared import topics
 from shared.application import ServiceApplication
-from shared.events import EventData, envelope, event_id_for
+from shared.errors import describe
+from shared.runtime import Wakeup
+from shared.events import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    EVENT_TYPES,
+    CloudEvent,
+    EventData,
+    envelope,
+    event_id_for,
+)
+from shared.store import DeadLetter
 
 log = logging.getLogger(__name__)
 
 PUBLISHED = Counter("dunwell_relay_published_total", "Integration events published", ["topic"])
-POSITION = Gauge("dunwell_relay_position", "Last notification id published")
+SET_ASIDE = Counter("dunwell_relay_dead_lettered_total",
+                    "Stored events the relay could not map, set aside on the outbox DLQ")
+POSITION = Gauge("dunwell_relay_position", "Last outbox position published")
 
 
 @dataclass(frozen=True)
@@ -38,58 +53,173 @@ class Publication:
 Mapping = Callable[[Any], Publication | None]
 
 
-class OutboxRelay:
-    def __init__(self, *, app: ServiceApplication, mapping: Mapping, producer: AIOKafkaProducer,
-                 source: str, incarnation: str, idle_seconds: float = 0.05,
-                 batch_size: int = 500) -> None:
+@dataclass(frozen=True)
+class Outgoing:
+    """One outbox entry: the event to publish, nothing (not for Kafka), or why it failed."""
+
+    position: int
+    event: CloudEvent | None = None
+    failure: DeadLetter | None = None
+
+
+class Outbox(Protocol):
+    """What a relay follows: entries in position order, and the relay's own position."""
+
+    def position(self, name: str) -> int | None: ...
+
+    def advance(self, name: str, position: int) -> None: ...
+
+    def head(self) -> int: ...
+
+    def after(self, position: int, limit: int) -> list[Outgoing]: ...
+
+    def set_aside(self, letters: Sequence[DeadLetter]) -> None: ...
+
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]: ...
+
+    def mark_sent(self, keys: Sequence[str]) -> None: ...
+
+    def on_change(self, listener: Callable[[], None]) -> None: ...
+
+
+class StoredEvents:
+    """A service application's notification log as an outbox, through its relay mapping."""
+
+    def __init__(self, app: ServiceApplication, mapping: Mapping, source: str) -> None:
         self.app = app
         self.mapping = mapping
-        self.producer = producer
         self.source = source
-        self.name = f"relay/{incarnation}"
+
+    def position(self, name: str) -> int | None:
+        return self.app.position(name)
+
+    def advance(self, name: str, position: int) -> None:
+        self.app.skip(Tracking(name, position))
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def after(self, position: int, limit: int) -> list[Outgoing]:
+        found = []
+        for notification in self.app.recorder.select_notifications(position + 1, limit):
+            try:
+                found.append(Outgoing(notification.id, self._event(notification)))
+            except Exception as error:  # noqa: BLE001 - set aside, the outbox goes on
+                found.append(Outgoing(notification.id, failure=self._letter(notification, error)))
+        return found
+
+    def _event(self, notification: Any) -> CloudEvent | None:
+        domain_event = self.app.mapper.to_domain_event(notification)
+        publication = self.mapping(domain_event)
+        if publication is None:
+            return None
+        return envelope(
+            publication.data,
+            event_id=event_id_for(notification.originator_id, notification.originator_version),
+            source=self.source, time=domain_event.timestamp,
+            causation_id=publication.causation_id, correlation_id=publication.correlation_id)
+
+    def _letter(self, notification: Any, error: BaseException) -> DeadLetter:
+        origin = f"{self.app.name}/{notification.id}"
+        headers = ((topics.DLQ_REASON_HEADER, f"unmappable: {describe(error)}".encode()[:1000]),
+                   (topics.DLQ_ERROR_TYPE_HEADER, type(error).__name__.encode()),
+                   (topics.DLQ_GROUP_HEADER, f"relay/{self.app.name}".encode()),
+                   (topics.DLQ_ORIGIN_HEADER, origin.encode()),
+                   ("dunwell-stored-topic", str(notification.topic).encode()[:500]))
+        return DeadLetter(key=f"relay/{origin}", topic=topics.OUTBOX_DLQ,
+                          message_key=str(notification.originator_id).encode(),
+                          value=bytes(notification.state), headers=headers)
+
+    def set_aside(self, letters: Sequence[DeadLetter]) -> None:
+        self.app.extras.record_dead_letters(letters)
+
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]:
+        return self.app.extras.unsent_dead_letters(prefix, limit)
+
+    def mark_sent(self, keys: Sequence[str]) -> None:
+        self.app.extras.mark_sent(keys)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self.app.on_commit(listener)
+
+
+def headers_of(event: CloudEvent) -> list[tuple[str, bytes]]:
+    """Structured-mode CloudEvents: the content type says so; the type helps routing."""
+    return [("content-type", CLOUDEVENTS_CONTENT_TYPE.encode()), ("ce_type", event.type.encode())]
+
+
+class OutboxRelay:
+    def __init__(self, *, outbox: Outbox, producer: Callable[[], AIOKafkaProducer],
+                 incarnation: Callable[[], str], idle_seconds: float = 1.0,
+                 batch_size: int = 500, call_timeout_seconds: float = 5.0,
+                 on_progress: Callable[[], None] = lambda: None) -> None:
+        self.outbox = outbox
+        self.producer = producer
+        self.incarnation = incarnation
+        self.wake = Wakeup()
+        outbox.on_change(self.wake.set)
         self.idle_seconds = idle_seconds
         self.batch_size = batch_size
+        self.call_timeout_seconds = call_timeout_seconds
+        self.on_progress = on_progress
+        self.refill_until = 0
+        self.position = 0
+
+    def refilling(self) -> bool:
+        """Still republishing what was stored before this incarnation began."""
+        return self.position < self.refill_until
 
     async def run(self, stop: asyncio.Event) -> None:
-        position = await asyncio.to_thread(self.app.position, self.name) or 0
+        self.wake.bind()
+        name = f"relay/{self.incarnation()}"
+        stored = await asyncio.to_thread(self.outbox.position, name)
+        self.position = stored or 0
+        self.refill_until = await asyncio.to_thread(self.outbox.head) if stored is None else 0
+        await self._send_letters(await asyncio.to_thread(
+            self.outbox.unsent_dead_letters, "relay/", 500))
         while not stop.is_set():
-            published = await self.publish_after(position)
-            if published == position:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.idle_seconds)
-                except asyncio.TimeoutError:
-                    pass
-            position = published
+            published = await self.publish_after(self.position, name)
+            self.on_progress()
+            if published == self.position:
+                await self.wake.wait(stop, self.idle_seconds)
+            self.position = published
+            POSITION.set(published)
 
-    async def publish_after(self, position: int) -> int:
-        notifications = await asyncio.to_thread(
-            self.app.recorder.select_notifications, position + 1, self.batch_size)
-        if not notifications:
+    async def publish_after(self, position: int, name: str) -> int:
+        entries = await asyncio.to_thread(self.outbox.after, position, self.batch_size)
+        if not entries:
             return position
+        letters = [entry.failure for entry in entries if entry.failure is not None]
+        if letters:
+            await asyncio.to_thread(self.outbox.set_aside, letters)
+        producer = self.producer()
         pending = []
-        for notification in notifications:
-            domain_event = self.app.mapper.to_domain_event(notification)
-            publication = self.mapping(domain_event)
-            if publication is None:
+        for entry in entries:
+            if entry.event is None:
                 continue
-            cloud_event = envelope(
-                publication.data,
-                event_id=event_id_for(notification.originator_id, notification.originator_version),
-                source=self.source, time=domain_event.timestamp,
-                causation_id=publication.causation_id, correlation_id=publication.correlation_id,
-            )
-            topic = publication.data.topic
-            pending.append(await self.producer.send(topic, cloud_event.encode(),
-                                                    key=cloud_event.subject.encode(),
-                                                    headers=_headers(cloud_event)))
+            event = entry.event
+            topic = EVENT_TYPES[event.type].topic
+            pending.append(await asyncio.wait_for(
+                producer.send(topic, event.encode(), key=event.subject.encode(),
+                              headers=headers_of(event)), self.call_timeout_seconds))
             PUBLISHED.labels(topic).inc()
-        await asyncio.gather(*pending)
-        last = notifications[-1].id
-        await asyncio.to_thread(self.app.skip, Tracking(self.name, last))
-        POSITION.set(last)
+        if pending:
+            await asyncio.wait_for(asyncio.gather(*pending), self.call_timeout_seconds)
+        await self._send_letters(letters)
+        last = entries[-1].position
+        await asyncio.to_thread(self.outbox.advance, name, last)
         return last
 
+    async def _send_letters(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        producer = self.producer()
+        for letter in letters:
+            log.warning("relay set aside %s: %s", letter.key,
+                        dict(letter.headers).get(topics.DLQ_REASON_HEADER, b"").decode())
+            await asyncio.wait_for(producer.send_and_wait(
+                letter.topic, letter.value, key=letter.message_key, headers=list(letter.headers)),
+                self.call_timeout_seconds)
+            SET_ASIDE.inc()
+        await asyncio.to_thread(self.outbox.mark_sent, [letter.key for letter in letters])
 
-def _headers(cloud_event: Any) -> list[tuple[str, bytes]]:
-    return [("content-type", b"application/cloudevents+json"),
-            ("ce_type", cloud_event.type.encode())]

@@ -12,12 +12,11 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
-from shared.application import ServiceApplication
 from shared.auth import load_or_create_secret
 from shared.clock import Clock
 from shared.consumer import EventConsumer, Sink
 from shared.http import create_app
-from shared.relay import Mapping, OutboxRelay
+from shared.relay import Outbox, OutboxRelay
 from shared.runtime import Loop, Runtime
 from shared.settings import ServiceSettings
 
@@ -34,8 +33,9 @@ class Parts:
     sink: Sink
     subscribe: Sequence[str]
     routers: Sequence[APIRouter]
-    relay: tuple[ServiceApplication, Mapping] | None = None
-    loops: Sequence[tuple[str, Callable[[Runtime], Loop]]] = field(default_factory=tuple)
+    outbox: Outbox | None = None
+    loops: Sequence[tuple[str, Callable[[Runtime, Callable[[], None]], Loop]]] = \
+        field(default_factory=tuple)
     order_across_partitions: bool = False
 
 
@@ -48,21 +48,27 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
         if not connect:
             yield
             return
-        runtime = await Runtime.start(parts.settings.kafka)
+        kafka = parts.settings.kafka
+        runtime = Runtime(kafka)
+        runtime.start()
         consumer = EventConsumer(
-            settings=parts.settings.kafka, group=f"dunwell-{parts.name}",
-            subscribe=parts.subscribe, sink=parts.sink, incarnation=runtime.incarnation,
-            producer=runtime.producer, order_across_partitions=parts.order_across_partitions)
+            group=f"dunwell-{parts.name}", subscribe=parts.subscribe, sink=parts.sink,
+            kafka_options=kafka.consumer_options(), producer=runtime.current_producer,
+            incarnation=runtime.current_incarnation, clock=parts.clock,
+            on_progress=runtime.beat("consumer"),
+            order_across_partitions=parts.order_across_partitions)
         runtime.spawn("consumer", consumer.run)
-        if parts.relay is not None:
-            application, mapping = parts.relay
-            relay = OutboxRelay(app=application, mapping=mapping, producer=runtime.producer,
-                                source=f"/dunwell/{parts.name}", incarnation=runtime.incarnation,
-                                idle_seconds=parts.settings.relay_idle_seconds)
+        relay = None
+        if parts.outbox is not None:
+            relay = OutboxRelay(outbox=parts.outbox, producer=runtime.current_producer,
+                                incarnation=runtime.current_incarnation,
+                                idle_seconds=parts.settings.relay_idle_seconds,
+                                call_timeout_seconds=kafka.call_timeout_seconds,
+                                on_progress=runtime.beat("relay"))
             runtime.spawn("relay", relay.run)
         for loop_name, make_loop in parts.loops:
-            runtime.spawn(loop_name, make_loop(runtime))
-        state.update(runtime=runtime, consumer=consumer)
+            runtime.spawn(loop_name, make_loop(runtime, runtime.beat(loop_name)))
+        state.update(runtime=runtime, consumer=consumer, relay=relay)
         try:
             yield
         finally:
@@ -71,9 +77,14 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
     def checks() -> dict[str, bool]:
         parts.store_check()
         result = {"store": True}
+        runtime: Runtime | None = state.get("runtime")
         if connect:
-            consumer = state.get("consumer")
-            result["broker"] = consumer is not None and consumer.ready()
+            result.update(runtime.checks() if runtime else {"broker": False})
+            consumer: EventConsumer | None = state.get("consumer")
+            result["consumer"] = consumer is not None and consumer.ready()
+            relay: OutboxRelay | None = state.get("relay")
+            if relay is not None:
+                result["relay"] = not relay.refilling()
         return result
 
     secret = parts.settings.auth.secret or load_or_create_secret(parts.settings.secret_file())
@@ -89,5 +100,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service process; logs carry ids, never personal data."""
     logging.basicConfig(level=os.environ.get("DUNWELL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # aiokafka tells every join and subscription at INFO: the incarnation check alone would
+    # write a line every two seconds.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # Open connections get 2 s to finish; the loops then have their own bounded stop, so
+    # SIGTERM ends the process well within 10 s whatever the broker does.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                access_log=False, timeout_graceful_shutdown=10)
+                access_log=False, timeout_graceful_shutdown=2)

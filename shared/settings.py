@@ -22,6 +22,22 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 500
     max_request_bytes: int = 2 * 1024 * 1024
+    # Every call to the broker has a time limit, well inside the 10 s a service has to stop.
+    call_timeout_seconds: float = Field(5.0, gt=0, le=8)
+    # How often a running service checks that the broker is still the one it started with.
+    incarnation_check_seconds: float = Field(2.0, gt=0)
+
+    def client_options(self) -> dict[str, object]:
+        """What every aiokafka client of a service is built with."""
+        return {"bootstrap_servers": self.bootstrap,
+                "request_timeout_ms": int(self.call_timeout_seconds * 1000),
+                "connections_max_idle_ms": 60_000}
+
+    def consumer_options(self) -> dict[str, object]:
+        return {**self.client_options(), "session_timeout_ms": self.session_timeout_ms,
+                "heartbeat_interval_ms": self.heartbeat_interval_ms,
+                "fetch_max_bytes": 4 * self.max_request_bytes,
+                "max_partition_fetch_bytes": self.max_request_bytes, "fetch_max_wait_ms": 100}
 
 
 class AuthSettings(BaseSettings):
@@ -40,7 +56,7 @@ class ServiceSettings(BaseSettings):
     port: int = 8000
     var_dir: Path = Field(Path("var"), validation_alias=AliasChoices("DUNWELL_VAR_DIR"))
     store: Path | None = None
-    relay_idle_seconds: float = 0.05
+    relay_idle_seconds: float = 1.0
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
 

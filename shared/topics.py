@@ -12,8 +12,14 @@ EVENT_TOPICS = (LOANS, CASES, REMINDERS, VISITS, CHECKPOINTS)
 # new one, and every position kept in a store under the old name is left behind.
 INCARNATION = "dunwell.incarnation"
 
+# Stored events that a service's relay could not turn into contract events: set aside here
+# (with the same headers) so the outbox goes on.
+OUTBOX_DLQ = "dunwell.outbox.dlq"
+
 DLQ_REASON_HEADER = "dunwell-dlq-reason"
+DLQ_ERROR_TYPE_HEADER = "dunwell-dlq-error-type"
 DLQ_GROUP_HEADER = "dunwell-dlq-group"
+DLQ_ORIGIN_HEADER = "dunwell-dlq-origin"
 
 
 def dlq(topic: str) -> str:
@@ -21,4 +27,4 @@ def dlq(topic: str) -> str:
 
 
 def all_topics() -> tuple[str, ...]:
-    return EVENT_TOPICS + tuple(dlq(t) for t in EVENT_TOPICS) + (INCARNATION,)
+    return EVENT_TOPICS + tuple(dlq(t) for t in EVENT_TOPICS) + (OUTBOX_DLQ, INCARNATION)

@@ -8,15 +8,22 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from collections.abc import Callable, Sequence
+
 from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Tracking
 
+from shared.consumer import Applied, Batch, one
 from shared.events import CloudEvent, EventData
-from shared.tlog import Checkpoint, b64encode, leaf_hash, sign_note
+from shared.store import DeadLetter
+from shared.tlog import Checkpoint, b64encode
 
 from services.audit import merkle
-from services.audit.store import Leaf, LogStore, NewLeaf
+from services.audit.domain import CheckpointGuard, Signing
+from services.audit.handlers import leaf_of
+from services.audit.signer import sign_note
+from services.audit.store import Leaf, LogStore
 
 BUNDLE_FORMAT = "dunwell-evidence/v1"
 
@@ -28,7 +35,8 @@ class ForkedLog(RuntimeError):
 
 
 class AuditLog:
-    """Implements the tracked consumer's Sink: the append and the position share a transaction."""
+    """The consumer's sink for every audited topic: a batch of events and every partition's
+    position commit together; checkpoints are signed over the tree as it grows."""
 
     def __init__(self, store: LogStore, origin: str, signer: Ed25519PrivateKey,
                  vkey: str) -> None:
@@ -36,21 +44,20 @@ class AuditLog:
         self.origin = origin
         self.signer = signer
         self.vkey = vkey
-        self._announced: Checkpoint | None = None
+        self.guard = CheckpointGuard()
         self._behind_logged = False
-        self.forked: str | None = None
+        self._fork_logged = False
+        self._signed_listeners: list[Callable[[], None]] = []
 
-    def expect(self, announced: Checkpoint) -> None:
-        """The newest checkpoint already announced outside the store (on audit.checkpoints).
+    @property
+    def forked(self) -> str | None:
+        return self.guard.forked
 
-        A store restored from an earlier copy is behind it: nothing is signed until the log
-        has re-consumed past that size and hashes to the announced root there. A log that
-        hashes to another root is forked, and signs nothing more. Of two expectations the
-        larger holds.
-        """
-        if self._announced is None or announced.size >= self._announced.size:
-            self._announced = announced
-            self._behind_logged = False
+    def expect(self, announced: Checkpoint | None) -> None:
+        """The newest checkpoint already announced outside the store (audit.checkpoints);
+        None when nothing was. See `CheckpointGuard`."""
+        self.guard.expect(announced)
+        self._behind_logged = False
 
     def check(self) -> int:
         """Readiness: the store answers and the log agrees with what it announced."""
@@ -58,21 +65,45 @@ class AuditLog:
             raise ForkedLog(self.forked)
         return self.store.ping()
 
+    # --- the consumer's sink ---
+
     def position(self, name: str) -> int | None:
         return self.store.position(name)
 
+    def apply(self, batch: Batch) -> Applied:
+        """Every fresh event of the batch becomes a leaf, exactly as consumed."""
+        stored = {name: self.store.position(name) for name in batch.names()}
+        leaves, letters = [], []
+        for delivery in batch.deliveries:
+            if batch.applied(delivery, stored):
+                continue
+            if delivery.reason is not None or delivery.envelope is None:
+                letters.append(delivery.dead_letter(batch.group))
+                continue
+            leaves.append(leaf_of(delivery.envelope, delivery.record))
+        positions = [(t.application_name, t.notification_id) for t in batch.positions(stored)]
+        if not positions and not letters:
+            return Applied(0)
+        return Applied(self.store.commit(leaves, positions, letters), letters)
+
     def process(self, tracking: Tracking, record: ConsumerRecord[bytes, bytes],
                 envelope: CloudEvent, payload: EventData) -> bool:
-        data = bytes(record.value or b"")
-        leaf = NewLeaf(event_id=envelope.id, subject=envelope.subject,
-                       event_type=envelope.type, data=data, leaf_hash=leaf_hash(data))
-        return self.store.append(leaf, (tracking.application_name, tracking.notification_id))
+        """One message as a batch of one: True when it became a leaf."""
+        return self.apply(one(tracking, record, envelope, payload, envelope.time)).handled > 0
 
-    def skip(self, tracking: Tracking) -> None:
-        self.store.append(None, (tracking.application_name, tracking.notification_id))
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]:
+        return self.store.unsent_dead_letters(prefix, limit)
+
+    def mark_sent(self, keys: Sequence[str]) -> None:
+        self.store.mark_sent(keys)
+
+    # --- checkpoints ---
 
     def timeline(self, loan_id: str) -> list[Leaf]:
         return self.store.leaves_of(loan_id)
+
+    def on_signed(self, listener: Callable[[], None]) -> None:
+        self._signed_listeners.append(listener)
 
     def sign_checkpoint(self, now: datetime) -> Checkpoint | None:
         """A new checkpoint when the tree grew since the last one; None otherwise.
@@ -81,7 +112,9 @@ class AuditLog:
         checkpoints of this log can never be inconsistent.
         """
         size = self.store.size
-        if self.forked is not None or not self._extends_announced(size):
+        verdict = self.guard.signing(size, lambda at: merkle.root(at, self.store))
+        if verdict is not Signing.ALLOWED:
+            self._tell(verdict, size)
             return None
         latest = self.store.latest_checkpoint()
         if size == 0 or (latest is not None and latest[0] >= size):
@@ -89,27 +122,20 @@ class AuditLog:
         checkpoint = Checkpoint(self.origin, size, merkle.root(size, self.store))
         note = sign_note(checkpoint.body(), self.origin, self.signer)
         self.store.record_checkpoint(size, checkpoint.root, note, now.isoformat())
+        for listener in self._signed_listeners:
+            listener()
         return checkpoint
 
-    def _extends_announced(self, size: int) -> bool:
-        announced = self._announced
-        if announced is None:
-            return True
-        if size < announced.size:  # restored from an earlier copy: catching up, or stuck
-            if not self._behind_logged:
-                log.warning("the log holds %d leaves, behind the announced checkpoint of size "
-                            "%d: nothing is signed until it has re-consumed past it", size,
-                            announced.size)
-                self._behind_logged = True
-            return False
-        if merkle.root(announced.size, self.store) != announced.root:
-            self.forked = (f"the log's first {announced.size} leaves do not hash to the root "
-                           f"announced at that size: the store was rolled back or rewritten "
-                           f"(run `dunwell audit verify-store`); no checkpoint will be signed")
-            log.critical("%s", self.forked)
-            return False
-        self._announced = None  # checked once; every later checkpoint extends it
-        return True
+    def _tell(self, verdict: Signing, size: int) -> None:
+        if verdict is Signing.FORKED:
+            if not self._fork_logged:
+                log.critical("%s", self.forked)
+                self._fork_logged = True
+        elif not self._behind_logged and self.guard.expected is not None:
+            log.warning("the log holds %d leaves, behind the announced checkpoint of size %d: "
+                        "nothing is signed until it has re-consumed past it", size,
+                        self.guard.expected.size)
+            self._behind_logged = True
 
     def latest(self) -> tuple[int, str] | None:
         return self.store.latest_checkpoint()

@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from shared.store import DeadLetter, decode_headers, encode_headers
+
 from services.audit import merkle
 
 SCHEMA = """
@@ -46,6 +48,14 @@ CREATE TABLE IF NOT EXISTS positions (
     name TEXT PRIMARY KEY,
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    key TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    message_key BLOB,
+    value BLOB,
+    headers TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
+);
 """
 
 
@@ -160,17 +170,26 @@ class LogStore:
         return [Leaf(r[0], r[1], r[2], _blob(r[3])) for r in rows]
 
     def append_many(self, leaves: Sequence[NewLeaf], position: tuple[str, int]) -> int:
-        """Append several leaves and move the position in one transaction; returns how many.
+        """Append several leaves and move one position in one transaction; returns how many.
 
-        Leaves whose event id is already logged (or repeated within the batch) are skipped.
+        Nothing happens when the position is already at or past this one. Leaves whose event
+        id is already logged (or repeated within the batch) are skipped.
         """
         name, offset = position
+        last = self.position(name)
+        if last is not None and last >= offset:
+            return 0
+        return self.commit(leaves, [position])
+
+    def commit(self, leaves: Sequence[NewLeaf], positions: Sequence[tuple[str, int]],
+               dead_letters: Sequence[DeadLetter] = ()) -> int:
+        """One consumed batch in one transaction: its new leaves, every partition's position
+        and the dead letters; returns how many leaves were appended."""
         with self._transaction() as db:
-            last = self.position(name)
-            if last is not None and last >= offset:
-                return 0
-            db.execute("INSERT INTO positions (name, position) VALUES (?, ?) ON CONFLICT(name) "
-                       "DO UPDATE SET position=excluded.position", (name, offset))
+            db.executemany("INSERT INTO positions (name, position) VALUES (?, ?) "
+                           "ON CONFLICT(name) DO UPDATE SET position=excluded.position",
+                           list(positions))
+            self._insert_dead_letters(db, dead_letters)
             seen = self._logged([leaf.event_id for leaf in leaves])
             fresh = []
             for leaf in leaves:
@@ -192,6 +211,34 @@ class LogStore:
                            [(level, idx, value) for (level, idx), value in entries])
         self._size = start + len(fresh)
         return len(fresh)
+
+    def set_position(self, name: str, position: int) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO positions (name, position) VALUES (?, ?) ON CONFLICT(name) "
+                       "DO UPDATE SET position=excluded.position", (name, position))
+
+    # --- dead letters: kept with the batch, sent after the commit ---
+
+    @staticmethod
+    def _insert_dead_letters(db: sqlite3.Connection, letters: Sequence[DeadLetter]) -> None:
+        db.executemany("INSERT INTO dead_letters (key, topic, message_key, value, headers) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                       [(letter.key, letter.topic, letter.message_key, letter.value,
+                         encode_headers(letter.headers)) for letter in letters])
+
+    def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        with self._transaction() as db:
+            self._insert_dead_letters(db, letters)
+
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]:
+        rows = self._db.execute("SELECT key, topic, message_key, value, headers FROM dead_letters"
+                                " WHERE sent=0 AND substr(key, 1, ?)=? ORDER BY rowid LIMIT ?",
+                                (len(prefix), prefix, limit)).fetchall()
+        return [DeadLetter(r[0], r[1], r[2], r[3], decode_headers(r[4])) for r in rows]
+
+    def mark_sent(self, keys: Sequence[str]) -> None:
+        with self._transaction() as db:
+            db.executemany("UPDATE dead_letters SET sent=1 WHERE key=?", [(k,) for k in keys])
 
     def _logged(self, event_ids: Sequence[str]) -> set[str]:
         """Those of `event_ids` already in the log."""

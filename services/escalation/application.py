@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import uuid4
 
-from shared.application import ServiceApplication
+from shared.application import ServiceApplication, Unit
 from shared.events import CloudEvent, EventData, LoanOverdue, PaymentReceived, event_id_for
 from shared.policy_pack import PolicyPack
 
@@ -50,27 +50,26 @@ class Cases(ServiceApplication):
         self.save(Intake(key=key, event_type=data.event_type(), payload=payload))
         return event_id_for(intake_id, 1)
 
-    def open_or_update(self, cause: CloudEvent, overdue: LoanOverdue, now: datetime) -> None:
+    def open_or_update(self, unit: Unit, cause: CloudEvent, overdue: LoanOverdue,
+                       now: datetime) -> None:
         stage = policy.opening_stage(self.pack, overdue.days_past_due, overdue.amount_overdue)
         terms = overdue.model_dump(mode="json", exclude={"loan_id"}, exclude_none=True)
-        case_id = CollectionCase.create_id(overdue.loan_id)
-        if self.exists(case_id):
-            case: CollectionCase = self.load(case_id)
+        case: CollectionCase | None = unit.find(CollectionCase.create_id(overdue.loan_id))
+        if case is not None:
             case.report_overdue(terms, stage, now, cause.id)
         else:
             case = CollectionCase(loan_id=overdue.loan_id, terms=terms, stage=stage,
                                   opened_at=now, cause=cause.id)
-        self.save(case)
+        unit.save(case)
 
-    def apply_payment(self, cause: CloudEvent, payment: PaymentReceived) -> bool:
+    def apply_payment(self, unit: Unit, cause: CloudEvent, payment: PaymentReceived) -> bool:
         """False when there is no case for the loan (the caller dead-letters it)."""
-        case_id = CollectionCase.create_id(payment.loan_id)
-        if not self.exists(case_id):
+        case: CollectionCase | None = unit.find(CollectionCase.create_id(payment.loan_id))
+        if case is None:
             return False
-        case: CollectionCase = self.load(case_id)
         case.record_payment(payment.amount, payment.remaining_overdue, payment.paid_at,
                             policy.payment_closes_case(payment.remaining_overdue), cause.id)
-        self.save(case)
+        unit.save(case)
         return True
 
     def case(self, loan_id: str) -> CollectionCase | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from shared.application import Unit
 from shared.consumer import Handler, Rejected
 from shared.events import CloudEvent, EventData, LoanOverdue, PaymentReceived
 
@@ -11,16 +12,17 @@ from services.escalation.application import Cases
 from services.escalation.domain import OtherLendersLoan
 
 
-def on_loan_overdue(cases: Cases, event: CloudEvent, data: LoanOverdue, now: datetime) -> None:
+def on_loan_overdue(cases: Cases, unit: Unit, event: CloudEvent, data: LoanOverdue,
+                    now: datetime) -> None:
     try:
-        cases.open_or_update(event, data, now)
+        cases.open_or_update(unit, event, data, now)
     except OtherLendersLoan as error:
         raise Rejected(f"loan {error} belongs to another lender's case") from error
 
 
-def on_payment_received(cases: Cases, event: CloudEvent, data: PaymentReceived,
+def on_payment_received(cases: Cases, unit: Unit, event: CloudEvent, data: PaymentReceived,
                         now: datetime) -> None:
-    if not cases.apply_payment(event, data):
+    if not cases.apply_payment(unit, event, data):
         raise Rejected(f"no case for loan {data.loan_id}")
 
 

@@ -8,6 +8,7 @@ from shared import topics
 from shared.clock import Clock, SystemClock
 from shared.consumer import HandlerSink
 from shared.policy_pack import pack
+from shared.relay import StoredEvents
 from shared.service import Parts, assemble, serve
 
 from services.escalation.api import router
@@ -26,7 +27,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
         name="escalation", settings=settings, clock=clock, store=cases,
         store_check=cases.recorder.max_notification_id,
         sink=HandlerSink(cases, HANDLERS, clock), subscribe=[topics.LOANS],
-        routers=[router], relay=(cases, integration_event))
+        routers=[router], outbox=StoredEvents(cases, integration_event, "/dunwell/escalation"))
     return assemble(parts, connect=connect)
 
 

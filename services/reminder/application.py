@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from shared.application import ServiceApplication
+from shared.application import ServiceApplication, Unit
 from shared.events import CaseClosed, CaseOpened, CloudEvent
 from shared.policy_pack import PolicyPack
 
@@ -29,15 +26,13 @@ class Reminders(ServiceApplication):
         super().__init__(env)
         self.pack = pack
         self.verification_channel = verification_channel
-        self._due: dict[UUID, datetime] = {}
-        self._due_lock = threading.Lock()
-        self._follow(self.mapper.to_domain_event(n) for n in self._all_notifications())
 
     # --- commands ---
 
-    def plan_first_reminder(self, cause: CloudEvent, case: CaseOpened, now: datetime) -> None:
-        plan_id = ContactPlan.create_id(case.loan_id)
-        plan = self.load(plan_id) if self.exists(plan_id) else ContactPlan(loan_id=case.loan_id)
+    def plan_first_reminder(self, unit: Unit, cause: CloudEvent, case: CaseOpened,
+                            now: datetime) -> None:
+        plan: ContactPlan = unit.find(ContactPlan.create_id(case.loan_id)) or ContactPlan(
+            loan_id=case.loan_id)
         deadline = now.astimezone(ZoneInfo(case.borrower.timezone)).date() + timedelta(
             days=self.pack.reminder_deadline_days)
         content = {
@@ -59,62 +54,60 @@ class Reminders(ServiceApplication):
         if not window.allowed and window.until is not None:
             reminder.defer(window.rule or "C1", window.reason or "", window.until)
         plan.add(reminder.id)
-        self.save(plan, reminder)
+        unit.save(plan, reminder)
 
-    def close_plan(self, cause: CloudEvent, closed: CaseClosed, now: datetime) -> None:
-        plan_id = ContactPlan.create_id(closed.loan_id)
-        if not self.exists(plan_id):
+    def close_plan(self, unit: Unit, cause: CloudEvent, closed: CaseClosed,
+                   now: datetime) -> None:
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(closed.loan_id))
+        if plan is None:
             return
-        plan: ContactPlan = self.load(plan_id)
         plan.close()
-        changed: list[Any] = [plan]
+        unit.save(plan)
         for reminder_id in plan.reminder_ids:
-            reminder: Reminder = self.load(reminder_id)
+            reminder: Reminder = unit.get(reminder_id)
             if reminder.pending:
                 reminder.cancel("C4", f"case closed ({closed.reason})", now, cause.id)
-                changed.append(reminder)
-        self.save(*changed)
+                unit.save(reminder)
+
+    def fire(self, aggregate_id: UUID, kind: str, gateway: SmsGateway, now: datetime,
+             retry_after: timedelta) -> None:
+        """What the agenda calls when something of this service falls due."""
+        if kind != "Reminder":
+            raise ValueError(f"nothing of kind {kind!r} is due in the reminder service")
+        self.send_due(aggregate_id, gateway, now, retry_after)
 
     def send_due(self, reminder_id: UUID, gateway: SmsGateway, now: datetime,
                  retry_after: timedelta) -> None:
         """Send one due reminder if every rule still allows it; record before and after."""
-        with self.write_lock:
-            reminder: Reminder = self.repository.get(reminder_id)
-            if not reminder.pending or reminder.due_at > now:
-                self._forget(reminder_id)
-                return
-            plan: ContactPlan = self.repository.get(ContactPlan.create_id(reminder.loan_id))
-            zone = ZoneInfo(reminder.timezone)
-            for decision in (policy.is_open(plan.open),
-                             policy.contact_window(self.pack, zone, now)):
-                if not decision.allowed:
-                    if decision.until is not None:
-                        reminder.defer(decision.rule or "", decision.reason or "", decision.until)
-                    else:
-                        reminder.cancel(decision.rule or "", decision.reason or "", now,
-                                        reminder.cause)
-                    self.save(reminder)
-                    return
-            reminder.start_sending(now)
-            self.save(reminder)
-            message = OutboundMessage(str(reminder_id), reminder.recipient,
-                                      render(reminder.template_id, reminder.template_version,
-                                             reminder.content))
-            try:
-                provider_id = gateway.send(message)
-            except ChannelError as error:
-                reminder.fail(str(error), now, now + retry_after)
+        reminder: Reminder = self.repository.get(reminder_id)
+        if not reminder.pending or reminder.due_at > now:
+            return
+        plan: ContactPlan = self.repository.get(ContactPlan.create_id(reminder.loan_id))
+        zone = ZoneInfo(reminder.timezone)
+        for decision in (policy.is_open(plan.open), policy.contact_window(self.pack, zone, now)):
+            if not decision.allowed:
+                if decision.until is not None:
+                    reminder.defer(decision.rule or "", decision.reason or "", decision.until)
+                else:
+                    reminder.cancel(decision.rule or "", decision.reason or "", now,
+                                    reminder.cause)
                 self.save(reminder)
                 return
-            reminder.mark_sent(now, now.astimezone(zone).isoformat(timespec="seconds"),
-                               provider_id)
+        reminder.start_sending(now)
+        self.save(reminder)
+        message = OutboundMessage(str(reminder_id), reminder.recipient,
+                                  render(reminder.template_id, reminder.template_version,
+                                         reminder.content))
+        try:
+            provider_id = gateway.send(message)
+        except ChannelError as error:
+            reminder.fail(str(error), now, now + retry_after)
             self.save(reminder)
+            return
+        reminder.mark_sent(now, now.astimezone(zone).isoformat(timespec="seconds"), provider_id)
+        self.save(reminder)
 
     # --- queries ---
-
-    def due(self, now: datetime) -> list[UUID]:
-        with self._due_lock:
-            return [rid for rid, at in self._due.items() if at <= now]
 
     def reminders_of(self, loan_id: str) -> list[Reminder] | None:
         plan_id = ContactPlan.create_id(loan_id)
@@ -122,33 +115,3 @@ class Reminders(ServiceApplication):
             return None
         plan: ContactPlan = self.repository.get(plan_id)
         return [self.repository.get(rid) for rid in plan.reminder_ids]
-
-    # --- the durable agenda: derived from the store, followed as events commit ---
-
-    def _notify(self, recordings: list[Any]) -> None:
-        self._follow(recording.domain_event for recording in recordings)
-
-    def _follow(self, events: Iterable[Any]) -> None:
-        with self._due_lock:
-            for event in events:
-                if isinstance(event, Reminder.Scheduled):
-                    self._due[event.originator_id] = event.due_at
-                elif isinstance(event, Reminder.Failed):
-                    self._due[event.originator_id] = event.retry_at
-                elif isinstance(event, Reminder.Blocked):
-                    self._due[event.originator_id] = event.until
-                elif isinstance(event, (Reminder.Sent, Reminder.Cancelled)):
-                    self._due.pop(event.originator_id, None)
-
-    def _forget(self, reminder_id: UUID) -> None:
-        with self._due_lock:
-            self._due.pop(reminder_id, None)
-
-    def _all_notifications(self) -> Iterable[Any]:
-        start = 1
-        while True:
-            batch = self.recorder.select_notifications(start, 1000)
-            if not batch:
-                return
-            yield from batch
-            start = batch[-1].id + 1

@@ -6,12 +6,14 @@ for a key and answers a repeat with the first one's id, as a real gateway's idem
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 
 @dataclass(frozen=True)
@@ -30,37 +32,58 @@ class SmsGateway(Protocol):
 
 
 class FileSmsSink:
-    """An SMS gateway stand-in: one JSON line per accepted message, fsynced before success."""
+    """An SMS gateway stand-in: one JSON line per accepted message, fsynced before success.
+
+    Several processes (replicas of the reminder service) may share the file: a send takes an
+    exclusive lock on it and reads what the others appended since, so a repeated key is
+    answered with the first message's id, whoever sent it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._accepted = self._load()
+        path.touch(exist_ok=True)
+        self._accepted: dict[str, str] = {}
+        self._read_to = 0
 
-    def _load(self) -> dict[str, str]:
-        accepted: dict[str, str] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    accepted.setdefault(entry["idempotency_key"], entry["provider_id"])
-        return accepted
+    def _catch_up(self, handle: IO[str]) -> None:
+        """Read the lines appended since; a line cut short by a crash is passed over."""
+        handle.seek(self._read_to)
+        for line in handle:
+            self._read_to += len(line.encode())
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            self._accepted.setdefault(entry["idempotency_key"], entry["provider_id"])
+
+    def _ends_a_line(self, handle: IO[str]) -> bool:
+        with self.path.open("rb") as raw:
+            raw.seek(-1, os.SEEK_END)
+            return raw.read(1) == b"\n"
 
     def send(self, message: OutboundMessage) -> str:
-        with self._lock:
-            earlier = self._accepted.get(message.idempotency_key)
-            if earlier is not None:
-                return earlier
-            provider_id = f"sink-{len(self._accepted) + 1}"
-            line = json.dumps({"idempotency_key": message.idempotency_key, "to": message.to,
-                               "text": message.text, "provider_id": provider_id})
+        with self._lock, self.path.open("a+", encoding="utf-8") as handle:
             try:
-                with self.path.open("a") as handle:
-                    handle.write(line + "\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                self._catch_up(handle)
+                earlier = self._accepted.get(message.idempotency_key)
+                if earlier is not None:
+                    return earlier
+                provider_id = f"sink-{uuid.uuid4().hex[:12]}"
+                line = json.dumps({"idempotency_key": message.idempotency_key, "to": message.to,
+                                   "text": message.text, "provider_id": provider_id}) + "\n"
+                if self._read_to and not self._ends_a_line(handle):
+                    line = "\n" + line  # after a line cut short by a crash
+                handle.seek(0, os.SEEK_END)
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
             except OSError as error:
                 raise ChannelError(f"sink write failed: {error.strerror}") from error
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
             self._accepted[message.idempotency_key] = provider_id
+            self._read_to += len(line.encode())
             return provider_id

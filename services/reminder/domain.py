@@ -89,6 +89,10 @@ class Reminder(Aggregate):
     def pending(self) -> bool:
         return self.status in (PENDING, SENDING)
 
+    def next_due(self) -> datetime | None:
+        """On the agenda while pending; a send cut short by a crash is due again at once."""
+        return self.due_at if self.pending else None
+
     def defer(self, rule: str, reason: str, until: datetime) -> None:
         if self.pending:
             self._blocked(self.loan_id, self.channel, rule, reason, until, self.cause,

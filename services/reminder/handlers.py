@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from shared.application import Unit
 from shared.consumer import Handler
 from shared.events import CaseClosed, CaseOpened, CloudEvent, EventData
 
 from services.reminder.application import Reminders
 
 
-def on_case_opened(reminders: Reminders, event: CloudEvent, data: CaseOpened,
+def on_case_opened(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseOpened,
                    now: datetime) -> None:
-    reminders.plan_first_reminder(event, data, now)
+    reminders.plan_first_reminder(unit, event, data, now)
 
 
-def on_case_closed(reminders: Reminders, event: CloudEvent, data: CaseClosed,
+def on_case_closed(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseClosed,
                    now: datetime) -> None:
-    reminders.close_plan(event, data, now)
+    reminders.close_plan(unit, event, data, now)
 
 
 HANDLERS: dict[type[EventData], Handler] = {

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from uuid import UUID
 
 from fastapi import FastAPI
 
 from shared import topics
+from shared.agenda import Agenda
 from shared.clock import Clock, SystemClock
 from shared.consumer import HandlerSink
 from shared.policy_pack import pack
+from shared.relay import StoredEvents
 from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
 
@@ -22,25 +26,6 @@ from services.reminder.relay import integration_event
 from services.reminder.settings import Settings
 
 
-def dispatcher(reminders: Reminders, gateway: SmsGateway, clock: Clock,
-               settings: Settings) -> Loop:
-    """Sends whatever is due; the agenda is derived from the store, so restarts lose nothing."""
-    retry_after = timedelta(seconds=settings.retry_after_seconds)
-
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            now = clock.now()
-            for reminder_id in reminders.due(now):
-                await asyncio.to_thread(reminders.send_due, reminder_id, gateway, now,
-                                        retry_after)
-            try:
-                await asyncio.wait_for(stop.wait(), settings.dispatch_interval_seconds)
-            except asyncio.TimeoutError:
-                pass
-
-    return run
-
-
 def create(settings: Settings | None = None, clock: Clock | None = None,
            connect: bool = True, gateway: SmsGateway | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -48,16 +33,23 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     reminders = Reminders(pack(settings.pack), settings.verification_channel,
                           env=settings.persistence_env("reminder"))
     sms = gateway or FileSmsSink(settings.sms_sink_path())
+    retry_after = timedelta(seconds=settings.retry_after_seconds)
 
-    def start_dispatcher(runtime: Runtime) -> Loop:
-        return dispatcher(reminders, sms, clock, settings)
+    def fire(aggregate_id: UUID, kind: str, now: datetime) -> None:
+        reminders.fire(aggregate_id, kind, sms, now, retry_after)
+
+    def agenda(runtime: Runtime, beat: Callable[[], None]) -> Loop:
+        owner = settings.replica_id or f"{socket.gethostname()}:{settings.port}"
+        return Agenda(app=reminders, fire=fire, clock=clock, owner=owner,
+                      lease=timedelta(seconds=settings.agenda_lease_seconds),
+                      on_progress=beat).run
 
     parts = Parts(
         name="reminder", settings=settings, clock=clock, store=reminders,
         store_check=reminders.recorder.max_notification_id,
         sink=HandlerSink(reminders, HANDLERS, clock), subscribe=[topics.CASES],
-        routers=[router], relay=(reminders, integration_event),
-        loops=[("dispatcher", start_dispatcher)])
+        routers=[router], outbox=StoredEvents(reminders, integration_event, "/dunwell/reminder"),
+        loops=[("agenda", agenda)])
     return assemble(parts, connect=connect)
 
 

@@ -11,8 +11,11 @@ class Settings(ServiceSettings):
     port: int = 8002
     pack: str = "cn"
     sms_sink: Path | None = None
-    dispatch_interval_seconds: float = 0.1
     retry_after_seconds: int = 60
+    # Who holds an agenda claim: stable across restarts of one replica (its host name in a
+    # pod), so a restarted replica takes back what it held at once.
+    replica_id: str | None = None
+    agenda_lease_seconds: float = 60.0
     verification_channel: str = "the official hotline printed on your loan contract"
 
     def sms_sink_path(self) -> Path:

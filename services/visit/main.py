@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from shared import topics
 from shared.clock import Clock, SystemClock
 from shared.consumer import HandlerSink
+from shared.relay import StoredEvents
 from shared.service import Parts, assemble, serve
 
 from services.visit.api import router
@@ -25,7 +26,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
         name="visit", settings=settings, clock=clock, store=visits,
         store_check=visits.recorder.max_notification_id,
         sink=HandlerSink(visits, HANDLERS, clock), subscribe=[topics.CASES],
-        routers=[router], relay=(visits, integration_event))
+        routers=[router], outbox=StoredEvents(visits, integration_event, "/dunwell/visit"))
     return assemble(parts, connect=connect)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,18 @@ class Stack:
         for event in events:
             event["cloudevent"] = json.loads(base64.b64decode(event["leaf"]))
         return events
+
+
+def sms_per_loan(stack: Stack) -> Counter[str]:
+    """How many messages the SMS sink accepted for each loan (its text names the loan)."""
+    path = stack.var_dir / "sms-gateway.jsonl"
+    counts: Counter[str] = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                text = json.loads(line)["text"]
+                counts[text.split(":", 1)[0].removeprefix("Loan ")] += 1
+    return counts
 
 
 def start_stack(var_dir: Path, extra_env: dict[str, str] | None = None) -> Stack:

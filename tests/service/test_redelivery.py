@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.audit.application import AuditLog
+from services.audit.signer import generate_signer, load_signer
 from services.audit.store import LogStore
 from services.escalation.application import Cases
 from services.escalation.domain import CollectionCase
@@ -33,7 +34,7 @@ from shared.events import (
     ReminderScheduled,
     envelope,
 )
-from shared.tlog import generate_signer, leaf_hash, load_signer
+from shared.tlog import leaf_hash
 from tests.helpers import loan_body
 from tests.service.records import consumer_record, position_name, tracking_of
 

@@ -16,6 +16,7 @@ import pytest
 
 from services.audit.application import AuditLog, ForkedLog
 from services.audit.main import checkpointer
+from services.audit.relay import Announcements
 from shared.clock import SystemClock
 from shared.tlog import open_checkpoint
 from tests.unit.audit.logs import NOW, VKEY, event_bytes, new_leaf, open_log
@@ -95,33 +96,24 @@ def test_of_two_expectations_the_larger_holds(rolled_back: tuple[Path, object],
     assert log.forked is not None and "first 90 leaves" in log.forked
 
 
-class Announcements:
-    """Records what the checkpointer hands to Kafka (the producer is not under test)."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-        self.producer = self
-
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        self.sizes.append(json.loads(value)["data"]["tree_size"])
-
-
-def run_checkpointer(log: AuditLog, newest: object, seconds: float = 0.3) -> list[int]:
-    runtime = Announcements()
-
+def announced_by_relay(log: AuditLog, newest: object, position: int = 0) -> list[int]:
+    """What the relay would announce: the checkpointer reads the newest announcement back and
+    signs what it may, then the outbox offers what may be announced past `position`."""
     async def newest_announced() -> object:
         return newest
 
     async def run() -> None:
         stop = asyncio.Event()
-        loop = asyncio.ensure_future(checkpointer(log, SystemClock(), 0.05, runtime,  # type: ignore[arg-type]
+        loop = asyncio.ensure_future(checkpointer(log, SystemClock(), 0.05,
                                                   newest_announced)(stop))  # type: ignore[arg-type]
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(0.2)
         stop.set()
         await loop
 
     asyncio.run(run())
-    return runtime.sizes
+    outgoing = Announcements(log).after(position, 10)
+    return [json.loads(entry.event.encode())["data"]["tree_size"]
+            for entry in outgoing if entry.event is not None]
 
 
 def test_a_forked_store_announces_nothing_not_even_a_checkpoint_it_signed_before(
@@ -131,14 +123,40 @@ def test_a_forked_store_announces_nothing_not_even_a_checkpoint_it_signed_before
     append(log, 40, 41, loan="LN-INSERTED")
     append(log, 41, 120)
     assert log.sign_checkpoint(NOW) is not None  # signed before the guard knew: size 120
-    assert run_checkpointer(log, announced) == []
+    assert announced_by_relay(log, announced) == []
     assert log.forked is not None
 
 
-def test_the_checkpointer_never_announces_below_what_was_announced(
+def test_the_relay_never_announces_below_what_was_announced(
         rolled_back: tuple[Path, object]) -> None:
     path, announced = rolled_back  # the store holds a checkpoint of 40; 90 was announced
     log = open_log(path)
-    assert run_checkpointer(log, announced) == []
+    assert announced_by_relay(log, announced) == []
     append(log, 40, 95)
-    assert run_checkpointer(log, announced) == [95]
+    assert announced_by_relay(log, announced) == [95]
+
+
+def test_nothing_is_announced_before_the_newest_announcement_was_read_back(
+        tmp_path: Path) -> None:
+    log = open_log(tmp_path / "audit.db")
+    append(log, 0, 10)
+    log.sign_checkpoint(NOW)
+    assert Announcements(log).after(0, 10) == []  # the checkpointer has not looked yet
+    log.expect(None)
+    [entry] = Announcements(log).after(0, 10)
+    assert entry.position == 10 and entry.event is not None
+    assert Announcements(log).after(10, 10) == []  # already announced under this position
+
+
+def test_a_store_first_behind_then_forked_says_both(rolled_back: tuple[Path, object],
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    path, announced = rolled_back
+    log = open_log(path)
+    log.expect(announced)  # type: ignore[arg-type]
+    assert log.sign_checkpoint(NOW) is None  # 40 of 90: behind
+    append(log, 40, 41, loan="LN-INSERTED")
+    append(log, 41, 100)
+    assert log.sign_checkpoint(NOW) is None
+    assert [r.levelname for r in caplog.records if r.name == "services.audit.application"] == [
+        "WARNING", "CRITICAL"]
+    assert "do not hash to the root announced" in caplog.records[-1].getMessage()

@@ -18,10 +18,12 @@ from eventsourcing.persistence import Tracking
 from services.reminder.application import Reminders
 from services.reminder.channels import FileSmsSink, OutboundMessage
 from services.reminder.domain import Reminder, render
-from services.reminder.handlers import on_case_closed, on_case_opened
+from services.reminder.handlers import HANDLERS
 from shared.clock import ManualClock
+from shared.consumer import HandlerSink
 from shared.events import Borrower, CaseClosed, CaseOpened, CloudEvent, envelope
 from shared.policy_pack import CN
+from tests.service.records import consumer_record
 
 ZONE = "Asia/Shanghai"
 DAY = date(2026, 10, 14)
@@ -53,14 +55,11 @@ def case_closed(now: datetime, event_id: str = "ev-closed-1") -> CloudEvent:
                     causation_id="ev-payment-1", correlation_id="ev-overdue-1")
 
 
-HANDLERS = {"CaseOpened": on_case_opened, "CaseClosed": on_case_closed}
-
-
 def deliver(app: Reminders, event: CloudEvent, offset: int, now: datetime) -> bool:
-    """What the tracked consumer does with one message from cases.events."""
-    handler = HANDLERS[event.type]
-    return app.consume(Tracking(CASES, offset), event.id, event.type,
-                       lambda: handler(app, event, event.payload(), now))
+    """What the tracked consumer does with one message from cases.events: a batch of one."""
+    sink = HandlerSink(app, HANDLERS, ManualClock(now))
+    record = consumer_record(event, "cases.events", offset)
+    return sink.process(Tracking(CASES, offset), record, event, event.payload())
 
 
 def reminder_for(event: CloudEvent) -> UUID:

@@ -1,0 +1,105 @@
+"""The durable agenda: "this aggregate has something due at T", fired once when the clock
+passes T.
+
+The rows live in the service's store (`shared.store`), written with the events that set them,
+so nothing is rebuilt at start. A replica claims due rows for a lease, fires each through the
+service's `fire` function and releases them; a second replica skips claimed rows, and the
+aggregate's own version check refuses a second recording of the same step. Claims left by an
+earlier life of the same replica are released when it starts; another replica's expire with
+their lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from uuid import UUID
+
+from eventsourcing.persistence import PersistenceError
+from prometheus_client import Counter, Gauge
+
+from shared.application import Conflict, ServiceApplication
+from shared.clock import Clock
+from shared.errors import describe
+from shared.runtime import Wakeup
+
+log = logging.getLogger(__name__)
+
+FIRED = Counter("dunwell_agenda_fired_total", "Agenda entries fired", ["kind", "outcome"])
+PENDING = Gauge("dunwell_agenda_pending", "Agenda entries in the store")
+
+Fire = Callable[[UUID, str, datetime], None]
+
+
+def wall_now() -> datetime:
+    """Leases are measured in real time, whatever the domain's clock says."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Agenda:
+    app: ServiceApplication
+    fire: Fire
+    clock: Clock
+    owner: str
+    lease: timedelta = timedelta(seconds=60)
+    idle_seconds: float = 1.0
+    batch: int = 50
+    on_progress: Callable[[], None] = lambda: None
+    wake: Wakeup = field(default_factory=Wakeup)
+
+    def __post_init__(self) -> None:
+        self.app.on_agenda_change(self.wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.wake.bind()
+        released = await asyncio.to_thread(self.app.extras.release_owner, self.owner)
+        if released:
+            log.info("released %d agenda claims of this replica's earlier run", released)
+        while not stop.is_set():
+            now = self.clock.now()
+            claimed = await asyncio.to_thread(self._claim, now)
+            done = []
+            for aggregate_id, kind in claimed:
+                if stop.is_set():
+                    break
+                if await self._fire_one(aggregate_id, kind, now):
+                    done.append(aggregate_id)
+            # Released, so what they have due next can be claimed when it falls due.
+            await asyncio.to_thread(self.app.extras.release, done, self.owner)
+            self.on_progress()
+            if len(claimed) < self.batch:
+                await self.wake.wait(stop, await asyncio.to_thread(self._idle, now))
+
+    def _claim(self, now: datetime) -> list[tuple[UUID, str]]:
+        wall = wall_now()
+        claimed = self.app.extras.claim_due(now, self.batch, self.owner, wall + self.lease, wall)
+        PENDING.set(self.app.extras.agenda_size())
+        return claimed
+
+    def _idle(self, now: datetime) -> float:
+        """Seconds to wait: until the next entry falls due, at most `idle_seconds`."""
+        upcoming = self.app.extras.next_due()
+        if upcoming is None or upcoming <= now:
+            return self.idle_seconds
+        return min(self.idle_seconds, (upcoming - now).total_seconds())
+
+    async def _fire_one(self, aggregate_id: UUID, kind: str, now: datetime) -> bool:
+        """Fire one claimed entry; False when it stays claimed until its lease runs out."""
+        try:
+            await asyncio.to_thread(self.fire, aggregate_id, kind, now)
+        except Conflict:
+            FIRED.labels(kind, "conflict").inc()  # another writer moved it: look again soon
+            return True
+        except PersistenceError:
+            raise  # the store itself: the loop fails and is restarted
+        except Exception as error:  # noqa: BLE001 - kept claimed: tried again after the lease
+            FIRED.labels(kind, "failed").inc()
+            log.error("firing %s %s failed: %s; tried again in %s", kind, aggregate_id,
+                      describe(error), self.lease)
+            return False
+        FIRED.labels(kind, "fired").inc()
+        return True

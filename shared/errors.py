@@ -1,0 +1,35 @@
+"""Errors told to operators (dead-letter headers, logs) without the personal data they may carry.
+
+A validation error names the fields and what is wrong, never the values. Any other error keeps
+its type and its message with phone numbers, e-mail addresses and long digit runs (accounts,
+ID numbers) masked, cut to a length a header can carry.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import ValidationError
+
+_EMAIL = re.compile(r"[^\s@'\"<>()]+@[^\s@'\"<>()]+")
+_DIGITS = re.compile(r"\+?\d[\d\s().-]{4,}\d")
+LIMIT = 300
+
+
+def mask(text: str) -> str:
+    """`text` with e-mail addresses and runs of six or more digits replaced."""
+    text = _EMAIL.sub("<email>", text)
+    return _DIGITS.sub(lambda m: "<digits>" if sum(c.isdigit() for c in m.group()) >= 6
+                       else m.group(), text)
+
+
+def describe(error: BaseException) -> str:
+    """`Type: message`, safe for a header or a log line."""
+    if isinstance(error, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                 for e in error.errors(include_input=False, include_url=False)[:5]]
+        message = "; ".join(parts)
+    else:
+        message = str(error)
+    text = f"{type(error).__name__}: {mask(message)}" if message else type(error).__name__
+    return text[:LIMIT]

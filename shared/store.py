@@ -1,0 +1,342 @@
+"""What a service's store keeps beside its events: the inbox, the agenda and the dead letters.
+
+Each is a table of the service's own store (SQLite file, PostgreSQL database, or memory in
+tests), written by the same transaction as the events of a unit of work: the eventsourcing
+process recorder is extended, not worked around. `ServiceApplication` picks the class that
+fits its persistence module.
+
+- inbox: one row per consumed event id. Before a batch is handled, the ids already here are
+  found in one query, so a redelivered event changes nothing.
+- agenda: one row per aggregate that has something due, with its due time (indexed). Rows
+  are claimed for a lease by one replica at a time and fired; a save replaces the row.
+- dead letters: a message the consumer could not apply (or a stored event the relay could not
+  map), kept with its reason until it has been sent to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.popo import POPOProcessRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def micros(moment: datetime) -> int:
+    """A moment as whole microseconds since the epoch: exact, and ordered as numbers."""
+    if moment.tzinfo is None:
+        raise ValueError("an agenda time must be timezone-aware")
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True)
+class AgendaEntry:
+    """`aggregate_id` has something due at `due` (None: nothing any more)."""
+
+    aggregate_id: UUID
+    kind: str
+    due: datetime | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message set aside with its reason; `key` names where it came from, once."""
+
+    key: str
+    topic: str
+    message_key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class Extras(Protocol):
+    """The recorder's side tables, as the consumer, the relay and the agenda use them."""
+
+    def seen(self, event_ids: Sequence[str]) -> set[str]: ...
+
+    def claim_due(self, now: datetime, limit: int, owner: str, lease_until: datetime,
+                  wall_now: datetime) -> list[tuple[UUID, str]]: ...
+
+    def release(self, aggregate_ids: Sequence[UUID], owner: str) -> None: ...
+
+    def release_owner(self, owner: str) -> int: ...
+
+    def next_due(self) -> datetime | None: ...
+
+    def due_ids(self, now: datetime, limit: int) -> list[UUID]: ...
+
+    def agenda_size(self) -> int: ...
+
+    def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
+
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]: ...
+
+    def mark_sent(self, keys: Sequence[str]) -> None: ...
+
+    def dead_letter_count(self) -> int: ...
+
+
+def _unit_rows(kwargs: dict[str, Any]) -> tuple[list[Tracking], list[tuple[str, str]],
+                                                 list[AgendaEntry], list[DeadLetter]]:
+    positions: list[Tracking] = list(kwargs.get("positions", ()))
+    inbox: list[tuple[str, str]] = list(kwargs.get("inbox", ()))
+    agenda: list[AgendaEntry] = list(kwargs.get("agenda", ()))
+    letters: list[DeadLetter] = list(kwargs.get("dead_letters", ()))
+    return positions, inbox, agenda, letters
+
+
+def _from_micros(value: int) -> datetime:
+    seconds, rest = divmod(int(value), 1_000_000)
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=rest)
+
+
+# --- SQLite: the embedded default ---
+
+SQLITE_TABLES = [
+    "CREATE TABLE IF NOT EXISTS dunwell_inbox ("
+    "event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS dunwell_agenda ("
+    "aggregate_id TEXT PRIMARY KEY, kind TEXT NOT NULL, due_at INTEGER NOT NULL, "
+    "claimed_by TEXT, claimed_until INTEGER) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS dunwell_agenda_by_due ON dunwell_agenda (due_at)",
+    "CREATE TABLE IF NOT EXISTS dunwell_dead_letters ("
+    "key TEXT PRIMARY KEY, topic TEXT NOT NULL, message_key BLOB, value BLOB, "
+    "headers TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS dunwell_dead_letters_unsent ON dunwell_dead_letters (sent)",
+]
+
+
+def encode_headers(headers: tuple[tuple[str, bytes], ...]) -> str:
+    return json.dumps([[name, base64.b64encode(value).decode()] for name, value in headers])
+
+
+def decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
+    return tuple((str(name), base64.b64decode(value)) for name, value in json.loads(text))
+
+
+class SQLiteServiceRecorder(SQLiteProcessRecorder):
+    """The SQLite process recorder with the inbox, the agenda and the dead letters."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return super().construct_create_table_statements() + SQLITE_TABLES
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        returning = super()._insert_events(c, stored_events, **kwargs)
+        positions, inbox, agenda, letters = _unit_rows(kwargs)
+        for tracking in positions:
+            self._insert_tracking(c, tracking)
+        if inbox:
+            c.executemany("INSERT INTO dunwell_inbox (event_id, event_type) VALUES (?, ?)",
+                          inbox)
+        for entry in agenda:
+            if entry.due is None:
+                c.execute("DELETE FROM dunwell_agenda WHERE aggregate_id=?",
+                          (entry.aggregate_id.hex,))
+            else:
+                # A claim survives the save: the replica that holds it is still firing.
+                c.execute("INSERT INTO dunwell_agenda (aggregate_id, kind, due_at) "
+                          "VALUES (?, ?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET "
+                          "kind=excluded.kind, due_at=excluded.due_at",
+                          (entry.aggregate_id.hex, entry.kind, micros(entry.due)))
+        self._insert_dead_letters(c, letters)
+        return returning
+
+    def _insert_dead_letters(self, c: SQLiteCursor, letters: Sequence[DeadLetter]) -> None:
+        c.executemany("INSERT INTO dunwell_dead_letters (key, topic, message_key, value, headers)"
+                      " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                      [(letter.key, letter.topic, letter.message_key, letter.value,
+                        encode_headers(letter.headers)) for letter in letters])
+
+    def seen(self, event_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(event_ids), 500):
+                chunk = list(event_ids[start:start + 500])
+                c.execute("SELECT event_id FROM dunwell_inbox WHERE event_id IN ("
+                          + ",".join("?" * len(chunk)) + ")", chunk)
+                found.update(row[0] for row in c.fetchall())
+        return found
+
+    def claim_due(self, now: datetime, limit: int, owner: str, lease_until: datetime,
+                  wall_now: datetime) -> list[tuple[UUID, str]]:
+        with self.datastore.transaction(commit=False) as c:
+            # A read first: an idle agenda costs no write transaction.
+            c.execute("SELECT 1 FROM dunwell_agenda WHERE due_at <= ? AND "
+                      "(claimed_until IS NULL OR claimed_until < ?) LIMIT 1",
+                      (micros(now), micros(wall_now)))
+            if c.fetchone() is None:
+                return []
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("UPDATE dunwell_agenda SET claimed_by=?, claimed_until=? "
+                      "WHERE aggregate_id IN (SELECT aggregate_id FROM dunwell_agenda "
+                      "WHERE due_at <= ? AND (claimed_until IS NULL OR claimed_until < ?) "
+                      "ORDER BY due_at LIMIT ?) RETURNING aggregate_id, kind, due_at",
+                      (owner, micros(lease_until), micros(now), micros(wall_now), limit))
+            rows = sorted(c.fetchall(), key=lambda row: row[2])
+        return [(UUID(row[0]), str(row[1])) for row in rows]
+
+    def release(self, aggregate_ids: Sequence[UUID], owner: str) -> None:
+        if not aggregate_ids:
+            return
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany("UPDATE dunwell_agenda SET claimed_by=NULL, claimed_until=NULL "
+                          "WHERE aggregate_id=? AND claimed_by=?",
+                          [(aggregate_id.hex, owner) for aggregate_id in aggregate_ids])
+
+    def release_owner(self, owner: str) -> int:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("UPDATE dunwell_agenda SET claimed_by=NULL, claimed_until=NULL "
+                      "WHERE claimed_by=? RETURNING aggregate_id", (owner,))
+            return len(c.fetchall())
+
+    def next_due(self) -> datetime | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT MIN(due_at) FROM dunwell_agenda")
+            value = c.fetchone()[0]
+        return None if value is None else _from_micros(value)
+
+    def due_ids(self, now: datetime, limit: int) -> list[UUID]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT aggregate_id FROM dunwell_agenda WHERE due_at <= ? "
+                      "ORDER BY due_at LIMIT ?", (micros(now), limit))
+            return [UUID(row[0]) for row in c.fetchall()]
+
+    def agenda_size(self) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT COUNT(*) FROM dunwell_agenda")
+            return int(c.fetchone()[0])
+
+    def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            self._insert_dead_letters(c, letters)
+
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT key, topic, message_key, value, headers FROM dunwell_dead_letters"
+                      " WHERE sent=0 AND substr(key, 1, ?)=? ORDER BY rowid LIMIT ?",
+                      (len(prefix), prefix, limit))
+            return [DeadLetter(row[0], row[1], row[2], row[3], decode_headers(row[4]))
+                    for row in c.fetchall()]
+
+    def mark_sent(self, keys: Sequence[str]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany("UPDATE dunwell_dead_letters SET sent=1 WHERE key=?",
+                          [(key,) for key in keys])
+
+    def dead_letter_count(self) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT COUNT(*) FROM dunwell_dead_letters")
+            return int(c.fetchone()[0])
+
+
+# --- memory: fast tests ---
+
+
+class MemoryServiceRecorder(POPOProcessRecorder):
+    """The in-memory process recorder with the same side tables, under the same lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inbox: dict[str, str] = {}
+        self._agenda: dict[UUID, list[Any]] = {}  # id -> [kind, due micros, owner, until]
+        self._letters: dict[str, tuple[DeadLetter, bool]] = {}
+        self._lock: threading.RLock = self._database_lock
+
+    def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._assert_uniqueness(stored_events, **kwargs)
+        positions, inbox, _, _ = _unit_rows(kwargs)
+        for tracking in positions:
+            self._assert_tracking_uniqueness(tracking)
+        ids = [event_id for event_id, _ in inbox]
+        if len(set(ids)) < len(ids) or any(event_id in self._inbox for event_id in ids):
+            raise IntegrityError("an event id is already in the inbox")
+
+    def _update_table(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._update_table(stored_events, **kwargs)
+        positions, inbox, agenda, letters = _unit_rows(kwargs)
+        for tracking in positions:
+            self._insert_tracking(tracking)
+        self._inbox.update(inbox)
+        for entry in agenda:
+            if entry.due is None:
+                self._agenda.pop(entry.aggregate_id, None)
+            else:
+                held = self._agenda.get(entry.aggregate_id, [None, None, None, None])
+                self._agenda[entry.aggregate_id] = [entry.kind, micros(entry.due), *held[2:]]
+        for letter in letters:
+            self._letters.setdefault(letter.key, (letter, False))
+        return ids
+
+    def seen(self, event_ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            return {event_id for event_id in event_ids if event_id in self._inbox}
+
+    def claim_due(self, now: datetime, limit: int, owner: str, lease_until: datetime,
+                  wall_now: datetime) -> list[tuple[UUID, str]]:
+        with self._lock:
+            free = sorted((row[1], aggregate_id) for aggregate_id, row in self._agenda.items()
+                          if row[1] <= micros(now)
+                          and (row[3] is None or row[3] < micros(wall_now)))[:limit]
+            for _, aggregate_id in free:
+                self._agenda[aggregate_id][2:] = [owner, micros(lease_until)]
+            return [(aggregate_id, str(self._agenda[aggregate_id][0])) for _, aggregate_id in free]
+
+    def release(self, aggregate_ids: Sequence[UUID], owner: str) -> None:
+        with self._lock:
+            for aggregate_id in aggregate_ids:
+                row = self._agenda.get(aggregate_id)
+                if row is not None and row[2] == owner:
+                    row[2:] = [None, None]
+
+    def release_owner(self, owner: str) -> int:
+        with self._lock:
+            held = [aggregate_id for aggregate_id, row in self._agenda.items() if row[2] == owner]
+        self.release(held, owner)
+        return len(held)
+
+    def next_due(self) -> datetime | None:
+        with self._lock:
+            dues = [row[1] for row in self._agenda.values()]
+        return _from_micros(min(dues)) if dues else None
+
+    def due_ids(self, now: datetime, limit: int) -> list[UUID]:
+        with self._lock:
+            due = sorted((row[1], aggregate_id) for aggregate_id, row in self._agenda.items()
+                         if row[1] <= micros(now))
+        return [aggregate_id for _, aggregate_id in due[:limit]]
+
+    def agenda_size(self) -> int:
+        with self._lock:
+            return len(self._agenda)
+
+    def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        with self._lock:
+            for letter in letters:
+                self._letters.setdefault(letter.key, (letter, False))
+
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]:
+        with self._lock:
+            return [letter for letter, sent in self._letters.values()
+                    if not sent and letter.key.startswith(prefix)][:limit]
+
+    def mark_sent(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                if key in self._letters:
+                    self._letters[key] = (self._letters[key][0], True)
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return len(self._letters)

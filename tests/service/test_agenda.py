@@ -1,0 +1,147 @@
+"""The durable agenda over a real SQLite store: nothing is replayed at start, what is due
+fires once when the clock passes it, and two replicas on one store never send the same
+reminder twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from services.reminder.application import Reminders
+from services.reminder.channels import FileSmsSink, OutboundMessage
+from services.reminder.domain import Reminder
+from services.reminder.handlers import HANDLERS
+from shared.agenda import Agenda
+from shared.clock import ManualClock
+from shared.consumer import HandlerSink
+from shared.events import Borrower, CaseOpened, envelope
+from shared.policy_pack import CN
+from tests.service.records import consumer_record, tracking_of
+
+NOON_SHANGHAI = datetime(2026, 10, 14, 4, 0, tzinfo=timezone.utc)
+NIGHT_SHANGHAI = datetime(2026, 10, 14, 15, 0, tzinfo=timezone.utc)  # 23:00
+
+
+def store(path: Path) -> dict[str, str]:
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+
+
+def reminders(path: Path) -> Reminders:
+    return Reminders(CN, "the official hotline 95555", env=store(path))
+
+
+def open_cases(app: Reminders, count: int, now: datetime, prefix: str = "L") -> list[UUID]:
+    """`count` cases opened through the consumer's sink; returns their first reminders' ids."""
+    sink = HandlerSink(app, HANDLERS, ManualClock(now))
+    ids = []
+    for i in range(count):
+        data = CaseOpened(
+            loan_id=f"{prefix}-{i}", lender_id="lender-1",
+            borrower=Borrower(borrower_id=f"B-{i}", name="Wang Fang", phone="+8613800000000",
+                              timezone="Asia/Shanghai"),
+            amount_overdue=Decimal("1200.50"), currency="CNY", due_date=date(2026, 10, 1),
+            days_past_due=13, repayment_channel="transfer to account 6222-0000-1111",
+            stage="soft_reminders", opened_at=now)
+        event = envelope(data, event_id=f"ev-{prefix}-{i}", source="/dunwell/escalation",
+                         time=now, causation_id=None, correlation_id=None)
+        record = consumer_record(event, "cases.events", i)
+        sink.process(tracking_of(record), record, event, data)
+        ids.append(Reminder.create_id(f"{event.id}/sms/first"))
+    return ids
+
+
+class CountingSink(FileSmsSink):
+    """The file sink, counting every hand-over per idempotency key."""
+
+    def __init__(self, path: Path, handed: Counter[str]) -> None:
+        super().__init__(path)
+        self.handed = handed
+
+    def send(self, message: OutboundMessage) -> str:
+        self.handed[message.idempotency_key] += 1
+        return super().send(message)
+
+
+def agenda(app: Reminders, gateway: FileSmsSink, clock: ManualClock, owner: str) -> Agenda:
+    def fire(aggregate_id: UUID, kind: str, now: datetime) -> None:
+        app.fire(aggregate_id, kind, gateway, now, timedelta(minutes=1))
+
+    return Agenda(app=app, fire=fire, clock=clock, owner=owner, idle_seconds=0.05, batch=20)
+
+
+async def run_until(loops: list[Agenda], done: Any, timeout: float = 60.0) -> None:
+    stop = asyncio.Event()
+    tasks = [asyncio.ensure_future(loop.run(stop)) for loop in loops]
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await asyncio.to_thread(done):
+            assert asyncio.get_running_loop().time() < deadline, "the agenda did not finish"
+            for task in tasks:
+                if task.done():
+                    task.result()
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def test_a_restarted_service_reads_no_log_to_know_what_is_due(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    first = reminders(tmp_path / "reminder.db")
+    ids = open_cases(first, 50, NIGHT_SHANGHAI)  # all deferred by C1 to 08:00
+    first.close()
+
+    def no_replay(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the notification log was read at start")
+
+    monkeypatch.setattr("eventsourcing.sqlite.SQLiteApplicationRecorder.select_notifications",
+                        no_replay)
+    restarted = reminders(tmp_path / "reminder.db")
+    assert restarted.due(NIGHT_SHANGHAI) == []
+    eight = datetime(2026, 10, 15, 0, 0, tzinfo=timezone.utc)
+    assert sorted(restarted.due(eight)) == sorted(ids)
+    assert restarted.extras.agenda_size() == 50
+    restarted.close()
+
+
+async def test_what_is_due_fires_once_when_the_clock_passes_it(tmp_path: Path) -> None:
+    app = reminders(tmp_path / "reminder.db")
+    ids = open_cases(app, 5, NIGHT_SHANGHAI)
+    clock = ManualClock(NIGHT_SHANGHAI)
+    handed: Counter[str] = Counter()
+    loop = agenda(app, CountingSink(tmp_path / "sms.jsonl", handed), clock, "replica-a")
+    await run_until([loop], lambda: True, timeout=5)
+    assert handed == Counter()  # not yet: 23:00 in Shanghai
+
+    clock.set(datetime(2026, 10, 15, 0, 0, tzinfo=timezone.utc))  # 08:00
+    await run_until([loop], lambda: app.extras.agenda_size() == 0)
+    assert handed == Counter({str(reminder_id): 1 for reminder_id in ids})
+    assert {app.repository.get(rid).status for rid in ids} == {"sent"}
+
+
+async def test_two_replicas_on_one_store_never_send_the_same_reminder_twice(
+        tmp_path: Path) -> None:
+    path = tmp_path / "reminder.db"
+    one, two = reminders(path), reminders(path)
+    ids = open_cases(one, 300, NOON_SHANGHAI)
+    clock = ManualClock(NOON_SHANGHAI)
+    handed: Counter[str] = Counter()
+    sink = tmp_path / "sms.jsonl"
+    loops = [agenda(one, CountingSink(sink, handed), clock, "replica-a"),
+             agenda(two, CountingSink(sink, handed), clock, "replica-b")]
+    await run_until(loops, lambda: one.extras.agenda_size() == 0)
+
+    assert handed == Counter({str(reminder_id): 1 for reminder_id in ids})
+    lines = sink.read_text().splitlines()
+    assert len(lines) == 300
+    assert {one.repository.get(rid).status for rid in ids} == {"sent"}
+    one.close()
+    two.close()
