@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test test-unit test-service test-e2e bench lint clean
+.PHONY: help install run test test-unit test-integration test-e2e bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,16 +21,23 @@ install: $(STAMP) ## create .venv and install pinned dependencies
 run: $(STAMP) ## start the embedded broker and the four services (Ctrl-C stops)
 	$(VENV)/bin/dunwell run
 
-test: $(STAMP) ## every tier: unit, service, end-to-end (starts its own broker)
-	$(PY) -m pytest -p no:cacheprovider tests/unit tests/service tests/e2e
+lint: $(STAMP) ## ruff check over the code and tests, then mypy over the code
+	$(VENV)/bin/ruff check dunwell shared services tests bench
+	$(VENV)/bin/mypy dunwell shared services bench
 
-test-unit: $(STAMP)
+test: $(STAMP) lint ## lint, then every tier: unit, service, integration, end-to-end
+	$(PY) -m pytest -p no:cacheprovider tests/unit tests/service tests/integration tests/e2e
+
+test-unit: $(STAMP) ## domain and policies, in memory
 	$(PY) -m pytest -p no:cacheprovider tests/unit
+
+test-integration: $(STAMP) ## the consumer loop, relay and runtime over a real broker
+	$(PY) -m pytest -p no:cacheprovider tests/integration
 
 test-e2e: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider tests/e2e
 
-bench: $(STAMP) ## broker rate vs end-to-end rate (N=10000), figures in bench/results/
+bench: $(STAMP) ## broker vs end-to-end rate, store cost, readiness, audit; figures in bench/results/
 	$(PY) -m bench.run
 
 clean: ## remove the virtualenv and local state

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import audit
+from bench import audit, plumbing
 from dunwell import devstack
 from shared.auth import Role, issue_token, load_or_create_secret, now_utc
 from shared.events import LoanOverdue, envelope
@@ -125,7 +125,10 @@ async def end_to_end(stack_urls: dict[str, str], var_dir: Path, count: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", 10_000)))
-    parser.add_argument("--only", choices=["all", "pipeline", "audit"], default="all")
+    parser.add_argument("--only", choices=["all", "pipeline", "plumbing", "audit"],
+                        default="all")
+    parser.add_argument("--pending", type=int, default=100_000,
+                        help="pending reminders for the readiness figure")
     parser.add_argument("--audit-sizes", default=os.environ.get("BENCH_AUDIT_SIZES",
                                                                 "1000000,10000000"),
                         help="tree sizes for the inclusion-proof figures, comma-separated")
@@ -137,6 +140,16 @@ def main() -> None:
     table.add_column("figure", justify="right")
     if args.only in ("all", "pipeline"):
         figures.update(pipeline(args.loans, table))
+    if args.only in ("all", "plumbing"):
+        with tempfile.TemporaryDirectory(prefix="dunwell-bench-plumbing-") as tmp, \
+                _progress() as progress:
+            figures["plumbing"] = {
+                "store_cost": plumbing.store_cost(Path(tmp), progress, messages=5_000,
+                                                  batch=500),
+                "readiness": plumbing.readiness(Path(tmp), progress, pending=args.pending),
+            }
+        for measure, figure in plumbing.rows(figures["plumbing"]):
+            table.add_row(measure, figure)
     if args.only in ("all", "audit"):
         with tempfile.TemporaryDirectory(prefix="dunwell-bench-audit-") as tmp:
             sizes = [int(size) for size in args.audit_sizes.split(",") if size.strip()]

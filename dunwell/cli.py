@@ -223,6 +223,30 @@ def checkpoints(
     typer.echo(f"{len(lines)} checkpoints from {settings.bootstrap}", err=True)
 
 
+@audit_app.command("vkey")
+def vkey(
+    key_file: Path = typer.Option(None, "--signer", help="The signer key file "
+                                  "[default: $DUNWELL_VAR_DIR/audit-signer.key, or "
+                                  "$AUDIT_SIGNER_KEY when set]."),
+) -> None:
+    """Print the audit log's verifier key, derived from its signer, to hand to auditors.
+
+    Auditors should pin this key, received out of band, rather than trust the key a running
+    service serves beside its own checkpoints.
+    """
+    from services.audit.signer import load_signer, public_bytes
+    from shared.tlog import encode_vkey
+
+    text = os.environ.get("AUDIT_SIGNER_KEY") if key_file is None else None
+    path = key_file or _var_dir() / "audit-signer.key"
+    try:
+        name, signer = load_signer(text if text else path.read_text().strip())
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: no usable signer key: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(encode_vkey(name, public_bytes(signer)))
+
+
 @audit_app.command("keygen")
 def keygen(
     origin: str = typer.Option(..., help="The log's origin line, e.g. audit.lender.example/dunwell."),

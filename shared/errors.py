@@ -13,14 +13,16 @@ from pydantic import ValidationError
 
 _EMAIL = re.compile(r"[^\s@'\"<>()]+@[^\s@'\"<>()]+")
 _DIGITS = re.compile(r"\+?\d[\d\s().-]{4,}\d")
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 LIMIT = 300
 
 
 def mask(text: str) -> str:
-    """`text` with e-mail addresses and runs of six or more digits replaced."""
+    """`text` with e-mail addresses and runs of six or more digits replaced (an IPv4
+    address is an operator's fact, not a person's, and is kept)."""
     text = _EMAIL.sub("<email>", text)
-    return _DIGITS.sub(lambda m: "<digits>" if sum(c.isdigit() for c in m.group()) >= 6
-                       else m.group(), text)
+    return _DIGITS.sub(lambda m: m.group() if _IPV4.fullmatch(m.group())
+                       or sum(c.isdigit() for c in m.group()) < 6 else "<digits>", text)
 
 
 def describe(error: BaseException) -> str:
@@ -31,5 +33,7 @@ def describe(error: BaseException) -> str:
         message = "; ".join(parts)
     else:
         message = str(error)
-    text = f"{type(error).__name__}: {mask(message)}" if message else type(error).__name__
+    name = type(error).__name__
+    message = mask(message).removeprefix(f"{name}: ")
+    text = f"{name}: {message}" if message else name
     return text[:LIMIT]

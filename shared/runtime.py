@@ -219,6 +219,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop every loop within the budget, then the producer."""
+        started = time.monotonic()
+        log.info("stopping")
         self._stopping.set()
         self._generation.set()
         tasks = [task for task in self._tasks if not task.done()]
@@ -231,6 +233,7 @@ class Runtime:
                 await asyncio.wait(pending, timeout=1.0)
         if self.producer is not None:
             await _quietly(self.producer.stop(), 2.0)
+        log.info("stopped in %.1f s", time.monotonic() - started)
 
 
 async def _quietly(call: Awaitable[object], seconds: float) -> None:

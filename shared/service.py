@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -96,13 +97,35 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
     return app
 
 
+class OncePer(logging.Filter):
+    """Lets a message of the `prefix` loggers through once per `seconds` for each template."""
+
+    def __init__(self, prefix: str, seconds: float) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.seconds = seconds
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefix):
+            return True
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        if now - self._last.get(key, -self.seconds) < self.seconds:
+            return False
+        self._last[key] = now
+        return True
+
+
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service process; logs carry ids, never personal data."""
     logging.basicConfig(level=os.environ.get("DUNWELL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # aiokafka tells every join and subscription at INFO: the incarnation check alone would
-    # write a line every two seconds.
+    # aiokafka tells every join and subscription at INFO (the incarnation check alone would
+    # write a line every two seconds), and every failed connection while a broker is away.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OncePer("aiokafka", 10.0))
     # Open connections get 2 s to finish; the loops then have their own bounded stop, so
     # SIGTERM ends the process well within 10 s whatever the broker does.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",

@@ -1,0 +1,92 @@
+"""The broker is killed -9 while the services run and an empty one takes its port: without a
+restart of any service, every loan posted before, during and after ends with exactly one
+LoanOverdue, CaseOpened and ReminderSent in the audit log and one SMS; then SIGTERM stops
+every service within 10 s."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dunwell import devstack
+from shared.auth import Role
+from tests.e2e.stack import Stack, sms_per_loan, start_stack
+from tests.helpers import loan_body, wait_for, zone_at_local_hour
+
+PER_PHASE = 40
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = start_stack(tmp_path / "suite")
+    try:
+        yield stack
+    finally:
+        stack.shutdown()
+
+
+def post(stack: Stack, bodies: list[dict]) -> None:
+    with stack.client("escalation", Role.LENDER) as lender:
+        for body in bodies:
+            assert lender.post("/v1/loans/overdue", json=body).status_code == 202
+
+
+def ready(stack: Stack, service: str) -> bool:
+    try:
+        return httpx.get(f"{stack.url(service)}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def types_per_loan(stack: Stack, loan_id: str) -> Counter[str]:
+    return Counter(event["type"] for event in stack.timeline(loan_id))
+
+
+def test_an_empty_broker_in_place_of_the_old_one_is_refilled_without_restarts(
+        own_stack: Stack) -> None:
+    stack = own_stack
+    zone = zone_at_local_hour(11)
+    phases = {phase: [loan_body(f"LOSS-{phase}-{i:03d}", timezone_name=zone)
+                      for i in range(PER_PHASE)] for phase in ("before", "during", "after")}
+    post(stack, phases["before"])
+    wait_for(lambda: len(sms_per_loan(stack)) >= PER_PHASE // 2, timeout=60,
+             what="reminders of the first loans")
+    pids = {name: process.pid for name, process in stack.services.items()}
+
+    stack.broker.kill()
+    wait_for(lambda: not any(ready(stack, name) for name in devstack.SERVICES), timeout=30,
+             what="every service to say it is not ready")
+    post(stack, phases["during"])  # stored by the intake; nothing can flow yet
+    stack.broker = devstack.start_broker(stack.broker_port, stack.logs)
+    post(stack, phases["after"])
+
+    loans = [body["loan_id"] for bodies in phases.values() for body in bodies]
+    wait_for(lambda: all(ready(stack, name) for name in devstack.SERVICES), timeout=60,
+             what="every service ready on the new broker")
+
+    def complete() -> bool:
+        return all(types_per_loan(stack, loan)["ReminderSent"] >= 1 for loan in loans)
+
+    wait_for(complete, timeout=180, every=2.0, what="every loan reminded and audited")
+    assert {name: process.pid for name, process in stack.services.items()} == pids
+    for loan in loans:
+        counts = types_per_loan(stack, loan)
+        assert (counts["LoanOverdue"], counts["CaseOpened"], counts["ReminderSent"]) == \
+            (1, 1, 1), (loan, counts)
+    assert sms_per_loan(stack) == Counter({loan: 1 for loan in loans})
+
+    took = {}
+    for name in list(stack.services):
+        process = stack.services.pop(name)
+        started = time.monotonic()
+        code = process.stop(timeout=30)
+        took[name] = time.monotonic() - started
+        # uvicorn re-raises the signal once it has shut down: -15 after a clean stop.
+        assert code in (0, -15), f"{name} exited with {code}; see {process.log_path}"
+        assert "shared.runtime stopped in" in process.log_path.read_text(), name
+    assert max(took.values()) < 10, took
