@@ -6,16 +6,24 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.roles import Role
 
 ALGORITHM = "HS256"
 ISSUER = "dunwell"
+# Declares the scheme in every service's OpenAPI document; `require` does the checking itself,
+# so a missing or malformed header is our JSON 401 rather than the framework's.
+BEARER = HTTPBearer(scheme_name="bearer", bearerFormat="JWT", auto_error=False,
+                    description="An HS256 JWT with `sub` (the caller, e.g. the lender id), "
+                                "`role` and `exp`; `dunwell token --role ROLE --subject ID` "
+                                "issues one. An operation's security requirement lists the "
+                                "roles it accepts.")
 
 
 @dataclass(frozen=True)
@@ -48,17 +56,21 @@ def read_token(secret: str, token: str) -> Principal:
     return Principal(subject=str(claims["sub"]), role=Role(claims["role"]))
 
 
-def require(*roles: Role) -> Callable[[Request], Principal]:
-    """A dependency: 401 without a valid bearer token, 403 when its role is not one of `roles`."""
+def require(*roles: Role) -> Callable[..., Principal]:
+    """A dependency: 401 without a valid bearer token, 403 when its role is not one of `roles`.
 
-    def dependency(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+    The roles are the operation's security requirement in OpenAPI (3.1 lets a non-OAuth scheme
+    list role names there), so a client can tell from the document which token it needs.
+    """
+
+    def dependency(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(
+            BEARER, scopes=[role.value for role in roles])) -> Principal:
+        token = credentials.credentials.strip() if credentials is not None else ""
+        if not token:
             raise HTTPException(401, "a bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
         try:
-            principal = read_token(request.app.state.jwt_secret, token.strip())
+            principal = read_token(request.app.state.jwt_secret, token)
         except (jwt.PyJWTError, ValueError) as error:
             raise HTTPException(401, f"invalid token: {error}",
                                 headers={"WWW-Authenticate": "Bearer"}) from error
@@ -71,4 +83,4 @@ def require(*roles: Role) -> Callable[[Request], Principal]:
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

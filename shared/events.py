@@ -1,74 +1,204 @@
 """The public event contract (CONTRACT.md): every event's data, the CloudEvents envelope, the codec.
 
 Consumers validate every message against these models; a message that does not fit goes to
-the topic's dead-letter queue with the reason. Money is a decimal string, times are RFC 3339.
+the topic's dead-letter queue with the reason. The same models (and the field types below)
+check what the HTTP routes take, so an event and a request are held to one standard, and each
+JSON Schema says exactly what is accepted:
+
+- money: a JSON string, digits with an optional fraction of one or two digits, no sign, no
+  exponent, no leading zeros, at most 16 integer digits (`0`, `12.5`, `1200.50`); always
+  written back with two places (`1000000.00`);
+- times: RFC 3339 with an upper-case `T`, seconds, at most six fraction digits and a `Z` or
+  `±hh:mm` offset, in the years 1000-2999; dates: `YYYY-MM-DD` in the same years;
+- integers and booleans: JSON integers and booleans only (no `"30"`, `30.0` or `true` for 30);
+- currencies: an active ISO 4217 code in upper case (shared/currencies.py);
+- time zones: an IANA zone name from the tzdata database (not `Factory`, `posixrules`,
+  `localtime`);
+- every string has a length bound, every list a size bound.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
+from importlib import resources
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
 from shared import topics
+from shared.currencies import ISO_4217
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/events")
 
+# --- the value types every event and request is made of ---
 
-def _valid_timezone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ValueError(f"unknown IANA time zone {name!r}") from error
+MONEY_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?$"
+POSITIVE_MONEY_PATTERN = r"^([1-9][0-9]{0,15}(\.[0-9]{1,2})?|0\.(0[1-9]|[1-9][0-9]?))$"
+MONEY_OUT_PATTERN = r"^(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
+POSITIVE_MONEY_OUT_PATTERN = r"^([1-9][0-9]{0,15}\.[0-9]{2}|0\.(0[1-9]|[1-9][0-9]))$"
+_YEAR_MONTH_DAY = r"[12][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+DATE_PATTERN = rf"^{_YEAR_MONTH_DAY}$"
+TIME_PATTERN = (rf"^{_YEAR_MONTH_DAY}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{{1,6}})?"
+                r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# Not tzdata's placeholder zone, nor the names a system directory adds beside the zones.
+NOT_ZONES = frozenset({"Factory", "posixrules", "localtime"})
+
+
+def _tzdata_zones() -> frozenset[str]:
+    """Every zone and link name of the IANA database as the pinned tzdata package lists it."""
+    listed = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return frozenset(listed.split()) - NOT_ZONES
+
+
+TIME_ZONES = _tzdata_zones()
+
+
+def _text(pattern: str, kinds: tuple[type, ...], what: str) -> Callable[[object], object]:
+    """A before-validator: JSON gives only the text form, which must match `pattern`; values of
+    `kinds` (made by code, never parsed from JSON) pass on to the type's own checks."""
+    compiled = re.compile(pattern)
+
+    def check(value: object) -> object:
+        if isinstance(value, kinds):
+            return value
+        if isinstance(value, str) and compiled.fullmatch(value):
+            return value
+        raise ValueError(f"{what} must be {_EXAMPLES[what]}")
+
+    return check
+
+
+_EXAMPLES = {
+    "money": 'a decimal string with at most two places, such as "1200.50" (no sign, exponent '
+             "or JSON number)",
+    "positive money": 'a decimal string above zero with at most two places, such as "100.00"',
+    "time": 'an RFC 3339 time with seconds and an offset, such as "2026-10-14T03:00:00Z"',
+    "date": 'a date written YYYY-MM-DD, such as "2026-10-01"',
+    "uuid": 'a UUID written 8-4-4-4-12 hex digits',
+}
+
+
+def _two_places(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
+def _money_schema(pattern: str, description: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "maxLength": 19, "pattern": pattern,
+                           "description": description}, mode="validation")
+
+
+def _money_out_schema(pattern: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "maxLength": 19, "pattern": pattern,
+                           "description": "A decimal string with two places."},
+                          mode="serialization")
+
+
+def _not_naive_date(value: object) -> object:
+    if isinstance(value, datetime):  # a datetime is a date too; never take one for a date
+        raise ValueError(_EXAMPLES["date"])
+    return value
+
+
+def _known_currency(code: str) -> str:
+    if code not in ISO_4217:
+        hint = f" (write {code.upper()})" if code.upper() in ISO_4217 else ""
+        raise ValueError(f"{code!r} is not an active ISO 4217 currency code{hint}")
+    return code
+
+
+def _known_zone(name: str) -> str:
+    if name not in TIME_ZONES:
+        raise ValueError(f"unknown IANA time zone {name!r}")
     return name
 
 
-def _upper(code: str) -> str:
-    return code.upper()
-
-
-LoanId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+LoanId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+                              examples=["L-1"])]
 Ident = Annotated[str, Field(min_length=1, max_length=64)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
-Currency = Annotated[str, Field(pattern=r"^[A-Za-z]{3}$"), AfterValidator(_upper)]
-TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(_valid_timezone)]
+Code = Annotated[str, Field(min_length=1, max_length=64)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Line = Annotated[str, Field(max_length=500)]
 Text = Annotated[str, Field(max_length=2000)]
-Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Sha256Hex = Annotated[str, Field(max_length=64, pattern=r"^[0-9a-f]{64}$")]
+RuleId = Annotated[str, Field(max_length=3, pattern=r"^C([1-9]|1[0-4])$")]
+Money = Annotated[
+    Decimal, Field(ge=0, max_digits=18, decimal_places=2),
+    BeforeValidator(_text(MONEY_PATTERN, (Decimal,), "money")),
+    PlainSerializer(_two_places, return_type=str, when_used="json"),
+    _money_schema(MONEY_PATTERN,
+                  "A decimal string, at least 0, with at most two places: digits with no sign, "
+                  "exponent or leading zeros, optionally a point and one or two digits "
+                  '("0", "12.5", "1200.50"). Answers always carry two places.'),
+    _money_out_schema(MONEY_OUT_PATTERN)]
+PositiveMoney = Annotated[
+    Decimal, Field(gt=0, max_digits=18, decimal_places=2),
+    BeforeValidator(_text(POSITIVE_MONEY_PATTERN, (Decimal,), "positive money")),
+    PlainSerializer(_two_places, return_type=str, when_used="json"),
+    _money_schema(POSITIVE_MONEY_PATTERN, "Like money, but above zero."),
+    _money_out_schema(POSITIVE_MONEY_OUT_PATTERN)]
+Currency = Annotated[str, AfterValidator(_known_currency),
+                     WithJsonSchema({"type": "string", "enum": sorted(ISO_4217),
+                                     "description": "An active ISO 4217 currency code."})]
+TimeZoneName = Annotated[str, AfterValidator(_known_zone),
+                         WithJsonSchema({"type": "string", "enum": sorted(TIME_ZONES),
+                                         "description": "An IANA time zone name."})]
+Time = Annotated[AwareDatetime, BeforeValidator(_text(TIME_PATTERN, (datetime,), "time")),
+                 WithJsonSchema({"type": "string", "format": "date-time", "maxLength": 32,
+                                 "pattern": TIME_PATTERN})]
+Day = Annotated[date, BeforeValidator(_text(DATE_PATTERN, (date,), "date")),
+                BeforeValidator(_not_naive_date),
+                WithJsonSchema({"type": "string", "format": "date", "maxLength": 10,
+                                "pattern": DATE_PATTERN})]
+EventUUID = Annotated[UUID, BeforeValidator(_text(UUID_PATTERN, (UUID,), "uuid")),
+                      WithJsonSchema({"type": "string", "format": "uuid", "maxLength": 36,
+                                      "pattern": UUID_PATTERN})]
+Count = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+Version = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 
 
-class Channel(str, Enum):
+class Channel(StrEnum):
     SMS = "sms"
     EMAIL = "email"
     PUSH = "push"
     CALL = "call"
 
 
-class AddressKind(str, Enum):
+class AddressKind(StrEnum):
     RESIDENCE = "residence"
     WORKPLACE = "workplace"
 
 
-class AttemptOutcome(str, Enum):
+class AttemptOutcome(StrEnum):
     ANSWERED = "answered"
     NO_ANSWER = "no_answer"
     REFUSED = "refused"
     WRONG_NUMBER = "wrong_number"
     PROMISE_TO_PAY = "promise_to_pay"
+
+
+Channels = Annotated[list[Channel], Field(min_length=1, max_length=len(Channel))]
+CollectorIds = Annotated[list[Ident], Field(min_length=1, max_length=10)]
 
 
 class EventData(BaseModel):
@@ -83,15 +213,20 @@ class EventData(BaseModel):
 
     def subject(self) -> str:
         """The CloudEvents subject: the loan id, or the collector id for collector events."""
-        return str(getattr(self, "loan_id"))
+        return str(getattr(self, "loan_id"))  # noqa: B009 - declared by the subclasses
 
 
 class Borrower(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     borrower_id: Ident
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    phone: Annotated[str, Field(pattern=r"^\+?[0-9 ()-]{5,32}$")]
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)] | None = None
+    name: Name
+    phone: Annotated[str, Field(max_length=33, pattern=r"^\+?[0-9 ()-]{5,32}$")]
+    # No ASCII control or space character, nor a Unicode space, on either side of the @.
+    email: Annotated[str, Field(
+        max_length=254,
+        pattern=r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+"
+                r"@[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$"
+    )] | None = None
     residence_address: Text | None = None
     workplace_address: Text | None = None
     timezone: TimeZoneName
@@ -101,9 +236,13 @@ class Reason(BaseModel):
     """A machine-readable reason for a decision, with the figures that triggered it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    code: Annotated[str, Field(min_length=1, max_length=64)]
-    value: str | None = None
-    threshold: str | None = None
+    code: Code
+    value: Annotated[str, Field(max_length=256)] | None = None
+    threshold: Annotated[str, Field(max_length=256)] | None = None
+
+
+Reasons = Annotated[list[Reason], Field(max_length=32)]
+PolicyVersion = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 # --- loans.events: written by the lender's core (directly or through the intake API) ---
@@ -116,8 +255,8 @@ class LoanOverdue(EventData):
     borrower: Borrower
     amount_overdue: Money
     currency: Currency
-    due_date: date
-    days_past_due: Annotated[int, Field(ge=0, le=36500)]
+    due_date: Day
+    days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
     repayment_channel: Annotated[str, Field(min_length=1, max_length=500)]
     verification_channel: Annotated[str, Field(min_length=1, max_length=500)] | None = None
 
@@ -125,17 +264,17 @@ class LoanOverdue(EventData):
 class PaymentReceived(EventData):
     topic = topics.LOANS
     loan_id: LoanId
-    amount: Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=2)]
+    amount: PositiveMoney
     currency: Currency
-    paid_at: AwareDatetime
+    paid_at: Time
     remaining_overdue: Money
 
 
 class CeaseContactRequested(EventData):
     topic = topics.LOANS
     loan_id: LoanId
-    channels: Annotated[list[Channel], Field(min_length=1)]
-    requested_at: AwareDatetime
+    channels: Channels
+    requested_at: Time
 
 
 class DisputeOpened(EventData):
@@ -143,7 +282,7 @@ class DisputeOpened(EventData):
     loan_id: LoanId
     dispute_id: Ident
     reason: Text
-    opened_at: AwareDatetime
+    opened_at: Time
 
 
 class DisputeResolved(EventData):
@@ -151,7 +290,7 @@ class DisputeResolved(EventData):
     loan_id: LoanId
     dispute_id: Ident
     resolution: Text
-    resolved_at: AwareDatetime
+    resolved_at: Time
 
 
 # --- cases.events: written by escalation ---
@@ -166,35 +305,35 @@ class CaseOpened(EventData):
     borrower: Borrower
     amount_overdue: Money
     currency: Currency
-    due_date: date
-    days_past_due: int
-    repayment_channel: str
-    verification_channel: str | None = None
-    stage: str
-    opened_at: AwareDatetime
+    due_date: Day
+    days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
+    repayment_channel: Annotated[str, Field(min_length=1, max_length=500)]
+    verification_channel: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    stage: Code
+    opened_at: Time
 
 
 class CaseEscalated(EventData):
     topic = topics.CASES
     loan_id: LoanId
-    from_stage: str
-    to_stage: str
-    reasons: list[Reason]
-    policy_version: str
+    from_stage: Code
+    to_stage: Code
+    reasons: Reasons
+    policy_version: PolicyVersion
 
 
 class VisitRequested(EventData):
     topic = topics.CASES
     loan_id: LoanId
-    reasons: list[Reason]
-    policy_version: str
+    reasons: Reasons
+    policy_version: PolicyVersion
 
 
 class CaseClosed(EventData):
     topic = topics.CASES
     loan_id: LoanId
-    reason: str
-    closed_at: AwareDatetime
+    reason: Line
+    closed_at: Time
 
 
 # --- reminders.events: written by reminder ---
@@ -203,39 +342,39 @@ class CaseClosed(EventData):
 class ReminderScheduled(EventData):
     topic = topics.REMINDERS
     loan_id: LoanId
-    reminder_id: UUID
+    reminder_id: EventUUID
     channel: Channel
-    template_id: str
-    template_version: int
-    due_at: AwareDatetime
+    template_id: Code
+    template_version: Version
+    due_at: Time
 
 
 class ReminderSent(EventData):
     topic = topics.REMINDERS
     loan_id: LoanId
-    reminder_id: UUID
+    reminder_id: EventUUID
     channel: Channel
-    template_id: str
-    template_version: int
-    sent_at: AwareDatetime
-    borrower_local_time: str
+    template_id: Code
+    template_version: Version
+    sent_at: Time
+    borrower_local_time: Annotated[str, Field(max_length=64)]
 
 
 class ReminderDelivered(EventData):
     topic = topics.REMINDERS
     loan_id: LoanId
-    reminder_id: UUID
+    reminder_id: EventUUID
     channel: Channel
-    delivered_at: AwareDatetime
+    delivered_at: Time
 
 
 class ReminderFailed(EventData):
     topic = topics.REMINDERS
     loan_id: LoanId
-    reminder_id: UUID
+    reminder_id: EventUUID
     channel: Channel
-    reason: str
-    failed_at: AwareDatetime
+    reason: Text
+    failed_at: Time
 
 
 class ReminderCancelled(EventData):
@@ -243,27 +382,27 @@ class ReminderCancelled(EventData):
 
     topic = topics.REMINDERS
     loan_id: LoanId
-    reminder_id: UUID
+    reminder_id: EventUUID
     channel: Channel
-    rule: str
-    reason: str
-    cancelled_at: AwareDatetime
+    rule: Code
+    reason: Line
+    cancelled_at: Time
 
 
 class PromiseToPay(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     amount: Money
     currency: Currency
-    due_date: date
+    due_date: Day
 
 
 class ContactAttemptRecorded(EventData):
     topic = topics.REMINDERS
     loan_id: LoanId
-    attempt_id: UUID
+    attempt_id: EventUUID
     channel: Channel
     outcome: AttemptOutcome
-    attempted_at: AwareDatetime
+    attempted_at: Time
     collector_id: Ident | None = None
     promise_to_pay: PromiseToPay | None = None
 
@@ -272,10 +411,10 @@ class ContactBlocked(EventData):
     topic = topics.REMINDERS
     loan_id: LoanId
     channel: Channel
-    rule: Annotated[str, Field(pattern=r"^C([1-9]|1[0-4])$")]
-    reason: str
-    deferred_until: AwareDatetime | None = None
-    reminder_id: UUID | None = None
+    rule: RuleId
+    reason: Line
+    deferred_until: Time | None = None
+    reminder_id: EventUUID | None = None
 
 
 # --- visits.events: written by visit ---
@@ -284,7 +423,7 @@ class ContactBlocked(EventData):
 class Certification(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     number: Ident
-    valid_until: date
+    valid_until: Day
 
 
 class AuthorisationLetter(BaseModel):
@@ -292,20 +431,20 @@ class AuthorisationLetter(BaseModel):
     letter_id: Ident
     lender_id: Ident
     scope: Text
-    valid_from: date
-    valid_until: date
+    valid_from: Day
+    valid_until: Day
 
 
 class CollectorRegistered(EventData):
     topic = topics.VISITS
     collector_id: Ident
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    agency: str | None = None
+    name: Name
+    agency: Name | None = None
     id_number: Ident
-    contact: str
+    contact: Annotated[str, Field(min_length=1, max_length=256)]
     certification: Certification
     authorisation_letter: AuthorisationLetter
-    registered_at: AwareDatetime
+    registered_at: Time
 
     def subject(self) -> str:
         return self.collector_id
@@ -314,104 +453,104 @@ class CollectorRegistered(EventData):
 class DebtorVerified(EventData):
     topic = topics.VISITS
     loan_id: LoanId
-    visit_id: UUID | None = None
-    checked: list[str]
+    visit_id: EventUUID | None = None
+    checked: Annotated[list[Code], Field(max_length=16)]
     verified_by: Ident
-    verified_at: AwareDatetime
+    verified_at: Time
 
 
 class VisitScheduled(EventData):
     topic = topics.VISITS
     loan_id: LoanId
-    visit_id: UUID
-    scheduled_start: AwareDatetime
-    scheduled_end: AwareDatetime
+    visit_id: EventUUID
+    scheduled_start: Time
+    scheduled_end: Time
     address_kind: AddressKind
-    collector_ids: Annotated[list[Ident], Field(min_length=1)]
+    collector_ids: CollectorIds
 
 
 class VisitNoticeSent(EventData):
     topic = topics.VISITS
-    visit_id: UUID
+    visit_id: EventUUID
     loan_id: LoanId
     channel: Channel
-    window_start: AwareDatetime
-    window_end: AwareDatetime
+    window_start: Time
+    window_end: Time
     address_kind: AddressKind
-    sent_at: AwareDatetime
+    sent_at: Time
 
 
 class VisitNoticeDelivered(EventData):
     topic = topics.VISITS
-    visit_id: UUID
+    visit_id: EventUUID
     loan_id: LoanId
     channel: Channel
-    window_start: AwareDatetime
-    window_end: AwareDatetime
+    window_start: Time
+    window_end: Time
     address_kind: AddressKind
-    delivered_at: AwareDatetime
+    delivered_at: Time
 
 
 class VisitDeclined(EventData):
     topic = topics.VISITS
-    visit_id: UUID
+    visit_id: EventUUID
     loan_id: LoanId
-    declined_at: AwareDatetime
-    via: str
+    declined_at: Time
+    via: Code
 
 
 class Credentials(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    id_card: bool
-    badge: bool
-    authorisation_letter: bool
+    id_card: StrictBool
+    badge: StrictBool
+    authorisation_letter: StrictBool
 
 
 class VisitCheckedIn(EventData):
     topic = topics.VISITS
-    visit_id: UUID
+    visit_id: EventUUID
     loan_id: LoanId
-    collector_ids: Annotated[list[Ident], Field(min_length=1)]
+    collector_ids: CollectorIds
     credentials_presented: Credentials
-    checked_in_at: AwareDatetime
+    checked_in_at: Time
 
 
 class VisitRecorded(EventData):
     topic = topics.VISITS
-    visit_id: UUID
+    visit_id: EventUUID
     loan_id: LoanId
-    outcome: str
-    borrower_attitude: str
+    outcome: Code
+    borrower_attitude: Code
     difficulties: Text
     repayment_plan: Text | None = None
     recording_sha256: Sha256Hex
-    recording_seconds: Annotated[int, Field(gt=0)]
-    ended_at: AwareDatetime
+    recording_seconds: Annotated[StrictInt, Field(gt=0, le=86_400)]
+    ended_at: Time
 
 
 class VisitCancelled(EventData):
     topic = topics.VISITS
-    visit_id: UUID
+    visit_id: EventUUID
     loan_id: LoanId
-    reason: str
-    rule: str | None = None
-    cancelled_at: AwareDatetime
+    reason: Line
+    rule: Code | None = None
+    cancelled_at: Time
 
 
 class ComplaintFiled(EventData):
     topic = topics.VISITS
-    complaint_id: UUID
+    complaint_id: EventUUID
     loan_id: LoanId
     about: Text
-    filed_at: AwareDatetime
+    filed_at: Time
 
 
 class ComplaintResolved(EventData):
     topic = topics.VISITS
-    complaint_id: UUID
+    complaint_id: EventUUID
     loan_id: LoanId
     outcome: Text
-    resolved_at: AwareDatetime
+    resolved_at: Time
 
 
 # --- audit.checkpoints: written by audit ---
@@ -419,11 +558,11 @@ class ComplaintResolved(EventData):
 
 class CheckpointSigned(EventData):
     topic = topics.CHECKPOINTS
-    origin: str
-    tree_size: Annotated[int, Field(ge=0)]
-    root_hash: str
-    note: str
-    signed_at: AwareDatetime
+    origin: Annotated[str, Field(min_length=1, max_length=256)]
+    tree_size: Count
+    root_hash: Annotated[str, Field(min_length=1, max_length=128)]
+    note: Annotated[str, Field(min_length=1, max_length=8192)]
+    signed_at: Time
 
     def subject(self) -> str:
         return self.origin
@@ -451,12 +590,12 @@ class CloudEvent(BaseModel):
     specversion: Literal["1.0"] = "1.0"
     id: Annotated[str, Field(min_length=1, max_length=128)]
     source: Annotated[str, Field(min_length=1, max_length=256)]
-    type: str
-    time: AwareDatetime
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    time: Time
     subject: Annotated[str, Field(min_length=1, max_length=128)]
     datacontenttype: Literal["application/json"] = "application/json"
-    causationid: str | None = None
-    correlationid: str | None = None
+    causationid: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    correlationid: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     data: dict[str, Any]
 
     @field_validator("type")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +27,66 @@ Checks = Callable[[], dict[str, bool]]
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
+
+
+# --- the error bodies, as the OpenAPI documents describe them ---
+
+
+class Problem(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] | None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx but 422: `{"error": {"code", "message", "details"}}`."""
+
+    error: Problem
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InvalidProblem(BaseModel):
+    code: Literal["invalid_request"]
+    message: str
+    details: list[FieldProblem]
+
+
+class InvalidBody(BaseModel):
+    """A 422: the same envelope, `details` naming each field that does not fit (at most 20)."""
+
+    error: InvalidProblem
+
+
+STATUS_MEANING = {
+    400: "The request is well formed but asks for something impossible.",
+    401: "No bearer token, or one that is not valid.",
+    403: "The token's role (or its subject) may not do this.",
+    404: "Nothing of that name, or nothing this caller may see.",
+    409: "A conflict with what is already recorded.",
+    413: f"The body exceeds {MAX_BODY_BYTES} bytes.",
+    422: "The request does not fit the schema.",
+}
+
+
+def error_responses(*statuses: int, meaning: Mapping[int, str] | None = None
+                    ) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route for the error statuses it can answer, with their bodies."""
+    said = {**STATUS_MEANING, **(meaning or {})}
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"model": InvalidBody if status == 422 else ErrorBody,
+                                 "description": said[status]}
+        if status == 401:
+            entry["headers"] = {"WWW-Authenticate": {
+                "description": "Always `Bearer`.", "required": True,
+                "schema": {"type": "string", "const": "Bearer"}}}
+        documented[status] = entry
+    return documented
 
 
 class BodyLimit:
@@ -59,10 +120,8 @@ class BodyLimit:
             if not too_large:  # the framework turns our stop into a 400; answer 413 instead
                 await send(message)
 
-        try:
+        with suppress(_BodyTooLarge):
             await self.app(scope, counted, guarded)
-        except _BodyTooLarge:
-            pass
         if too_large:
             await _too_large(self.limit)(scope, receive, send)
 
@@ -92,7 +151,7 @@ def create_app(*, title: str, routers: Sequence[APIRouter], checks: Checks,
 def _add_errors(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        detail = error.detail
+        detail: Any = error.detail  # FastAPI's HTTPException also takes a dict
         if isinstance(detail, dict) and "code" in detail:
             body = {"error": {"details": None, **detail}}
         else:

@@ -7,10 +7,12 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from shared.auth import Principal, Role, require
+from shared.auth import Principal, require
 from shared.events import LoanId
+from shared.http import error_responses
+from shared.roles import Role
 
 from services.audit.application import AuditLog
 
@@ -21,6 +23,7 @@ def _log(request: Request) -> AuditLog:
 
 LogDep = Annotated[AuditLog, Depends(_log)]
 AuditorDep = Annotated[Principal, Depends(require(Role.AUDITOR))]
+LARGEST = 2**63 - 1  # the store keeps indices and sizes as SQLite integers
 
 router = APIRouter(tags=["audit"])
 
@@ -41,7 +44,13 @@ class Timeline(BaseModel):
     events: list[TimelineEntry]
 
 
-@router.get("/loans/{loan_id}/timeline", response_model=Timeline)
+NO_CHECKPOINT = "No checkpoint has been signed yet."
+NOT_SIGNED = "No signed checkpoint of that tree size."
+
+
+@router.get("/loans/{loan_id}/timeline", response_model=Timeline,
+            responses=error_responses(401, 403, 404, 422,
+                                      meaning={404: "No events for the loan."}))
 def timeline(loan_id: LoanId, log: LogDep, user: AuditorDep) -> Any:
     leaves = log.timeline(loan_id)
     if not leaves:
@@ -67,6 +76,25 @@ class Proof(BaseModel):
     proof: list[str]
 
 
+class EvidenceLeaf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    leaf_index: int
+    leaf: str
+    inclusion_proof: list[str]
+
+
+class Evidence(BaseModel):
+    """A self-contained bundle: the loan's leaves, each with its inclusion proof against the
+    signed checkpoint whose note is included. Forbidding other keys makes a bundle that grows
+    without this model fail loudly in the tests rather than lose what it added."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    loan_id: str
+    checkpoint: str
+    leaves: list[EvidenceLeaf]
+
+
 def _latest(log: AuditLog) -> tuple[int, str]:
     latest = log.latest()
     if latest is None:
@@ -80,14 +108,18 @@ def _signed_size(log: AuditLog, size: int) -> None:
         raise HTTPException(404, f"no signed checkpoint of size {size}")
 
 
-@router.get("/checkpoint", response_model=CheckpointView)
+@router.get("/checkpoint", response_model=CheckpointView,
+            responses=error_responses(401, 403, 404, meaning={404: NO_CHECKPOINT}))
 def checkpoint(log: LogDep, user: AuditorDep) -> Any:
     size, note = _latest(log)
     return CheckpointView(tree_size=size, note=note, public_key=log.vkey)
 
 
-@router.get("/proofs/inclusion", response_model=Proof)
-def inclusion(leaf_index: Annotated[int, Query(ge=0)], tree_size: Annotated[int, Query(ge=1)],
+@router.get("/proofs/inclusion", response_model=Proof,
+            responses=error_responses(400, 401, 403, 404, 422, meaning={
+                400: "`leaf_index` is not below `tree_size`.", 404: NOT_SIGNED}))
+def inclusion(leaf_index: Annotated[int, Query(ge=0, le=LARGEST, examples=[0])],
+              tree_size: Annotated[int, Query(ge=1, le=LARGEST, examples=[1])],
               log: LogDep, user: AuditorDep) -> Any:
     _signed_size(log, tree_size)
     if leaf_index >= tree_size:
@@ -95,8 +127,11 @@ def inclusion(leaf_index: Annotated[int, Query(ge=0)], tree_size: Annotated[int,
     return Proof(proof=log.inclusion(leaf_index, tree_size))
 
 
-@router.get("/proofs/consistency", response_model=Proof)
-def consistency(first: Annotated[int, Query(ge=1)], second: Annotated[int, Query(ge=1)],
+@router.get("/proofs/consistency", response_model=Proof,
+            responses=error_responses(400, 401, 403, 404, 422, meaning={
+                400: "`first` is past `second`.", 404: NOT_SIGNED}))
+def consistency(first: Annotated[int, Query(ge=1, le=LARGEST, examples=[1])],
+                second: Annotated[int, Query(ge=1, le=LARGEST, examples=[1])],
                 log: LogDep, user: AuditorDep) -> Any:
     _signed_size(log, first)
     _signed_size(log, second)
@@ -105,7 +140,9 @@ def consistency(first: Annotated[int, Query(ge=1)], second: Annotated[int, Query
     return Proof(proof=log.consistency(first, second))
 
 
-@router.get("/loans/{loan_id}/evidence")
+@router.get("/loans/{loan_id}/evidence", response_model=Evidence,
+            responses=error_responses(401, 403, 404, 422, meaning={
+                404: "No signed evidence for the loan yet."}))
 def evidence(loan_id: LoanId, log: LogDep, user: AuditorDep) -> Any:
     bundle = log.evidence(loan_id)
     if bundle is None:

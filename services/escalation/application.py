@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import uuid4
 
-from shared.application import ServiceApplication, Unit
+from shared.application import Conflict, ServiceApplication, Unit
 from shared.events import CloudEvent, EventData, LoanOverdue, PaymentReceived, event_id_for
 from shared.policy_pack import PolicyPack
 
 from services.escalation import policy
-from services.escalation.domain import CollectionCase, Intake, OtherLendersLoan
+from services.escalation.domain import CollectionCase, Intake, OtherLendersLoan, ReportedLoan
 
 
 class DifferentReport(Exception):
@@ -19,6 +20,10 @@ class DifferentReport(Exception):
 
 class NotTheReporter(Exception):
     """A LoanOverdue naming a lender other than the one reporting it."""
+
+
+class UnknownLoan(Exception):
+    """A follow-up (payment, dispute, cease-contact) on a loan nobody has reported overdue."""
 
 
 class Cases(ServiceApplication):
@@ -32,13 +37,23 @@ class Cases(ServiceApplication):
         """Record a report durably (the relay publishes it); returns its CloudEvents id.
 
         The same idempotency key from the same reporter returns the first report's id. A
-        lender reports only for itself, and only on loans that are not another lender's.
+        lender reports only for itself, only on loans that are not another lender's, and
+        follows up (payments, disputes, cease-contact) only on loans it has reported.
         """
         if getattr(data, "lender_id", reporter) != reporter:
             raise NotTheReporter(reporter)
-        case = self.case(data.subject())
-        if case is not None and case.lender_id != reporter:
-            raise OtherLendersLoan(case.loan_id)
+        try:
+            return self._record_report(data, reporter, idempotency_key)
+        except Conflict:  # a concurrent first report of the same loan or key: decide again
+            return self._record_report(data, reporter, idempotency_key)
+
+    def _record_report(self, data: EventData, reporter: str, idempotency_key: str | None) -> str:
+        loan_id = data.subject()
+        lender = self.lender_of(loan_id)
+        if lender is not None and lender != reporter:
+            raise OtherLendersLoan(loan_id)
+        if lender is None and not isinstance(data, LoanOverdue):
+            raise UnknownLoan(loan_id)
         key = f"{reporter}/{idempotency_key}" if idempotency_key else f"anon/{uuid4()}"
         intake_id = Intake.create_id(key)
         payload = data.model_dump(mode="json", exclude_none=True)
@@ -47,8 +62,23 @@ class Cases(ServiceApplication):
             if earlier.event_type != data.event_type() or earlier.payload != payload:
                 raise DifferentReport(idempotency_key)
             return event_id_for(intake_id, 1)
-        self.save(Intake(key=key, event_type=data.event_type(), payload=payload))
+        recorded: list[Any] = [Intake(key=key, event_type=data.event_type(), payload=payload)]
+        if lender is None:
+            recorded.append(ReportedLoan(loan_id=loan_id, lender_id=reporter))
+        self.save(*recorded)
         return event_id_for(intake_id, 1)
+
+    def lender_of(self, loan_id: str) -> str | None:
+        """Whose loan it is: its case's lender, else the lender whose LoanOverdue the intake
+        recorded first (its case not opened yet); None for a loan nobody has reported."""
+        case = self.case(loan_id)
+        if case is not None:
+            return case.lender_id
+        reported_id = ReportedLoan.create_id(loan_id)
+        if reported_id not in self.repository:
+            return None
+        reported: ReportedLoan = self.repository.get(reported_id)
+        return reported.lender_id
 
     def open_or_update(self, unit: Unit, cause: CloudEvent, overdue: LoanOverdue,
                        now: datetime) -> None:

@@ -111,3 +111,21 @@ class CollectionCase(Aggregate):
     def _apply(self, terms: dict[str, Any]) -> None:
         self.terms = terms
         self.amount_overdue = Decimal(str(terms["amount_overdue"]))
+
+
+REPORTED_LOAN_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/reported-loans")
+
+
+class ReportedLoan(Aggregate):
+    """Whose loan this is, as the intake first heard it: recorded with a lender's first
+    LoanOverdue over HTTP, in the same transaction as that report, so the lender's follow-ups
+    are known at once, before the report has come back through Kafka and opened the case."""
+
+    @event("Recorded")
+    def __init__(self, loan_id: str, lender_id: str) -> None:
+        self.loan_id = loan_id
+        self.lender_id = lender_id
+
+    @staticmethod
+    def create_id(loan_id: str) -> UUID:
+        return uuid5(REPORTED_LOAN_NAMESPACE, loan_id)

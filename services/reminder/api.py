@@ -9,8 +9,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from shared.auth import Principal, Role, require
+from shared.auth import Principal, require
 from shared.events import LoanId
+from shared.http import error_responses
+from shared.roles import Role
 
 from services.reminder.application import Reminders
 from services.reminder.domain import Reminder
@@ -61,7 +63,9 @@ def _view(reminder: Reminder) -> ReminderView:
         cancelled_rule=reminder.cancelled["rule"] if reminder.cancelled else None)
 
 
-@router.get("/loans/{loan_id}/reminders", response_model=RemindersView)
+@router.get("/loans/{loan_id}/reminders", response_model=RemindersView,
+            responses=error_responses(401, 403, 404, 422,
+                                      meaning={404: "No reminders for the loan."}))
 def list_reminders(loan_id: LoanId, reminders: RemindersDep, user: ReaderDep) -> Any:
     found = reminders.reminders_of(loan_id)
     if found is None:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+import zoneinfo
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import TypeAdapter, ValidationError
 
+from shared import events
+from shared.currencies import ISO_4217
 from shared.events import (
     EVENT_TYPES,
+    TIME_ZONES,
     Borrower,
     Channel,
     CloudEvent,
@@ -24,7 +31,7 @@ from shared.events import (
     json_schemas,
 )
 
-NOW = datetime(2026, 10, 14, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 10, 14, 3, 0, tzinfo=UTC)
 
 OVERDUE = LoanOverdue(
     loan_id="L-1", lender_id="lender-1",
@@ -154,3 +161,129 @@ def test_the_refusal_names_what_is_wrong(spoil: Any, names: str) -> None:
     spoil(wire)
     with pytest.raises(DecodeError, match=names):
         decode(json.dumps(wire).encode())
+
+
+# --- strict input: what the schemas say is exactly what the models take ---
+
+
+def _nodes(schema: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(schema, dict):
+        yield schema
+        for value in schema.values():
+            yield from _nodes(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _nodes(value)
+
+
+@pytest.mark.parametrize("name", sorted(json_schemas()))
+def test_every_string_and_every_list_is_bounded(name: str) -> None:
+    for mode in ("validation", "serialization"):
+        cls = EVENT_TYPES.get(name, CloudEvent)
+        for node in _nodes(cls.model_json_schema(mode=mode)):  # type: ignore[arg-type]
+            if node.get("type") == "string":
+                assert "maxLength" in node or "enum" in node or "const" in node, (name, node)
+            if node.get("type") == "array":
+                assert "maxItems" in node, (name, node)
+
+
+def overdue_data(**change: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(wrapped(OVERDUE).encode())["data"]
+    return {**data, **change}
+
+
+@pytest.mark.parametrize("change", [
+    {"days_past_due": True}, {"days_past_due": "30"}, {"days_past_due": 30.0},
+    {"amount_overdue": "1E+6"}, {"amount_overdue": "1e6"}, {"amount_overdue": 1200.5},
+    {"amount_overdue": 1200}, {"amount_overdue": "01200.50"}, {"amount_overdue": "1200.505"},
+    {"amount_overdue": "+1200.50"}, {"amount_overdue": " 1200.50"},
+    {"currency": "XXX"}, {"currency": "XTS"}, {"currency": "XAU"}, {"currency": "XDR"},
+    {"currency": "ABC"}, {"currency": "cny"}, {"currency": "CNH"},
+    {"due_date": "2026-10-01T00:00:00"}, {"due_date": "20261001"}, {"due_date": 0},
+    {"borrower": {**overdue_data()["borrower"], "timezone": "posixrules"}},
+    {"borrower": {**overdue_data()["borrower"], "timezone": "Factory"}},
+    {"borrower": {**overdue_data()["borrower"], "timezone": "localtime"}},
+    {"borrower": {**overdue_data()["borrower"], "timezone": "asia/shanghai"}},
+    {"repayment_channel": "x" * 501},
+], ids=repr)
+def test_a_loose_value_is_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        LoanOverdue.model_validate(overdue_data(**change))
+
+
+@pytest.mark.parametrize("time", ["1700000000", 1700000000, "2026-10-14 03:00:00Z",
+                                  "2026-10-14t03:00:00z", "2026-10-14T03:00Z",
+                                  "2026-10-14T03:00:00", "2026-10-14T03:00:00.1234567Z",
+                                  "2026-10-14T03:00:00,5Z", "0999-10-14T03:00:00Z"])
+def test_a_time_is_rfc_3339_with_seconds_and_an_offset(time: Any) -> None:
+    wire = json.loads(wrapped(OVERDUE).encode())
+    wire["time"] = time
+    with pytest.raises(DecodeError):
+        decode(json.dumps(wire).encode())
+
+
+def test_money_is_written_with_two_places_never_an_exponent() -> None:
+    data = overdue_data(amount_overdue="12.5")
+    assert LoanOverdue.model_validate(data).model_dump(mode="json")["amount_overdue"] == "12.50"
+    big = OVERDUE.model_copy(update={"amount_overdue": Decimal("1E+6")})
+    assert json.loads(wrapped(big).encode())["data"]["amount_overdue"] == "1000000.00"
+    assert big.model_dump()["amount_overdue"] == Decimal("1E+6")  # Python keeps the value
+
+
+# (type, value, accepted) — checked against the model and against its JSON Schema. Values
+# whose refusal only a `format` assertion says (2026-02-30) are left out: Python's jsonschema
+# checks date-time formats only with an extra package.
+SAMPLES: list[tuple[str, Any, bool]] = [
+    ("Money", "0", True), ("Money", "12.5", True), ("Money", "1200.50", True),
+    ("Money", "9999999999999999.99", True), ("Money", "10000000000000000", False),
+    ("Money", "1E+6", False), ("Money", "-1.00", False), ("Money", "01.00", False),
+    ("Money", "1.", False), ("Money", ".5", False),
+    ("Money", "1.001", False), ("Money", 100, False), ("Money", "\uff11", False),
+    ("PositiveMoney", "0.01", True), ("PositiveMoney", "0.1", True), ("PositiveMoney", "1", True),
+    ("PositiveMoney", "0", False), ("PositiveMoney", "0.00", False),
+    ("PositiveMoney", "0.0", False),
+    ("Time", "2026-10-14T03:00:00Z", True), ("Time", "2026-10-14T11:00:00.5+08:00", True),
+    ("Time", "2026-10-14T03:00:00.123456-23:59", True), ("Time", "2026-10-14T03:00:00", False),
+    ("Time", "2026-10-14T24:00:00Z", False), ("Time", "2026-10-14T23:59:60Z", False),
+    ("Time", "2026-10-14T03:00:00+24:00", False), ("Time", 17, False),
+    ("Day", "2026-10-01", True), ("Day", "2026-13-01", False), ("Day", "3000-01-01", False),
+    ("Currency", "CNY", True), ("Currency", "XAF", True), ("Currency", "XXX", False),
+    ("Currency", "cny", False), ("Currency", "ABC", False),
+    ("TimeZoneName", "Asia/Shanghai", True), ("TimeZoneName", "Etc/GMT-3", True),
+    ("TimeZoneName", "posixrules", False), ("TimeZoneName", "CST", False),
+    ("EventUUID", "2f1c7d2e-9d0b-4a43-8b7e-0d5b8f5b9c11", True),
+    ("EventUUID", "2f1c7d2e9d0b4a438b7e0d5b8f5b9c11", False),
+    ("LoanId", "L-1", True), ("LoanId", "L 1", False), ("LoanId", "L" * 65, False),
+]
+
+
+@pytest.mark.parametrize(("kind", "value", "accepted"), SAMPLES, ids=repr)
+def test_the_schema_says_what_the_model_takes(kind: str, value: Any, accepted: bool) -> None:
+    adapter: TypeAdapter[Any] = TypeAdapter(getattr(events, kind))
+    try:
+        adapter.validate_python(value)
+        taken = True
+    except ValidationError:
+        taken = False
+    assert taken is accepted
+    assert Draft202012Validator(adapter.json_schema(),
+                                format_checker=FormatChecker()).is_valid(value) is accepted
+
+
+def test_the_currencies_are_active_iso_4217_codes_only() -> None:
+    assert all(len(code) == 3 and code.isascii() and code.isupper() for code in ISO_4217)
+    assert {"CNY", "USD", "EUR", "XAF", "XCD", "XCG", "XOF", "XPF"} <= ISO_4217
+    not_money = {"XXX", "XTS", "XAU", "XAG", "XPT", "XPD", "XBA", "XBB", "XBC", "XBD", "XDR",
+                 "XSU", "XUA", "BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "UYI", "UYW"}
+    withdrawn = {"HRK", "BGN", "ANG", "CUC", "SLL", "ZWL", "VEF", "MRO", "STD", "BYR", "LTL"}
+    assert not (not_money | withdrawn) & ISO_4217
+    assert 140 <= len(ISO_4217) <= 170
+
+
+def test_the_time_zones_are_real_iana_zones_that_load() -> None:
+    assert not {"Factory", "posixrules", "localtime"} & TIME_ZONES
+    assert {"Asia/Shanghai", "America/New_York", "UTC", "Etc/GMT-3"} <= TIME_ZONES
+    assert not any(name.startswith(("posix/", "right/")) for name in TIME_ZONES)
+    assert zoneinfo.available_timezones() >= TIME_ZONES
+    for name in TIME_ZONES:
+        zoneinfo.ZoneInfo(name)
