@@ -23,12 +23,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 from rich.progress import Progress
+
+from shared.clock import SystemClock
+from shared.tlog import leaf_hash, verify_bundle, verify_inclusion
 
 from services.audit import merkle
 from services.audit.application import AuditLog
@@ -37,11 +40,9 @@ from services.audit.settings import Settings
 from services.audit.signer import generate_signer, load_signer
 from services.audit.store import SCHEMA, LogStore, NewLeaf, StoreReader
 from services.audit.verify import verify_store
-from shared.clock import SystemClock
-from shared.tlog import leaf_hash, verify_bundle, verify_inclusion
 
 ORIGIN = "bench.dunwell.local/audit"
-NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
 SYNTHETIC = Path("var/bench")  # the big synthetic trees are kept here between runs
 
 
@@ -253,17 +254,19 @@ def proofs_at(size: int, progress: Progress, samples: int,
         store.get_nodes([(0, i)])
         lookups.append(time.perf_counter() - started)
         progress.advance(task)
+    proof_hashes = 0
     for i in indices:
         started = time.perf_counter()
         proof = merkle.inclusion_proof(i, size, store)
         proofs.append(time.perf_counter() - started)
+        proof_hashes = len(proof)
         progress.advance(task)
     for i in indices[:20]:  # the figures are for real proofs
         verify_inclusion(_synthetic_hash(i), i, size, merkle.inclusion_proof(i, size, store), root)
     store.close()
     p99 = _percentile(proofs, 0.99)
     lookup = statistics.median(lookups)
-    return {"leaves": size, "proof_hashes": len(proof), "p50_ms": 1e3 * statistics.median(proofs),
+    return {"leaves": size, "proof_hashes": proof_hashes, "p50_ms": 1e3 * statistics.median(proofs),
             "p99_ms": 1e3 * p99, "one_node_lookup_p50_ms": 1e3 * lookup,
             "p99_over_one_lookup": p99 / lookup}
 
@@ -340,24 +343,24 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     a, c, v = figures["appends"], figures["checkpoint_latency"], figures["verification"]
     out = [
         ("audit append, one commit per event",
-         f"{a['single_per_s']:,.0f}/s (bare SQLite {a['bare_sqlite_single_per_s']:,.0f}/s, "
-         f"×{a['single_ratio']:.2f})"),
+         (f"{a['single_per_s']:,.0f}/s (bare SQLite {a['bare_sqlite_single_per_s']:,.0f}/s, "
+          f"×{a['single_ratio']:.2f})")),
         (f"audit append, {a['batch']} per commit",
-         f"{a['batched_per_s']:,.0f}/s (bare SQLite {a['bare_sqlite_batched_per_s']:,.0f}/s, "
-         f"×{a['batched_ratio']:.2f})"),
+         (f"{a['batched_per_s']:,.0f}/s (bare SQLite {a['bare_sqlite_batched_per_s']:,.0f}/s, "
+          f"×{a['batched_ratio']:.2f})")),
         (f"append → signed checkpoint ({c['rate_per_s']:.0f}/s, every {c['interval_s']} s)",
-         f"p50 {c['p50_s'] * 1e3:.0f} ms, p99 {c['p99_s'] * 1e3:.0f} ms "
-         f"(p99/interval {c['p99_over_interval']:.2f})"),
+         (f"p50 {c['p50_s'] * 1e3:.0f} ms, p99 {c['p99_s'] * 1e3:.0f} ms "
+          f"(p99/interval {c['p99_over_interval']:.2f})")),
     ]
-    for p in figures["inclusion_proofs"]:
-        out.append((f"inclusion proof at {p['leaves']:,} leaves",
-                    f"p50 {p['p50_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms "
-                    f"(×{p['p99_over_one_lookup']:.1f} one node lookup)"))
+    out.extend((f"inclusion proof at {p['leaves']:,} leaves",
+                (f"p50 {p['p50_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms "
+                 f"(×{p['p99_over_one_lookup']:.1f} one node lookup)"))
+               for p in figures["inclusion_proofs"])
     out += [
         (f"verify a {v['bundle_events']}-event bundle offline",
-         f"{v['in_process_p50_ms']:.1f} ms in process; `dunwell verify` {v['command_s']:.2f} s "
-         f"(×{v['command_over_startup']:.1f} Python start-up), tlog.py alone "
-         f"{v['tlog_py_s']:.2f} s (×{v['tlog_py_over_startup']:.1f})"),
+         (f"{v['in_process_p50_ms']:.1f} ms in process; `dunwell verify` {v['command_s']:.2f} s "
+          f"(×{v['command_over_startup']:.1f} Python start-up), tlog.py alone "
+          f"{v['tlog_py_s']:.2f} s (×{v['tlog_py_over_startup']:.1f})")),
         (f"verify-store, {v['verify_store_leaves']:,} leaves",
          f"{v['verify_store_s']:.1f} s ({v['verify_store_leaves_per_s']:,.0f} leaves/s)"),
     ]

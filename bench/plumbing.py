@@ -11,7 +11,7 @@ a service with a large agenda is ready.
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,16 @@ import httpx
 from rich.progress import Progress
 
 from dunwell import devstack
-from services.reminder.application import Reminders
-from services.reminder.handlers import HANDLERS
 from shared.clock import ManualClock
 from shared.consumer import Batch, Delivery, HandlerSink, tracking_name
 from shared.events import Borrower, CaseOpened, envelope
 from shared.policy_pack import CN
 from tests.service.records import consumer_record
 
-NIGHT_IN_SHANGHAI = datetime(2026, 10, 14, 15, 0, tzinfo=timezone.utc)  # C1 defers to 08:00
+from services.reminder.application import Reminders
+from services.reminder.handlers import HANDLERS
+
+NIGHT_IN_SHANGHAI = datetime(2026, 10, 14, 15, 0, tzinfo=UTC)  # C1 defers to 08:00
 
 
 def _deliveries(start: int, count: int, prefix: str) -> list[Delivery]:
@@ -135,9 +136,9 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     cost, ready = figures["store_cost"], figures["readiness"]
     return [
         (f"consumer store cost per message ({cost['messages']:,} CaseOpened)",
-         f"{cost['one_per_transaction_ms']:.2f} ms one per transaction → "
-         f"{cost['batched_ms']:.2f} ms in batches of {cost['batch']} (×{cost['speedup']:.1f})"),
+         (f"{cost['one_per_transaction_ms']:.2f} ms one per transaction → "
+          f"{cost['batched_ms']:.2f} ms in batches of {cost['batch']} (×{cost['speedup']:.1f})")),
         (f"reminder start → ready, {ready['pending']:,} pending reminders",
-         f"{ready['ready_s']:.2f} s (empty store {ready['empty_ready_s']:.2f} s, "
-         f"×{ready['ratio']:.2f})"),
+         (f"{ready['ready_s']:.2f} s (empty store {ready['empty_ready_s']:.2f} s, "
+          f"×{ready['ratio']:.2f})")),
     ]

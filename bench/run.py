@@ -14,8 +14,9 @@ import os
 import sqlite3
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -25,9 +26,10 @@ from rich.table import Table
 
 from bench import audit, plumbing
 from dunwell import devstack
-from shared.auth import Role, issue_token, load_or_create_secret, now_utc
+from shared.auth import issue_token, load_or_create_secret, now_utc
 from shared.events import LoanOverdue, envelope
 from shared.kafka import prepare_broker
+from shared.roles import Role
 from shared.settings import KafkaSettings
 from tests.helpers import loan_body, zone_at_local_hour
 
@@ -40,7 +42,7 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console)
 
 
-def _loan(i: int, zone: str) -> dict:
+def _loan(i: int, zone: str) -> dict[str, Any]:
     return loan_body(f"BENCH-{i:07d}", lender_id="lender-bench", timezone_name=zone, dpd=40)
 
 
@@ -84,7 +86,8 @@ async def raw_broker(bootstrap: str, count: int, value: bytes) -> dict[str, floa
 async def end_to_end(stack_urls: dict[str, str], var_dir: Path, count: int,
                      concurrency: int = 16) -> dict[str, float]:
     secret = load_or_create_secret(var_dir / "jwt.secret")
-    headers = {"authorization": f"Bearer {issue_token(secret, Role.LENDER, 'lender-bench', now_utc())}"}
+    token = issue_token(secret, Role.LENDER, "lender-bench", now_utc())
+    headers = {"authorization": f"Bearer {token}"}
     zone = zone_at_local_hour(12)
     audit_db = sqlite3.connect(f"file:{var_dir / 'audit.db'}?mode=ro", uri=True)
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -124,7 +127,7 @@ async def end_to_end(stack_urls: dict[str, str], var_dir: Path, count: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", 10_000)))
+    parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", "10000")))
     parser.add_argument("--only", choices=["all", "pipeline", "plumbing", "audit"],
                         default="all")
     parser.add_argument("--pending", type=int, default=100_000,
@@ -133,7 +136,7 @@ def main() -> None:
                                                                 "1000000,10000000"),
                         help="tree sizes for the inclusion-proof figures, comma-separated")
     args = parser.parse_args()
-    figures: dict = {"measured_at": datetime.now(timezone.utc).isoformat(),
+    figures: dict[str, Any] = {"measured_at": datetime.now(UTC).isoformat(),
                      "machine": {"cpus": os.cpu_count()}}
     table = Table(title="dunwell bench")
     table.add_column("measure")
@@ -163,7 +166,7 @@ def main() -> None:
     console.print(f"figures written to {path}")
 
 
-def pipeline(count: int, table: Table) -> dict:
+def pipeline(count: int, table: Table) -> dict[str, Any]:
     """Raw broker round trip beside POST → ReminderSent in the audit log, N loans."""
     with tempfile.TemporaryDirectory(prefix="dunwell-bench-") as tmp:
         var_dir = Path(tmp)
@@ -185,7 +188,7 @@ def pipeline(count: int, table: Table) -> dict:
                                            {"DUNWELL_LOG_LEVEL": "WARNING"})
                 processes.append(devstack.start_service(name, env, var_dir / "logs"))
                 urls[name] = f"http://127.0.0.1:{service_port}"
-            for process, name in zip(processes, devstack.SERVICES):
+            for process, name in zip(processes, devstack.SERVICES, strict=True):
                 devstack.wait_ready(urls[name], process)
             e2e = asyncio.run(end_to_end(urls, var_dir, count))
         finally:

@@ -27,9 +27,9 @@ DEAD_LETTER = "DeadLetter"
 UNPUBLISHABLE = "UnpublishableStoredEvent"
 # shared/relay.py adds this header to what it sets aside on topics.OUTBOX_DLQ.
 STORED_TOPIC_HEADER = "dunwell-stored-topic"
-# services/audit/main.py announces checkpoints with no record headers (the outbox relays set
-# them); the document says so rather than promise them. Empty this once the audit sets them.
-SENT_WITHOUT_HEADERS = frozenset({topics.CHECKPOINTS})
+# Topics whose writers send no record headers. Every writer goes through an outbox relay,
+# which sets them, so none does.
+SENT_WITHOUT_HEADERS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -216,8 +216,8 @@ def _component_schemas() -> dict[str, Any]:
     """Every schema of json_schemas() with its `$defs` lifted into components/schemas: in
     AsyncAPI a `$ref` resolves against the whole document, not against the schema."""
     found: dict[str, Any] = {}
-    for name, schema in json_schemas().items():
-        schema = _rehome(copy.deepcopy(schema))
+    for name, original in json_schemas().items():
+        schema = _rehome(copy.deepcopy(original))
         for inner, definition in schema.pop("$defs", {}).items():
             _add_schema(found, inner, definition)
         _add_schema(found, name, schema)

@@ -31,7 +31,7 @@ def _var_dir() -> Path:
 
 @app.command()
 def run(
-    broker_port: int = typer.Option(int(os.environ.get("DUNWELL_BROKER_PORT", 9092)),
+    broker_port: int = typer.Option(int(os.environ.get("DUNWELL_BROKER_PORT", "9092")),
                                     help="Port of the embedded broker on 127.0.0.1."),
 ) -> None:
     """Start the embedded broker (unless KAFKA_BOOTSTRAP is set) and the four services."""
@@ -42,10 +42,10 @@ def run(
 
     var_dir = _var_dir()
     logs = var_dir / "logs"
-    stopping = {"signal": None}
+    stopping: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping["signal"] = signum  # type: ignore[assignment]
+        stopping["signal"] = signum
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -142,7 +142,8 @@ def asyncapi(
 
 @app.command()
 def verify(
-    bundle: Path = typer.Argument(..., help="An evidence bundle (JSON) from /v1/loans/{id}/evidence."),
+    bundle: Path = typer.Argument(
+        ..., help="An evidence bundle (JSON) from /v1/loans/{id}/evidence."),
     key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
 ) -> None:
     """Verify a bundle offline: signature, every inclusion proof, consistency if present."""
@@ -184,7 +185,7 @@ def _notes_in(path: Path) -> list[str]:
 
 @audit_app.command("checkpoints")
 def checkpoints(
-    out: Path = typer.Option(None, help="Write here instead of to standard output."),
+    out: Path | None = typer.Option(None, help="Write here instead of to standard output."),
     timeout: float = typer.Option(120.0, help="Seconds to wait for the broker."),
 ) -> None:
     """Every checkpoint announced on audit.checkpoints (KAFKA_BOOTSTRAP), as JSON Lines.
@@ -225,7 +226,7 @@ def checkpoints(
 
 @audit_app.command("vkey")
 def vkey(
-    key_file: Path = typer.Option(None, "--signer", help="The signer key file "
+    key_file: Path | None = typer.Option(None, "--signer", help="The signer key file "
                                   "[default: $DUNWELL_VAR_DIR/audit-signer.key, or "
                                   "$AUDIT_SIGNER_KEY when set]."),
 ) -> None:
@@ -234,8 +235,9 @@ def vkey(
     Auditors should pin this key, received out of band, rather than trust the key a running
     service serves beside its own checkpoints.
     """
-    from services.audit.signer import load_signer, public_bytes
     from shared.tlog import encode_vkey
+
+    from services.audit.signer import load_signer, public_bytes
 
     text = os.environ.get("AUDIT_SIGNER_KEY") if key_file is None else None
     path = key_file or _var_dir() / "audit-signer.key"
@@ -249,7 +251,8 @@ def vkey(
 
 @audit_app.command("keygen")
 def keygen(
-    origin: str = typer.Option(..., help="The log's origin line, e.g. audit.lender.example/dunwell."),
+    origin: str = typer.Option(
+        ..., help="The log's origin line, e.g. audit.lender.example/dunwell."),
     out: Path = typer.Option(..., help="Writes OUT.skey (the signer, mode 0600) and OUT.vkey."),
 ) -> None:
     """Make an Ed25519 signer for the audit log and its public key.
@@ -274,7 +277,8 @@ def keygen(
 @audit_app.command("verify-store")
 def verify_store(
     key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
-    store: Path = typer.Option(None, help="The audit store [default: $DUNWELL_VAR_DIR/audit.db]."),
+    store: Path | None = typer.Option(
+        None, help="The audit store [default: $DUNWELL_VAR_DIR/audit.db]."),
     checkpoints: list[Path] = typer.Option(
         [], "--checkpoints", help="Checkpoints kept outside the store (a note, or JSON / JSON "
         "Lines of /v1/checkpoint answers or CheckpointSigned events). Repeatable."),
@@ -283,9 +287,10 @@ def verify_store(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from shared.tlog import VerificationError, decode_vkey, read_vkey
+
     from services.audit.store import StoreReader
     from services.audit.verify import verify_store as check
-    from shared.tlog import VerificationError, decode_vkey, read_vkey
 
     path = store or _var_dir() / "audit.db"
     vkey = read_vkey(key)
@@ -337,4 +342,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

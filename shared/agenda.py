@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
@@ -36,7 +36,7 @@ Fire = Callable[[UUID, str, datetime], None]
 
 def wall_now() -> datetime:
     """Leases are measured in real time, whatever the domain's clock says."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass

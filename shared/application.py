@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, Recording
-from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording, Tracking
 from eventsourcing.popo import POPOFactory
 from eventsourcing.sqlite import SQLiteFactory
 
@@ -78,8 +78,9 @@ class Unit:
             self._saved[aggregate.id] = aggregate
 
     def agenda(self) -> list[AgendaEntry]:
-        return [AgendaEntry(aggregate.id, type(aggregate).__name__, aggregate.next_due())
-                for aggregate in self._saved.values() if isinstance(aggregate, HasAgenda)]
+        return [AgendaEntry(aggregate_id, type(aggregate).__name__, aggregate.next_due())
+                for aggregate_id, aggregate in self._saved.items()
+                if isinstance(aggregate, HasAgenda)]
 
     def pending_events(self) -> list[Any]:
         events: list[Any] = []
@@ -94,7 +95,7 @@ class ServiceApplication(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self.recorder: ProcessRecorder
-        self.extras: Extras = self.recorder  # type: ignore[assignment]
+        self.extras: Extras = self.recorder
         self._agenda_listeners: list[Callable[[], None]] = []
         self._commit_listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared import topics
 from shared.settings import KafkaSettings
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 TOPIC_EXISTS = 36
 # Announced checkpoints are what shows a rolled-back audit store; they are small, and kept.
 KEPT_FOREVER = {"retention.ms": "-1"}
+INCARNATION_SECONDS = 30.0  # to read or settle the broker's incarnation when preparing it
 
 
 async def ensure_topics(settings: KafkaSettings, attempts: int = 30) -> None:
@@ -80,22 +81,22 @@ async def read_incarnation(settings: KafkaSettings) -> str | None:
         await _closed(consumer.stop(), settings.call_timeout_seconds)
 
 
-async def broker_incarnation(settings: KafkaSettings, timeout: float = 30.0) -> str:
+async def broker_incarnation(settings: KafkaSettings) -> str:
     """The id in the first record of the incarnation topic, written by whoever comes first.
 
     A broker that lost its data (Tansu's memory store, a rebuilt cluster) has an empty topic,
-    so it gets a new id, and positions kept under the old one no longer apply.
+    so it gets a new id, and positions kept under the old one no longer apply. This tries
+    until it has one: the caller bounds it (`asyncio.timeout`).
     """
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                found = await read_incarnation(settings)
-            except (KafkaError, OSError, TimeoutError) as error:
-                log.info("incarnation not readable yet (%s)", type(error).__name__)
-                found = None
-            if found is not None:
-                return found
-            await _write_incarnation(settings)
+    while True:
+        try:
+            found = await read_incarnation(settings)
+        except (KafkaError, OSError, TimeoutError) as error:
+            log.info("incarnation not readable yet (%s)", type(error).__name__)
+            found = None
+        if found is not None:
+            return found
+        await _write_incarnation(settings)
 
 
 async def _write_incarnation(settings: KafkaSettings) -> None:
@@ -120,9 +121,10 @@ async def _closed(call: Awaitable[object], seconds: float) -> None:
 Record = ConsumerRecord[bytes, bytes]
 
 
-async def read_to_now(settings: KafkaSettings, topic: str,
-                      newest: Callable[[Record], bool] | None = None,
-                      timeout: float = 10.0) -> list[Record]:
+async def read_to_now(
+        settings: KafkaSettings, topic: str, newest: Callable[[Record], bool] | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the error names the topic; see below
+) -> list[Record]:
     """Every record of `topic` up to the high-water mark seen when called, partition by
     partition. Given `newest`, only the newest record of each partition that it accepts,
     searched back from the high-water mark in growing windows.
@@ -130,7 +132,8 @@ async def read_to_now(settings: KafkaSettings, topic: str,
     The high-water mark comes from a fetch response, not from ListOffsets, which some
     Kafka-protocol brokers answer wrongly. A caller that needs the answer must not guess, so
     this raises: TimeoutError when the broker is too slow, KafkaError when it cannot be
-    reached, LookupError when the topic does not exist.
+    reached, LookupError when the topic does not exist. The bound is taken here rather than
+    by the caller so that the error names the topic and the client is closed outside it.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
@@ -204,4 +207,5 @@ def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
 async def prepare_broker(settings: KafkaSettings) -> str:
     """Topics first, then the incarnation: what a service does before it consumes or relays."""
     await ensure_topics(settings)
-    return await broker_incarnation(settings)
+    async with asyncio.timeout(INCARNATION_SECONDS):
+        return await broker_incarnation(settings)

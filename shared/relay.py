@@ -13,16 +13,17 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+from eventsourcing.domain import Aggregate, AggregateEvent, DomainEvent
 from eventsourcing.persistence import Tracking
 from prometheus_client import Counter, Gauge
 
 from shared import topics
 from shared.application import ServiceApplication
 from shared.errors import describe
-from shared.runtime import Wakeup
 from shared.events import (
     CLOUDEVENTS_CONTENT_TYPE,
     EVENT_TYPES,
@@ -31,6 +32,7 @@ from shared.events import (
     envelope,
     event_id_for,
 )
+from shared.runtime import Wakeup
 from shared.store import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,25 @@ class Publication:
 
 
 Mapping = Callable[[Any], Publication | None]
+
+
+def is_event(event: object, aggregate: type[Aggregate], *names: str) -> bool:
+    """Whether `event` is one of the events `@event` defined on `aggregate` under `names`.
+
+    The decorator makes `Reminder.Scheduled` and its kin when the class is built, out of
+    mypy's sight, so a relay names them here instead of as attributes.
+    """
+    return isinstance(event, tuple(event_class(aggregate, name) for name in names))
+
+
+@cache
+def event_class(aggregate: type[Aggregate], name: str) -> type[AggregateEvent]:
+    """The event class `aggregate` defines as `name`; a name it lacks is an error, never a
+    quiet mismatch that would leave its events off Kafka."""
+    found = getattr(aggregate, name, None)
+    if isinstance(found, type) and issubclass(found, AggregateEvent):
+        return found
+    raise TypeError(f"{aggregate.__qualname__} defines no event class {name!r}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,8 @@ class StoredEvents:
         publication = self.mapping(domain_event)
         if publication is None:
             return None
+        if not isinstance(domain_event, DomainEvent):
+            raise TypeError(f"{type(domain_event).__name__} is not a timestamped domain event")
         return envelope(
             publication.data,
             event_id=event_id_for(notification.originator_id, notification.originator_version),

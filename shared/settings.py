@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,7 +54,7 @@ class ServiceSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    var_dir: Path = Field(Path("var"), validation_alias=AliasChoices("DUNWELL_VAR_DIR"))
+    var_dir: Path = Field(Path("var"), validation_alias="DUNWELL_VAR_DIR")
     store: Path | None = None
     relay_idle_seconds: float = 1.0
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

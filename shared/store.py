@@ -20,7 +20,7 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -28,7 +28,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.popo import POPOProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def micros(moment: datetime) -> int:
@@ -97,21 +97,21 @@ def _unit_rows(kwargs: dict[str, Any]) -> tuple[list[Tracking], list[tuple[str, 
 
 def _from_micros(value: int) -> datetime:
     seconds, rest = divmod(int(value), 1_000_000)
-    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=rest)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
 
 
 # --- SQLite: the embedded default ---
 
 SQLITE_TABLES = [
-    "CREATE TABLE IF NOT EXISTS dunwell_inbox ("
-    "event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS dunwell_agenda ("
-    "aggregate_id TEXT PRIMARY KEY, kind TEXT NOT NULL, due_at INTEGER NOT NULL, "
-    "claimed_by TEXT, claimed_until INTEGER) WITHOUT ROWID",
+    ("CREATE TABLE IF NOT EXISTS dunwell_inbox ("
+     "event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL) WITHOUT ROWID"),
+    ("CREATE TABLE IF NOT EXISTS dunwell_agenda ("
+     "aggregate_id TEXT PRIMARY KEY, kind TEXT NOT NULL, due_at INTEGER NOT NULL, "
+     "claimed_by TEXT, claimed_until INTEGER) WITHOUT ROWID"),
     "CREATE INDEX IF NOT EXISTS dunwell_agenda_by_due ON dunwell_agenda (due_at)",
-    "CREATE TABLE IF NOT EXISTS dunwell_dead_letters ("
-    "key TEXT PRIMARY KEY, topic TEXT NOT NULL, message_key BLOB, value BLOB, "
-    "headers TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0)",
+    ("CREATE TABLE IF NOT EXISTS dunwell_dead_letters ("
+     "key TEXT PRIMARY KEY, topic TEXT NOT NULL, message_key BLOB, value BLOB, "
+     "headers TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0)"),
     "CREATE INDEX IF NOT EXISTS dunwell_dead_letters_unsent ON dunwell_dead_letters (sent)",
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 def zone_at_local_hour(hour: int, now: datetime | None = None) -> str:
     """An IANA zone (Etc/GMT±N) whose local hour is `hour` right now."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     offset = (hour - now.hour) % 24
     if offset > 14:
         offset -= 24

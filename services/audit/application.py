@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
-
-from collections.abc import Callable, Sequence
 
 from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from shared.tlog import Checkpoint
 
 
-class Signing(str, Enum):
+class Signing(StrEnum):
     ALLOWED = "allowed"
     BEHIND = "behind"  # the store holds fewer leaves than already announced: catching up
     FORKED = "forked"  # the store contradicts an announced checkpoint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from aiokafka.structs import ConsumerRecord
@@ -16,7 +17,7 @@ from shared.kafka import read_to_now
 from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
 from shared.settings import KafkaSettings
-from shared.tlog import Checkpoint, VerificationError, b64encode, encode_vkey, open_checkpoint
+from shared.tlog import Checkpoint, VerificationError, encode_vkey, open_checkpoint
 
 from services.audit.api import router
 from services.audit.application import AuditLog
@@ -42,10 +43,8 @@ def checkpointer(audit: AuditLog, clock: Clock, interval: float,
         while not stop.is_set():
             await asyncio.to_thread(audit.sign_checkpoint, clock.now())
             beat()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass
 
     return run
 

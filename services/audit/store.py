@@ -97,7 +97,7 @@ class LogStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
-        self._size = self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0]
+        self._size = int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -318,10 +318,11 @@ class StoreReader:
             here_row = row if row is not None and row[0] == index else None
             here_data = datum if datum is not None and datum[0] == index else None
             here_node = node if node is not None and node[0] == index else None
+            event_id, subject, event_type, leaf_hash = (
+                (str(here_row[1]), str(here_row[2]), str(here_row[3]), _blob(here_row[4]))
+                if here_row is not None else (None, None, None, None))
             yield StoredLeaf(
-                index,
-                *((str(here_row[1]), str(here_row[2]), str(here_row[3]), _blob(here_row[4]))
-                  if here_row is not None else (None, None, None, None)),
+                index, event_id, subject, event_type, leaf_hash,
                 data=_blob(here_data[1]) if here_data is not None else None,
                 data_is_blob=here_data is None or here_data[2] == "blob",
                 node=_blob(here_node[1]) if here_node is not None else None)
@@ -340,8 +341,8 @@ class StoreReader:
         counts = [
             f"SELECT COUNT(*) FROM leaves WHERE {_NOT_INDEX.format('leaf_index')}",
             f"SELECT COUNT(*) FROM leaf_data WHERE {_NOT_INDEX.format('leaf_index')}",
-            f"SELECT COUNT(*) FROM nodes WHERE {_NOT_INDEX.format('level')} "
-            f"OR {_NOT_INDEX.format('idx')}",
+            (f"SELECT COUNT(*) FROM nodes WHERE {_NOT_INDEX.format('level')} "
+             f"OR {_NOT_INDEX.format('idx')}"),
             f"SELECT COUNT(*) FROM checkpoints WHERE {_NOT_INDEX.format('tree_size')}",
         ]
         return sum(int(self._db.execute(query).fetchone()[0]) for query in counts)

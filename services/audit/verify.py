@@ -20,9 +20,9 @@ One pass over the leaves and one ordered scan per tree level: memory stays O(log
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from shared.tlog import (
     Checkpoint,

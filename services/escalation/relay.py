@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from shared.events import EVENT_TYPES, CaseClosed, CaseOpened
-from shared.relay import Publication
+from shared.relay import Publication, is_event
 
 from services.escalation.domain import CollectionCase, Intake
 
 
 def integration_event(event: Any) -> Publication | None:
-    if isinstance(event, Intake.Reported):
+    if is_event(event, Intake, "Reported"):
         data = EVENT_TYPES[event.event_type].model_validate(event.payload)
         return Publication(data, causation_id=None, correlation_id=None)
-    if isinstance(event, (CollectionCase.Opened, CollectionCase.Reopened)):
+    if is_event(event, CollectionCase, "Opened", "Reopened"):
         return Publication(_opened(event), causation_id=event.cause, correlation_id=event.cause)
-    if isinstance(event, CollectionCase.Closed):
+    if is_event(event, CollectionCase, "Closed"):
         return Publication(
             CaseClosed(loan_id=event.loan_id, reason=event.reason, closed_at=event.closed_at),
             causation_id=event.cause, correlation_id=event.correlation)

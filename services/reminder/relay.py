@@ -11,31 +11,31 @@ from shared.events import (
     ReminderScheduled,
     ReminderSent,
 )
-from shared.relay import Publication
+from shared.relay import Publication, is_event
 
 from services.reminder.domain import Reminder
 
 
 def integration_event(event: Any) -> Publication | None:
     data: Any
-    if isinstance(event, Reminder.Scheduled):
+    if is_event(event, Reminder, "Scheduled"):
         data = ReminderScheduled(loan_id=event.loan_id, reminder_id=event.originator_id,
                                  channel=event.channel, template_id=event.template_id,
                                  template_version=event.template_version, due_at=event.due_at)
-    elif isinstance(event, Reminder.Blocked):
+    elif is_event(event, Reminder, "Blocked"):
         data = ContactBlocked(loan_id=event.loan_id, channel=event.channel, rule=event.rule,
                               reason=event.reason, deferred_until=event.until,
                               reminder_id=event.originator_id)
-    elif isinstance(event, Reminder.Sent):
+    elif is_event(event, Reminder, "Sent"):
         data = ReminderSent(loan_id=event.loan_id, reminder_id=event.originator_id,
                             channel=event.channel, template_id=event.template_id,
                             template_version=event.template_version, sent_at=event.sent_at,
                             borrower_local_time=event.borrower_local_time)
-    elif isinstance(event, Reminder.Failed):
+    elif is_event(event, Reminder, "Failed"):
         data = ReminderFailed(loan_id=event.loan_id, reminder_id=event.originator_id,
                               channel=event.channel, reason=event.reason,
                               failed_at=event.failed_at)
-    elif isinstance(event, Reminder.Cancelled):
+    elif is_event(event, Reminder, "Cancelled"):
         data = ReminderCancelled(loan_id=event.loan_id, reminder_id=event.originator_id,
                                  channel=event.channel, rule=event.rule, reason=event.reason,
                                  cancelled_at=event.cancelled_at)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from shared import topics
@@ -34,7 +34,7 @@ async def _burst(bootstrap: str, bodies: list[dict]) -> None:
         for body in bodies:
             event_id = str(uuid.uuid4())
             event = envelope(LoanOverdue.model_validate(body), event_id=event_id,
-                             source="/lender-1/core", time=datetime.now(timezone.utc),
+                             source="/lender-1/core", time=datetime.now(UTC),
                              causation_id=None, correlation_id=event_id)
             sends.append(await producer.send(topics.LOANS, event.encode(),
                                              key=body["loan_id"].encode()))
@@ -105,7 +105,7 @@ def test_kill_9_mid_batch_in_reminder_then_audit_loses_and_doubles_nothing(
     for event_type in ("LoanOverdue", "CaseOpened", "ReminderScheduled", "ReminderSent"):
         assert per_loan[(event_type, 1)] == LOANS, event_type
     assert {loan: n for loan, n in sms_per_loan(stack).items() if loan in loans} == \
-        {loan: 1 for loan in loans}
+        dict.fromkeys(loans, 1)
 
     with stack.client("audit", Role.AUDITOR) as audit:
         key = audit.get("/v1/checkpoint").json()["public_key"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -19,7 +19,7 @@ def _lender_event(body: dict) -> bytes:
     data = LoanOverdue.model_validate(body)
     event_id = str(uuid.uuid4())
     return envelope(data, event_id=event_id, source="/lender-1/core",
-                    time=datetime.now(timezone.utc), causation_id=None,
+                    time=datetime.now(UTC), causation_id=None,
                     correlation_id=event_id).encode()
 
 

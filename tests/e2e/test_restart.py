@@ -91,9 +91,11 @@ def test_stop_and_start_keeps_cases_reminders_and_audit(run_command: RunCommand)
         for body in day + night:
             assert lender.post("/v1/loans/overdue", json=body).status_code == 202
     for body in day:
-        wait_for(lambda: "ReminderSent" in _types(view, body["loan_id"]), what="ReminderSent")
+        wait_for(lambda body=body: "ReminderSent" in _types(view, body["loan_id"]),
+                 what="ReminderSent")
     for body in night:
-        wait_for(lambda: "ContactBlocked" in _types(view, body["loan_id"]), what="C1 block")
+        wait_for(lambda body=body: "ContactBlocked" in _types(view, body["loan_id"]),
+                 what="C1 block")
     before = {b["loan_id"]: view.timeline(b["loan_id"]) for b in day + night}
 
     assert run_command.stop() == 0

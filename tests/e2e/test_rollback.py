@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.audit.store import LogStore, NewLeaf
 from shared import topics
 from shared.auth import Role
 from shared.events import CheckpointSigned
@@ -30,6 +29,8 @@ from shared.settings import KafkaSettings
 from shared.tlog import leaf_hash
 from tests.e2e.stack import Stack, start_stack
 from tests.helpers import wait_for
+
+from services.audit.store import LogStore, NewLeaf
 
 
 @pytest.fixture
@@ -120,8 +121,9 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
     for restart in (2, 3):
         stack.stop("audit")
         stack.start("audit", wait_ready=False)
-        wait_for(lambda: log_file.read_text().count("do not hash to the root announced")
-                 >= restart, what=f"the fork found again after restart {restart}", timeout=60)
+        wait_for(lambda restart=restart: log_file.read_text().count(
+                     "do not hash to the root announced") >= restart,
+                 what=f"the fork found again after restart {restart}", timeout=60)
     time.sleep(2)
     assert _roots_by_size(stack.announced()) == before
     assert LogStore(store).latest_checkpoint()[0] < max(before)  # type: ignore[index]

@@ -17,7 +17,7 @@ def test_plumbing_section_runs_at_toy_sizes(tmp_path: Path) -> None:
         ready = plumbing.readiness(tmp_path, progress, pending=300)
     assert cost["messages"] == 40 and cost["one_per_transaction_ms"] > 0
     assert cost["batched_ms"] > 0
-    assert ready["agenda_rows"] == 300 and 0 < ready["empty_ready_s"]
+    assert ready["agenda_rows"] == 300 and ready["empty_ready_s"] > 0
     assert ready["ready_s"] > 0
     assert [measure for measure, _ in plumbing.rows({"store_cost": cost,
                                                       "readiness": ready})][1] == (

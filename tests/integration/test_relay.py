@@ -59,7 +59,8 @@ async def test_an_unmappable_stored_event_is_set_aside_and_the_outbox_goes_on(
     [letter] = letters
     headers = dict(letter.headers)
     assert headers[topics.DLQ_ERROR_TYPE_HEADER] == b"KeyError"
-    assert headers[topics.DLQ_REASON_HEADER] == b"unmappable: KeyError: 'a field the mapping expects'"
+    assert headers[topics.DLQ_REASON_HEADER] == (
+        b"unmappable: KeyError: 'a field the mapping expects'")
     assert app.extras.unsent_dead_letters("relay/", 10) == []
     assert app.position("relay/inc-relay") == 5
 

@@ -55,9 +55,15 @@ async def test_readiness_says_the_broker_is_gone_while_it_is(own_broker: Broker)
 async def test_close_is_bounded_when_the_broker_hangs(own_broker: Broker,
                                                       tmp_path: Path) -> None:
     """A frozen broker (SIGSTOP) answers nothing and closes nothing: stop anyway."""
+    from tests.integration.kit import (
+        Behaviour,
+        closed_event,
+        create_topics,
+        fresh_topic,
+        marks,
+        produce,
+    )
     from tests.integration.test_consumer_loop import consumer
-    from tests.integration.kit import Behaviour, closed_event, create_topics, fresh_topic, \
-        marks, produce
 
     topic = fresh_topic()
     settings = own_broker.settings()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+
+from shared.auth import Role, issue_token, load_or_create_secret, now_utc
+from shared.clock import ManualClock
 
 from services.audit import main as audit_main
 from services.audit.settings import Settings as AuditSettings
@@ -20,10 +23,8 @@ from services.reminder import main as reminder_main
 from services.reminder.settings import Settings as ReminderSettings
 from services.visit import main as visit_main
 from services.visit.settings import Settings as VisitSettings
-from shared.auth import Role, issue_token, load_or_create_secret, now_utc
-from shared.clock import ManualClock
 
-NOW = datetime(2026, 10, 14, 3, 0, tzinfo=timezone.utc)  # 11:00 in Shanghai
+NOW = datetime(2026, 10, 14, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 
 SERVICES: dict[str, tuple[ModuleType, type]] = {
     "escalation": (escalation_main, EscalationSettings),

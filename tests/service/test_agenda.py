@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,6 @@ from uuid import UUID
 
 import pytest
 
-from services.reminder.application import Reminders
-from services.reminder.channels import FileSmsSink, OutboundMessage
-from services.reminder.domain import Reminder
-from services.reminder.handlers import HANDLERS
 from shared.agenda import Agenda
 from shared.clock import ManualClock
 from shared.consumer import HandlerSink
@@ -25,8 +21,13 @@ from shared.events import Borrower, CaseOpened, envelope
 from shared.policy_pack import CN
 from tests.service.records import consumer_record, tracking_of
 
-NOON_SHANGHAI = datetime(2026, 10, 14, 4, 0, tzinfo=timezone.utc)
-NIGHT_SHANGHAI = datetime(2026, 10, 14, 15, 0, tzinfo=timezone.utc)  # 23:00
+from services.reminder.application import Reminders
+from services.reminder.channels import FileSmsSink, OutboundMessage
+from services.reminder.domain import Reminder
+from services.reminder.handlers import HANDLERS
+
+NOON_SHANGHAI = datetime(2026, 10, 14, 4, 0, tzinfo=UTC)
+NIGHT_SHANGHAI = datetime(2026, 10, 14, 15, 0, tzinfo=UTC)  # 23:00
 
 
 def store(path: Path) -> dict[str, str]:
@@ -76,7 +77,10 @@ def agenda(app: Reminders, gateway: FileSmsSink, clock: ManualClock, owner: str)
     return Agenda(app=app, fire=fire, clock=clock, owner=owner, idle_seconds=0.05, batch=20)
 
 
-async def run_until(loops: list[Agenda], done: Any, timeout: float = 60.0) -> None:
+async def run_until(
+        loops: list[Agenda], done: Any,
+        timeout: float = 60.0,  # noqa: ASYNC109 - an assertion, then the loops stop cleanly
+) -> None:
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(loop.run(stop)) for loop in loops]
     try:
@@ -106,7 +110,7 @@ def test_a_restarted_service_reads_no_log_to_know_what_is_due(tmp_path: Path,
                         no_replay)
     restarted = reminders(tmp_path / "reminder.db")
     assert restarted.due(NIGHT_SHANGHAI) == []
-    eight = datetime(2026, 10, 15, 0, 0, tzinfo=timezone.utc)
+    eight = datetime(2026, 10, 15, 0, 0, tzinfo=UTC)
     assert sorted(restarted.due(eight)) == sorted(ids)
     assert restarted.extras.agenda_size() == 50
     restarted.close()
@@ -121,7 +125,7 @@ async def test_what_is_due_fires_once_when_the_clock_passes_it(tmp_path: Path) -
     await run_until([loop], lambda: True, timeout=5)
     assert handed == Counter()  # not yet: 23:00 in Shanghai
 
-    clock.set(datetime(2026, 10, 15, 0, 0, tzinfo=timezone.utc))  # 08:00
+    clock.set(datetime(2026, 10, 15, 0, 0, tzinfo=UTC))  # 08:00
     await run_until([loop], lambda: app.extras.agenda_size() == 0)
     assert handed == Counter({str(reminder_id): 1 for reminder_id in ids})
     assert {app.repository.get(rid).status for rid in ids} == {"sent"}

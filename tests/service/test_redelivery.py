@@ -11,16 +11,6 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from services.audit.application import AuditLog
-from services.audit.signer import generate_signer, load_signer
-from services.audit.store import LogStore
-from services.escalation.application import Cases
-from services.escalation.domain import CollectionCase
-from services.escalation.handlers import HANDLERS as ESCALATION_HANDLERS
-from services.reminder.application import Reminders
-from services.reminder.domain import Reminder
-from services.reminder.handlers import HANDLERS as REMINDER_HANDLERS
-from services.reminder.relay import integration_event as reminder_publication
 from shared import topics
 from shared.application import ServiceApplication
 from shared.clock import ManualClock
@@ -37,6 +27,17 @@ from shared.events import (
 from shared.tlog import leaf_hash
 from tests.helpers import loan_body
 from tests.service.records import consumer_record, position_name, tracking_of
+
+from services.audit.application import AuditLog
+from services.audit.signer import generate_signer, load_signer
+from services.audit.store import LogStore
+from services.escalation.application import Cases
+from services.escalation.domain import CollectionCase
+from services.escalation.handlers import HANDLERS as ESCALATION_HANDLERS
+from services.reminder.application import Reminders
+from services.reminder.domain import Reminder
+from services.reminder.handlers import HANDLERS as REMINDER_HANDLERS
+from services.reminder.relay import integration_event as reminder_publication
 
 FIRST, AGAIN, LATER = 5, 5, 9
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -35,7 +35,7 @@ from tests.helpers import loan_body
 COMMITTED = Path(__file__).resolve().parents[2] / asyncapi.DEFAULT_PATH
 REGENERATE = "run `.venv/bin/dunwell asyncapi` at the repository root and commit docs/asyncapi.json"
 ID = re.compile(r"^[A-Za-z0-9_\-]+$")  # AsyncAPI's pattern for the keys of its maps
-NOW = datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 URI = "urn:dunwell:asyncapi"
 
 
@@ -49,7 +49,7 @@ def test_the_committed_document_is_current() -> None:
     committed = COMMITTED.read_text() if COMMITTED.is_file() else ""
     if committed != fresh:
         old, new = committed.splitlines(), fresh.splitlines()
-        line = next((i for i, pair in enumerate(zip(old, new)) if pair[0] != pair[1]),
+        line = next((i for i, pair in enumerate(zip(old, new, strict=False)) if pair[0] != pair[1]),
                     min(len(old), len(new)))
         pytest.fail(f"docs/asyncapi.json is stale (first difference at line {line + 1}): "
                     f"{REGENERATE}", pytrace=False)
@@ -111,8 +111,8 @@ def _refs(node: Any) -> Iterator[str]:
 def _resolve(doc: dict[str, Any], ref: str) -> Any:
     assert ref.startswith("#/"), f"{ref}: only local references"
     node: Any = doc
-    for part in ref[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
+    for escaped in ref[2:].split("/"):
+        part = escaped.replace("~1", "/").replace("~0", "~")
         assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
         node = node[part]
     return node

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import NAMESPACE_URL, uuid5
+
+from shared.tlog import leaf_hash
 
 from services.audit.application import AuditLog
 from services.audit.signer import generate_signer, load_signer
 from services.audit.store import LogStore, NewLeaf
-from shared.tlog import leaf_hash
 
 ORIGIN = "dunwell.test/audit"
 SKEY, VKEY = generate_signer(ORIGIN)
 OTHER_SKEY, _ = generate_signer(ORIGIN)
 SIZE = 300
 EVERY = 25  # a checkpoint every 25 leaves, as a busy log gets one a second
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 def event_bytes(i: int, loan: str | None = None) -> bytes:
@@ -34,7 +35,7 @@ def new_leaf(data: bytes) -> NewLeaf:
 
 
 def open_log(path: Path, skey: str = SKEY) -> AuditLog:
-    name, signer = load_signer(skey)
+    _name, signer = load_signer(skey)
     return AuditLog(LogStore(path), ORIGIN, signer, VKEY)
 
 
@@ -42,6 +43,5 @@ def grow(log: AuditLog, start: int, end: int, notes: list[str], loan: str | None
     """Append leaves start..end-1 one event at a time, signing every EVERY leaves and at end."""
     for i in range(start, end):
         log.store.append(new_leaf(event_bytes(i, loan)), ("kafka/inc/t/0", i))
-        if (i + 1) % EVERY == 0 or i + 1 == end:
-            if log.sign_checkpoint(NOW) is not None:
-                notes.append(log.store.latest_checkpoint()[1])  # type: ignore[index]
+        if ((i + 1) % EVERY == 0 or i + 1 == end) and log.sign_checkpoint(NOW) is not None:
+            notes.append(log.store.latest_checkpoint()[1])  # type: ignore[index]

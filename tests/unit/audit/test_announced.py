@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from services.audit.application import AuditLog, ForkedLog
-from services.audit.main import checkpointer
-from services.audit.relay import Announcements
 from shared.clock import SystemClock
 from shared.tlog import open_checkpoint
 from tests.unit.audit.logs import NOW, VKEY, event_bytes, new_leaf, open_log
+
+from services.audit.application import AuditLog, ForkedLog
+from services.audit.main import checkpointer
+from services.audit.relay import Announcements
 
 
 def append(log: AuditLog, start: int, end: int, loan: str | None = None) -> None:

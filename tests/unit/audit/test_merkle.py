@@ -8,6 +8,8 @@ from functools import cache
 
 import pytest
 
+from shared.tlog import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
+
 from services.audit.merkle import (
     MemoryNodes,
     MissingNodeError,
@@ -19,7 +21,6 @@ from services.audit.merkle import (
     nodes_for_appends,
     root,
 )
-from shared.tlog import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
 
 RFC_LEAVES = [
     bytes.fromhex(h)
@@ -91,8 +92,8 @@ def ref_path(m: int, lo: int, hi: int) -> list[bytes]:
         return []
     k = _k(n)
     if m < k:
-        return ref_path(m, lo, lo + k) + [mth(lo + k, hi)]
-    return ref_path(m - k, lo + k, hi) + [mth(lo, lo + k)]
+        return [*ref_path(m, lo, lo + k), mth(lo + k, hi)]
+    return [*ref_path(m - k, lo + k, hi), mth(lo, lo + k)]
 
 
 def ref_subproof(m: int, lo: int, hi: int, whole: bool) -> list[bytes]:
@@ -102,8 +103,8 @@ def ref_subproof(m: int, lo: int, hi: int, whole: bool) -> list[bytes]:
         return [] if whole else [mth(lo, hi)]
     k = _k(n)
     if m <= k:
-        return ref_subproof(m, lo, lo + k, whole) + [mth(lo + k, hi)]
-    return ref_subproof(m - k, lo + k, hi, False) + [mth(lo, lo + k)]
+        return [*ref_subproof(m, lo, lo + k, whole), mth(lo + k, hi)]
+    return [*ref_subproof(m - k, lo + k, hi, False), mth(lo, lo + k)]
 
 
 # --- fixtures ---------------------------------------------------------------------------
@@ -299,4 +300,4 @@ class KeyRecorder:
 
     def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
         self.keys.extend(keys)
-        return {key: b"\x00" * 32 for key in keys}
+        return dict.fromkeys(keys, b"\x00" * 32)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from shared.tlog import leaf_hash
+
 from services.audit.merkle import (
     MemoryNodes,
     consistency_proof,
@@ -13,7 +15,6 @@ from services.audit.merkle import (
     root,
 )
 from services.audit.store import LogStore, NewLeaf, nodes_query
-from shared.tlog import leaf_hash
 
 
 def leaf(i: int) -> NewLeaf:

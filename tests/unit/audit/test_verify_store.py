@@ -18,15 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from services.audit.merkle import (
-    MemoryNodes,
-    MissingNodeError,
-    inclusion_proof,
-    nodes_for_appends,
-)
-from services.audit.signer import generate_signer, load_signer, sign_note
-from services.audit.store import LogStore, StoreReader
-from services.audit.verify import Report, verify_store
 from shared.tlog import (
     Checkpoint,
     VerificationError,
@@ -47,6 +38,16 @@ from tests.unit.audit.logs import (
     new_leaf,
     open_log,
 )
+
+from services.audit.merkle import (
+    MemoryNodes,
+    MissingNodeError,
+    inclusion_proof,
+    nodes_for_appends,
+)
+from services.audit.signer import generate_signer, load_signer, sign_note
+from services.audit.store import LogStore, StoreReader
+from services.audit.verify import Report, verify_store
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def lowest_unprovable(path: Path, notes: list[str]) -> int:
         store.close()
 
 
-@pytest.mark.parametrize("level,index", [(0, 299), (0, 64), (3, 20), (5, 8), (8, 0)])
+@pytest.mark.parametrize(("level", "index"), [(0, 299), (0, 64), (3, 20), (5, 8), (8, 0)])
 def test_a_flipped_tree_node_is_named_by_the_first_leaf_it_makes_unprovable(
         original: tuple[Path, list[str]], copy: Path, sql: sqlite3.Connection, level: int,
         index: int) -> None:
@@ -172,7 +173,8 @@ def test_a_flipped_tree_node_is_named_by_the_first_leaf_it_makes_unprovable(
     assert f"level {level}, index {index}" in report.ordered()[0].problem
 
 
-@pytest.mark.parametrize("table,column", [("leaves", "leaf_index"), ("leaf_data", "leaf_index")])
+@pytest.mark.parametrize(("table", "column"),
+                         [("leaves", "leaf_index"), ("leaf_data", "leaf_index")])
 @pytest.mark.parametrize("index", [0, 151, SIZE - 1])
 def test_a_deleted_leaf_row_is_caught(copy: Path, sql: sqlite3.Connection, table: str,
                                       column: str, index: int) -> None:
@@ -390,8 +392,8 @@ def test_an_outside_note_that_does_not_verify_is_reported(original: tuple[Path, 
     grow(open_log(path, OTHER_SKEY), 0, 3, notes)  # same origin, another key
     report = check(original[0], notes)
     assert [f.problem for f in report.findings] == [
-        f"a checkpoint given for this log does not verify under its key: note carries no "
-        f"signature by {ORIGIN}"]
+        (f"a checkpoint given for this log does not verify under its key: note carries no "
+         f"signature by {ORIGIN}")]
     assert report.checkpoints_verified == SIZE // EVERY
 
 

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from services.escalation.domain import CollectionCase, Intake, OtherLendersLoan
-from services.escalation.policy import SOFT_REMINDERS, payment_closes_case
-from services.escalation.relay import integration_event
 from shared.events import CaseClosed, CaseOpened, LoanOverdue, PaymentReceived
 from tests.helpers import loan_body
 
-OPENED_AT = datetime(2026, 10, 14, 3, 0, tzinfo=timezone.utc)
+from services.escalation.domain import CollectionCase, Intake, OtherLendersLoan
+from services.escalation.policy import SOFT_REMINDERS, payment_closes_case
+from services.escalation.relay import integration_event
+
+OPENED_AT = datetime(2026, 10, 14, 3, 0, tzinfo=UTC)
 
 
 def report(dpd: int = 35, amount: str = "1200.50", cause: str = "ev-overdue-1") -> dict[str, Any]:
     """The fields escalation takes from a LoanOverdue report."""
     terms = LoanOverdue.model_validate(loan_body("L-1", amount=amount, dpd=dpd)).model_dump(
         mode="json", exclude={"loan_id"}, exclude_none=True)
-    return dict(terms=terms, stage=SOFT_REMINDERS, cause=cause)
+    return {"terms": terms, "stage": SOFT_REMINDERS, "cause": cause}
 
 
 def opened_case() -> CollectionCase:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
@@ -15,15 +15,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from eventsourcing.persistence import Tracking
 
-from services.reminder.application import Reminders
-from services.reminder.channels import FileSmsSink, OutboundMessage
-from services.reminder.domain import Reminder, render
-from services.reminder.handlers import HANDLERS
 from shared.clock import ManualClock
 from shared.consumer import HandlerSink
 from shared.events import Borrower, CaseClosed, CaseOpened, CloudEvent, envelope
 from shared.policy_pack import CN
 from tests.service.records import consumer_record
+
+from services.reminder.application import Reminders
+from services.reminder.channels import FileSmsSink, OutboundMessage
+from services.reminder.domain import Reminder, render
+from services.reminder.handlers import HANDLERS
 
 ZONE = "Asia/Shanghai"
 DAY = date(2026, 10, 14)
@@ -33,8 +34,7 @@ CASES = "kafka/inc/cases.events/0"
 
 
 def local(hhmm: str, day: date = DAY) -> datetime:
-    return datetime.combine(day, time.fromisoformat(hhmm), tzinfo=ZoneInfo(ZONE)).astimezone(
-        timezone.utc)
+    return datetime.combine(day, time.fromisoformat(hhmm), tzinfo=ZoneInfo(ZONE)).astimezone(UTC)
 
 
 def case_opened(now: datetime, event_id: str = "ev-opened-1") -> CloudEvent:

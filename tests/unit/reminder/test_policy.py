@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from shared.policy_pack import CN, US, PolicyPack
+
 from services.reminder.domain import FIRST_REMINDER
 from services.reminder.policy import contact_window, is_open, required_content
-from shared.policy_pack import CN, US, PolicyPack
 
 ZONES = ["Asia/Shanghai", "Asia/Kolkata", "America/New_York", "Pacific/Auckland"]
 AN_ORDINARY_DAY = date(2026, 10, 14)
@@ -21,7 +22,7 @@ FALL_BACK = date(2026, 11, 1)
 def at_local(day: date, hhmm: str, zone: str) -> datetime:
     """The UTC instant (as a clock gives it) at which the borrower's wall clock shows `hhmm`."""
     local = datetime.combine(day, time.fromisoformat(hhmm), tzinfo=ZoneInfo(zone))
-    return local.astimezone(timezone.utc)
+    return local.astimezone(UTC)
 
 
 # --- C1: contact only inside the allowed hours, in the borrower's local time zone ---
@@ -58,7 +59,7 @@ def test_contact_hours_hold_on_the_days_new_york_changes_its_clocks(
 
 
 def test_one_instant_is_inside_hours_for_one_borrower_and_outside_for_another() -> None:
-    now = datetime(2026, 10, 14, 14, 30, tzinfo=timezone.utc)  # 22:30 Shanghai, 10:30 New York
+    now = datetime(2026, 10, 14, 14, 30, tzinfo=UTC)  # 22:30 Shanghai, 10:30 New York
     assert contact_window(CN, ZoneInfo("Asia/Shanghai"), now).allowed is False
     assert contact_window(CN, ZoneInfo("America/New_York"), now).allowed is True
 
@@ -105,10 +106,10 @@ def test_a_deferral_lasts_until_the_next_0800_local(pack: PolicyPack, zone: str,
 @pytest.mark.parametrize(("day", "local", "utc_until", "wait"), [
     # 22:30 EST -> 08:00 EDT: the wall clock shows 9 h 30 min, an hour of it never happens
     (SPRING_FORWARD - timedelta(days=1), "22:30",
-     datetime(2026, 3, 8, 12, 0, tzinfo=timezone.utc), timedelta(hours=8, minutes=30)),
+     datetime(2026, 3, 8, 12, 0, tzinfo=UTC), timedelta(hours=8, minutes=30)),
     # 21:30 EDT -> 08:00 EST: the wall clock shows 10 h 30 min, one hour happens twice
     (FALL_BACK - timedelta(days=1), "21:30",
-     datetime(2026, 11, 1, 13, 0, tzinfo=timezone.utc), timedelta(hours=11, minutes=30)),
+     datetime(2026, 11, 1, 13, 0, tzinfo=UTC), timedelta(hours=11, minutes=30)),
 ])
 def test_a_deferral_across_a_clock_change_is_the_real_elapsed_time(
         day: date, local: str, utc_until: datetime, wait: timedelta) -> None:
