@@ -67,7 +67,7 @@ def _view(reminder: Reminder) -> ReminderView:
             responses=error_responses(401, 403, 404, 422,
                                       meaning={404: "No reminders for the loan."}))
 def list_reminders(loan_id: LoanId, reminders: RemindersDep, user: ReaderDep) -> Any:
-    found = reminders.reminders_of(loan_id)
+    found = reminders.reminders_of(loan_id, user.subject if user.role is Role.LENDER else None)
     if found is None:
         raise HTTPException(404, f"no reminders for loan {loan_id}")
     views = [_view(r) for r in found]

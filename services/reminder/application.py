@@ -8,6 +8,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from shared.application import ServiceApplication, Unit
+from shared.errors import describe
 from shared.events import CaseClosed, CaseOpened, CloudEvent
 from shared.policy_pack import PolicyPack
 
@@ -32,7 +33,7 @@ class Reminders(ServiceApplication):
     def plan_first_reminder(self, unit: Unit, cause: CloudEvent, case: CaseOpened,
                             now: datetime) -> None:
         plan: ContactPlan = unit.find(ContactPlan.create_id(case.loan_id)) or ContactPlan(
-            loan_id=case.loan_id)
+            loan_id=case.loan_id, lender_id=case.lender_id)
         deadline = now.astimezone(ZoneInfo(case.borrower.timezone)).date() + timedelta(
             days=self.pack.reminder_deadline_days)
         content = {
@@ -101,7 +102,7 @@ class Reminders(ServiceApplication):
         try:
             provider_id = gateway.send(message)
         except ChannelError as error:
-            reminder.fail(str(error), now, now + retry_after)
+            reminder.fail(describe(error), now, now + retry_after)
             self.save(reminder)
             return
         reminder.mark_sent(now, now.astimezone(zone).isoformat(timespec="seconds"), provider_id)
@@ -109,9 +110,13 @@ class Reminders(ServiceApplication):
 
     # --- queries ---
 
-    def reminders_of(self, loan_id: str) -> list[Reminder] | None:
+    def reminders_of(self, loan_id: str, lender_id: str | None = None) -> list[Reminder] | None:
+        """The loan's reminders; None when there are none, or when `lender_id` names a lender
+        other than the loan's (a lender sees only its own loans)."""
         plan_id = ContactPlan.create_id(loan_id)
         if plan_id not in self.repository:
             return None
         plan: ContactPlan = self.repository.get(plan_id)
+        if not plan.seen_by(lender_id):
+            return None
         return [self.repository.get(rid) for rid in plan.reminder_ids]

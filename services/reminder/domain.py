@@ -25,14 +25,19 @@ class ContactPlan(Aggregate):
     """The reminders planned for one loan, and whether its case is still open."""
 
     @event("Started")
-    def __init__(self, loan_id: str) -> None:
+    def __init__(self, loan_id: str, lender_id: str) -> None:
         self.loan_id = loan_id
+        self.lender_id = lender_id
         self.reminder_ids: list[UUID] = []
         self.open = True
 
     @staticmethod
     def create_id(loan_id: str) -> UUID:
         return uuid5(PLAN_NAMESPACE, loan_id)
+
+    def seen_by(self, lender_id: str | None) -> bool:
+        """A lender sees only its own loans' plans; None stands for ops and auditors."""
+        return lender_id is None or lender_id == self.lender_id
 
     def add(self, reminder_id: UUID) -> None:
         if reminder_id not in self.reminder_ids:
