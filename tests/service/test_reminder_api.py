@@ -7,9 +7,10 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from services.reminder.application import Reminders
 from shared.roles import Role
 from tests.service.test_agenda import NOON_SHANGHAI, open_cases
+
+from services.reminder.application import Reminders
 
 
 def test_a_lender_reads_only_its_own_loans_reminders(build: Callable[[str], FastAPI],
