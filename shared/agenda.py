@@ -6,7 +6,8 @@ so nothing is rebuilt at start. A replica claims due rows for a lease, fires eac
 service's `fire` function and releases them; a second replica skips claimed rows, and the
 aggregate's own version check refuses a second recording of the same step. Claims left by an
 earlier life of the same replica are released when it starts; another replica's expire with
-their lease.
+their lease. A firing that raises is tried again after a pause; one that keeps failing is
+parked (logged, counted) until its aggregate is saved again, so it cannot fail forever.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FIRED = Counter("dunwell_agenda_fired_total", "Agenda entries fired", ["kind", "outcome"])
 PENDING = Gauge("dunwell_agenda_pending", "Agenda entries in the store")
+PARKED = Gauge("dunwell_agenda_parked", "Agenda entries parked after their firing kept failing")
 
 Fire = Callable[[UUID, str, datetime], None]
 
@@ -48,6 +50,8 @@ class Agenda:
     lease: timedelta = timedelta(seconds=60)
     idle_seconds: float = 1.0
     batch: int = 50
+    attempts: int = 5  # firings of one entry that may fail before it is parked
+    pause: timedelta = timedelta(seconds=2)  # between failed firings of one entry
     on_progress: Callable[[], None] = lambda: None
     wake: Wakeup = field(default_factory=Wakeup)
 
@@ -87,6 +91,19 @@ class Agenda:
             return self.idle_seconds
         return min(self.idle_seconds, (upcoming - now).total_seconds())
 
+    async def _failed(self, aggregate_id: UUID, kind: str, error: Exception) -> None:
+        """Keep the claim for a pause, then try again; after `attempts` failures, park it."""
+        FIRED.labels(kind, "failed").inc()
+        failures = await asyncio.to_thread(self.app.extras.failed, aggregate_id, self.owner,
+                                           wall_now() + self.pause, self.attempts)
+        if failures >= self.attempts:
+            PARKED.set(await asyncio.to_thread(self.app.extras.parked))
+            log.error("firing %s %s failed %d times (%s): parked until it is saved again",
+                      kind, aggregate_id, failures, describe(error))
+        else:
+            log.warning("firing %s %s failed (%s); attempt %d of %d", kind, aggregate_id,
+                        describe(error), failures + 1, self.attempts)
+
     async def _fire_one(self, aggregate_id: UUID, kind: str, now: datetime) -> bool:
         """Fire one claimed entry; False when it stays claimed until its lease runs out."""
         try:
@@ -96,10 +113,8 @@ class Agenda:
             return True
         except PersistenceError:
             raise  # the store itself: the loop fails and is restarted
-        except Exception as error:  # noqa: BLE001 - kept claimed: tried again after the lease
-            FIRED.labels(kind, "failed").inc()
-            log.error("firing %s %s failed: %s; tried again in %s", kind, aggregate_id,
-                      describe(error), self.lease)
+        except Exception as error:  # noqa: BLE001 - tried again with backoff, then parked
+            await self._failed(aggregate_id, kind, error)
             return False
         FIRED.labels(kind, "fired").inc()
         return True

@@ -71,6 +71,11 @@ class Extras(Protocol):
 
     def release_owner(self, owner: str) -> int: ...
 
+    def failed(self, aggregate_id: UUID, owner: str, retry_at: datetime,
+               park_after: int) -> int: ...
+
+    def parked(self) -> int: ...
+
     def next_due(self) -> datetime | None: ...
 
     def due_ids(self, now: datetime, limit: int) -> list[UUID]: ...
@@ -100,6 +105,12 @@ def _from_micros(value: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
 
 
+# An agenda entry whose firing kept failing is parked: never claimed again until its aggregate
+# is saved anew.
+PARKED = "parked"
+NEVER = 2**62
+
+
 # --- SQLite: the embedded default ---
 
 SQLITE_TABLES = [
@@ -107,7 +118,7 @@ SQLITE_TABLES = [
      "event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL) WITHOUT ROWID"),
     ("CREATE TABLE IF NOT EXISTS dunwell_agenda ("
      "aggregate_id TEXT PRIMARY KEY, kind TEXT NOT NULL, due_at INTEGER NOT NULL, "
-     "claimed_by TEXT, claimed_until INTEGER) WITHOUT ROWID"),
+     "claimed_by TEXT, claimed_until INTEGER, failures INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"),
     "CREATE INDEX IF NOT EXISTS dunwell_agenda_by_due ON dunwell_agenda (due_at)",
     ("CREATE TABLE IF NOT EXISTS dunwell_dead_letters ("
      "key TEXT PRIMARY KEY, topic TEXT NOT NULL, message_key BLOB, value BLOB, "
@@ -144,11 +155,15 @@ class SQLiteServiceRecorder(SQLiteProcessRecorder):
                 c.execute("DELETE FROM dunwell_agenda WHERE aggregate_id=?",
                           (entry.aggregate_id.hex,))
             else:
-                # A claim survives the save: the replica that holds it is still firing.
+                # A claim survives the save (the replica that holds it is still firing); a
+                # parked entry is taken up again, since the aggregate moved on.
                 c.execute("INSERT INTO dunwell_agenda (aggregate_id, kind, due_at) "
                           "VALUES (?, ?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET "
-                          "kind=excluded.kind, due_at=excluded.due_at",
-                          (entry.aggregate_id.hex, entry.kind, micros(entry.due)))
+                          "kind=excluded.kind, due_at=excluded.due_at, failures=0, "
+                          "claimed_until=CASE WHEN claimed_by=? THEN NULL ELSE claimed_until END,"
+                          " claimed_by=CASE WHEN claimed_by=? THEN NULL ELSE claimed_by END",
+                          (entry.aggregate_id.hex, entry.kind, micros(entry.due), PARKED,
+                           PARKED))
         self._insert_dead_letters(c, letters)
         return returning
 
@@ -193,6 +208,23 @@ class SQLiteServiceRecorder(SQLiteProcessRecorder):
             c.executemany("UPDATE dunwell_agenda SET claimed_by=NULL, claimed_until=NULL "
                           "WHERE aggregate_id=? AND claimed_by=?",
                           [(aggregate_id.hex, owner) for aggregate_id in aggregate_ids])
+
+    def failed(self, aggregate_id: UUID, owner: str, retry_at: datetime, park_after: int) -> int:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("UPDATE dunwell_agenda SET failures=failures+1, claimed_until=? "
+                      "WHERE aggregate_id=? AND claimed_by=? RETURNING failures",
+                      (micros(retry_at), aggregate_id.hex, owner))
+            row = c.fetchone()
+            failures = 0 if row is None else int(row[0])
+            if failures >= park_after:
+                c.execute("UPDATE dunwell_agenda SET claimed_by=?, claimed_until=? "
+                          "WHERE aggregate_id=?", (PARKED, NEVER, aggregate_id.hex))
+        return failures
+
+    def parked(self) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT COUNT(*) FROM dunwell_agenda WHERE claimed_by=?", (PARKED,))
+            return int(c.fetchone()[0])
 
     def release_owner(self, owner: str) -> int:
         with self.datastore.transaction(commit=True) as c:
@@ -249,7 +281,8 @@ class MemoryServiceRecorder(POPOProcessRecorder):
     def __init__(self) -> None:
         super().__init__()
         self._inbox: dict[str, str] = {}
-        self._agenda: dict[UUID, list[Any]] = {}  # id -> [kind, due micros, owner, until]
+        # id -> [kind, due micros, owner, until, failures]
+        self._agenda: dict[UUID, list[Any]] = {}
         self._letters: dict[str, tuple[DeadLetter, bool]] = {}
         self._lock: threading.RLock = self._database_lock
 
@@ -273,8 +306,9 @@ class MemoryServiceRecorder(POPOProcessRecorder):
             if entry.due is None:
                 self._agenda.pop(entry.aggregate_id, None)
             else:
-                held = self._agenda.get(entry.aggregate_id, [None, None, None, None])
-                self._agenda[entry.aggregate_id] = [entry.kind, micros(entry.due), *held[2:]]
+                held = self._agenda.get(entry.aggregate_id, [None, None, None, None, 0])
+                claim = [None, None] if held[2] == PARKED else held[2:4]
+                self._agenda[entry.aggregate_id] = [entry.kind, micros(entry.due), *claim, 0]
         for letter in letters:
             self._letters.setdefault(letter.key, (letter, False))
         return ids
@@ -290,7 +324,7 @@ class MemoryServiceRecorder(POPOProcessRecorder):
                           if row[1] <= micros(now)
                           and (row[3] is None or row[3] < micros(wall_now)))[:limit]
             for _, aggregate_id in free:
-                self._agenda[aggregate_id][2:] = [owner, micros(lease_until)]
+                self._agenda[aggregate_id][2:4] = [owner, micros(lease_until)]
             return [(aggregate_id, str(self._agenda[aggregate_id][0])) for _, aggregate_id in free]
 
     def release(self, aggregate_ids: Sequence[UUID], owner: str) -> None:
@@ -298,7 +332,22 @@ class MemoryServiceRecorder(POPOProcessRecorder):
             for aggregate_id in aggregate_ids:
                 row = self._agenda.get(aggregate_id)
                 if row is not None and row[2] == owner:
-                    row[2:] = [None, None]
+                    row[2:4] = [None, None]
+
+    def failed(self, aggregate_id: UUID, owner: str, retry_at: datetime, park_after: int) -> int:
+        with self._lock:
+            row = self._agenda.get(aggregate_id)
+            if row is None or row[2] != owner:
+                return 0
+            row[4] += 1
+            row[3] = micros(retry_at)
+            if row[4] >= park_after:
+                row[2:4] = [PARKED, NEVER]
+            return int(row[4])
+
+    def parked(self) -> int:
+        with self._lock:
+            return sum(1 for row in self._agenda.values() if row[2] == PARKED)
 
     def release_owner(self, owner: str) -> int:
         with self._lock:

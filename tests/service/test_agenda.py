@@ -149,3 +149,31 @@ async def test_two_replicas_on_one_store_never_send_the_same_reminder_twice(
     assert {one.repository.get(rid).status for rid in ids} == {"sent"}
     one.close()
     two.close()
+
+
+@pytest.mark.parametrize("persistence", ["sqlite", "memory"])
+async def test_a_firing_that_keeps_failing_is_parked_until_its_aggregate_moves_on(
+        tmp_path: Path, persistence: str) -> None:
+    app = (reminders(tmp_path / "reminder.db") if persistence == "sqlite" else
+           Reminders(CN, "the official hotline", env={"PERSISTENCE_MODULE": "eventsourcing.popo"}))
+    [broken, fine] = open_cases(app, 2, NOON_SHANGHAI)
+    calls: Counter[UUID] = Counter()
+    handed: Counter[str] = Counter()
+    gateway = CountingSink(tmp_path / "sms.jsonl", handed)
+
+    def fire(aggregate_id: UUID, kind: str, now: datetime) -> None:
+        calls[aggregate_id] += 1
+        if aggregate_id == broken:
+            raise KeyError("a template this version does not know")
+        app.fire(aggregate_id, kind, gateway, now, timedelta(minutes=1))
+
+    loop = Agenda(app=app, fire=fire, clock=ManualClock(NOON_SHANGHAI), owner="replica-a",
+                  idle_seconds=0.05, attempts=3, pause=timedelta(milliseconds=50))
+    await run_until([loop], lambda: app.extras.parked() == 1 and handed[str(fine)] == 1)
+    await run_until([loop], lambda: True, timeout=1)  # and it stays parked
+    assert calls[broken] == 3 and calls[fine] == 1
+
+    reminder = app.repository.get(broken)  # the aggregate moves on: taken up again
+    reminder.defer("C1", "tried later", NOON_SHANGHAI)
+    app.save(reminder)
+    assert app.extras.parked() == 0
