@@ -293,11 +293,12 @@ def _headers(name: str, *, required: bool) -> dict[str, Any]:
                              "description": "CloudEvents structured mode: the value is the "
                                             "whole event."},
             "ce_type": {"type": "string", "const": name,
-                        "description": "The event type again, to route without parsing."},
+                        "description": "The event type again, to route without parsing. "
+                                       "dunwell's relays set it; a lender need not."},
         },
     }
     if required:
-        headers["required"] = ["content-type", "ce_type"]
+        headers["required"] = ["content-type"]
     else:
         headers["description"] += " The audit service sends these records without headers."
     return headers

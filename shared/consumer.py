@@ -31,6 +31,7 @@ from shared.application import Conflict, ServiceApplication
 from shared.clock import Clock
 from shared.errors import describe
 from shared.events import CloudEvent, DecodeError, EventData, decode
+from shared.kafka import send_dead_letter
 from shared.store import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -351,8 +352,7 @@ class EventConsumer:
             return
         producer = self.producer()
         for letter in letters:
-            await self._bounded(producer.send_and_wait(
-                letter.topic, letter.value, key=letter.message_key, headers=list(letter.headers)))
+            await self._bounded(send_dead_letter(producer, letter))
             DLQ_SENT.labels(letter.topic).inc()
         await asyncio.to_thread(self.sink.mark_sent, [letter.key for letter in letters])
 

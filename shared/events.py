@@ -46,6 +46,7 @@ from pydantic import (
 
 from shared import topics
 from shared.currencies import ISO_4217
+from shared.errors import mask
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/events")
@@ -120,24 +121,42 @@ def _not_naive_date(value: object) -> object:
     return value
 
 
+# The checks below repeat a refused value only when it has the shape of what was asked for (a
+# three-letter code, a zone-like name, a type name): a borrower's e-mail or phone number put in
+# the wrong field never reaches an error body, a dead-letter header or a log.
+_CODE_SHAPE = re.compile(r"[A-Za-z]{3}")
+_ZONE_SHAPE = re.compile(r"[A-Za-z_]{1,32}(/[A-Za-z0-9_+-]{1,32}){0,3}")
+_TYPE_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
+
+
+def _quoted(value: str, shape: re.Pattern[str]) -> str:
+    return f" {value!r}" if shape.fullmatch(value) else ""
+
+
 def _known_currency(code: str) -> str:
     if code not in ISO_4217:
         hint = f" (write {code.upper()})" if code.upper() in ISO_4217 else ""
-        raise ValueError(f"{code!r} is not an active ISO 4217 currency code{hint}")
+        raise ValueError(f"{_quoted(code, _CODE_SHAPE).strip() or 'this'} is not an active "
+                         f"ISO 4217 currency code{hint}")
     return code
 
 
 def _known_zone(name: str) -> str:
     if name not in TIME_ZONES:
-        raise ValueError(f"unknown IANA time zone {name!r}")
+        raise ValueError(f"unknown IANA time zone{_quoted(name, _ZONE_SHAPE)}")
     return name
 
 
-LoanId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+# At least one letter or digit: "." and ".." would be path segments, not loan ids.
+LoanId = Annotated[str, Field(min_length=1, max_length=64,
+                              pattern=r"^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$",
                               examples=["L-1"])]
 Ident = Annotated[str, Field(min_length=1, max_length=64)]
 Code = Annotated[str, Field(min_length=1, max_length=64)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+# Text a borrower must be able to act on (how to repay, how to check a message is genuine):
+# not blank, not only spaces.
+Instruction = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
 Line = Annotated[str, Field(max_length=500)]
 Text = Annotated[str, Field(max_length=2000)]
 Sha256Hex = Annotated[str, Field(max_length=64, pattern=r"^[0-9a-f]{64}$")]
@@ -257,8 +276,8 @@ class LoanOverdue(EventData):
     currency: Currency
     due_date: Day
     days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
-    repayment_channel: Annotated[str, Field(min_length=1, max_length=500)]
-    verification_channel: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    repayment_channel: Instruction
+    verification_channel: Instruction | None = None
 
 
 class PaymentReceived(EventData):
@@ -307,8 +326,8 @@ class CaseOpened(EventData):
     currency: Currency
     due_date: Day
     days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
-    repayment_channel: Annotated[str, Field(min_length=1, max_length=500)]
-    verification_channel: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    repayment_channel: Instruction
+    verification_channel: Instruction | None = None
     stage: Code
     opened_at: Time
 
@@ -587,7 +606,7 @@ class CloudEvent(BaseModel):
     """A CloudEvents 1.0 event in structured JSON mode, with our causation extensions."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    specversion: Literal["1.0"] = "1.0"
+    specversion: Literal["1.0"]
     id: Annotated[str, Field(min_length=1, max_length=128)]
     source: Annotated[str, Field(min_length=1, max_length=256)]
     type: Annotated[str, Field(min_length=1, max_length=64)]
@@ -602,7 +621,7 @@ class CloudEvent(BaseModel):
     @classmethod
     def _known_type(cls, value: str) -> str:
         if value not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {value!r}")
+            raise ValueError(f"unknown event type{_quoted(value, _TYPE_SHAPE)}")
         return value
 
     def payload(self) -> EventData:
@@ -622,7 +641,9 @@ def decode(value: bytes | None) -> tuple[CloudEvent, EventData]:
     if value is None:
         raise DecodeError("empty message value")
     try:
-        raw = json.loads(value)
+        raw = json.loads(value, object_pairs_hook=_no_repeated_keys)
+    except _RepeatedKey as error:
+        raise DecodeError(f"a JSON object repeats the key {error}") from error
     except (ValueError, RecursionError) as error:  # bad JSON, bad UTF-8, absurd nesting or size
         raise DecodeError(f"not JSON: {str(error)[:200]}") from error
     if not isinstance(raw, dict):
@@ -633,13 +654,29 @@ def decode(value: bytes | None) -> tuple[CloudEvent, EventData]:
     except ValidationError as error:
         raise DecodeError(_short(error)) from error
     if payload.subject() != envelope.subject:
-        raise DecodeError(f"subject {envelope.subject!r} does not match the data")
+        raise DecodeError("the subject does not match the data")
     return envelope, payload
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object that says a field twice could be read two ways: the audit log keeps the bytes,
+    and one reader would take the first value, another the last."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(mask(json.dumps(key[:64])))
+        found[key] = value
+    return found
+
+
 def _short(error: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5]]
-    return "; ".join(parts)[:900]
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+             for e in error.errors(include_input=False, include_url=False)[:5]]
+    return mask("; ".join(parts))[:900]
 
 
 def event_id_for(stream_id: UUID, version: int) -> str:
@@ -657,6 +694,7 @@ def envelope(
     correlation_id: str | None,
 ) -> CloudEvent:
     return CloudEvent(
+        specversion="1.0",
         id=event_id,
         source=source,
         type=data.event_type(),

@@ -10,14 +10,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from shared import topics
 from shared.settings import KafkaSettings
+from shared.store import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,27 @@ async def _closed(call: Awaitable[object], seconds: float) -> None:
 
 
 Record = ConsumerRecord[bytes, bytes]
+
+
+def without_value(letter: DeadLetter) -> DeadLetter:
+    """A dead letter too large for the broker, sent without its value: the headers still say
+    why and where the original is (its topic, partition and offset; the service's store)."""
+    size = len(letter.value or b"")
+    note = f"{size} bytes, too large to copy here; read it at the origin".encode()
+    return replace(letter, value=None,
+                   headers=(*letter.headers, (topics.DLQ_VALUE_OMITTED_HEADER, note)))
+
+
+async def send_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter) -> None:
+    """Send one dead letter (the caller bounds the time); one too large for the producer goes
+    without its value, so a message too big to apply is never too big to set aside."""
+    try:
+        await producer.send_and_wait(letter.topic, letter.value, key=letter.message_key,
+                                     headers=list(letter.headers))
+    except MessageSizeTooLargeError:
+        smaller = without_value(letter)
+        await producer.send_and_wait(smaller.topic, smaller.value, key=smaller.message_key,
+                                     headers=list(smaller.headers))
 
 
 async def read_to_now(

@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from eventsourcing.domain import Aggregate, AggregateEvent, DomainEvent
 from eventsourcing.persistence import Tracking
 from prometheus_client import Counter, Gauge
@@ -32,6 +33,7 @@ from shared.events import (
     envelope,
     event_id_for,
 )
+from shared.kafka import send_dead_letter
 from shared.runtime import Wakeup
 from shared.store import DeadLetter
 
@@ -166,6 +168,19 @@ class StoredEvents:
         self.app.on_commit(listener)
 
 
+def too_large(event: CloudEvent, size: int) -> DeadLetter:
+    """An event bigger than the broker takes: set aside by its id (its bytes stay in the
+    store), and the outbox goes on."""
+    return DeadLetter(
+        key=f"relay/too-large/{event.id}", topic=topics.OUTBOX_DLQ,
+        message_key=event.subject.encode(), value=None,
+        headers=((topics.DLQ_REASON_HEADER, f"too large to publish: {size} bytes".encode()),
+                 (topics.DLQ_ERROR_TYPE_HEADER, b"MessageSizeTooLargeError"),
+                 (topics.DLQ_GROUP_HEADER, event.source.encode()[:256]),
+                 (topics.DLQ_ORIGIN_HEADER, f"event/{event.id}".encode()),
+                 ("ce_type", event.type.encode())))
+
+
 def headers_of(event: CloudEvent) -> list[tuple[str, bytes]]:
     """Structured-mode CloudEvents: the content type says so; the type helps routing."""
     return [("content-type", CLOUDEVENTS_CONTENT_TYPE.encode()), ("ce_type", event.type.encode())]
@@ -213,8 +228,6 @@ class OutboxRelay:
         if not entries:
             return position
         letters = [entry.failure for entry in entries if entry.failure is not None]
-        if letters:
-            await asyncio.to_thread(self.outbox.set_aside, letters)
         producer = self.producer()
         pending = []
         for entry in entries:
@@ -222,13 +235,20 @@ class OutboxRelay:
                 continue
             event = entry.event
             topic = EVENT_TYPES[event.type].topic
-            pending.append(await asyncio.wait_for(
-                producer.send(topic, event.encode(), key=event.subject.encode(),
-                              headers=headers_of(event)), self.call_timeout_seconds))
+            value = event.encode()
+            try:
+                pending.append(await asyncio.wait_for(
+                    producer.send(topic, value, key=event.subject.encode(),
+                                  headers=headers_of(event)), self.call_timeout_seconds))
+            except MessageSizeTooLargeError:
+                letters.append(too_large(event, len(value)))
+                continue
             PUBLISHED.labels(topic).inc()
         if pending:
             await asyncio.wait_for(asyncio.gather(*pending), self.call_timeout_seconds)
-        await self._send_letters(letters)
+        if letters:
+            await asyncio.to_thread(self.outbox.set_aside, letters)
+            await self._send_letters(letters)
         last = entries[-1].position
         await asyncio.to_thread(self.outbox.advance, name, last)
         return last
@@ -240,9 +260,7 @@ class OutboxRelay:
         for letter in letters:
             log.warning("relay set aside %s: %s", letter.key,
                         dict(letter.headers).get(topics.DLQ_REASON_HEADER, b"").decode())
-            await asyncio.wait_for(producer.send_and_wait(
-                letter.topic, letter.value, key=letter.message_key, headers=list(letter.headers)),
-                self.call_timeout_seconds)
+            await asyncio.wait_for(send_dead_letter(producer, letter), self.call_timeout_seconds)
             SET_ASIDE.inc()
         await asyncio.to_thread(self.outbox.mark_sent, [letter.key for letter in letters])
 

@@ -20,6 +20,7 @@ DLQ_REASON_HEADER = "dunwell-dlq-reason"
 DLQ_ERROR_TYPE_HEADER = "dunwell-dlq-error-type"
 DLQ_GROUP_HEADER = "dunwell-dlq-group"
 DLQ_ORIGIN_HEADER = "dunwell-dlq-origin"
+DLQ_VALUE_OMITTED_HEADER = "dunwell-dlq-value-omitted"
 
 
 def dlq(topic: str) -> str:

@@ -41,7 +41,7 @@ CasesDep = Annotated[Cases, Depends(_cases)]
 LenderDep = Annotated[Principal, Depends(require(Role.LENDER))]
 ReaderDep = Annotated[Principal, Depends(require(Role.LENDER, Role.OPS, Role.AUDITOR))]
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", max_length=128,
+    alias="Idempotency-Key", min_length=1, max_length=128,
     description="The same key and body answers as the first time; the same key with another "
                 "body is `409 idempotency_key_reused`. Keys are the lender's own.")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
@@ -54,7 +55,9 @@ class Cases(ServiceApplication):
             raise OtherLendersLoan(loan_id)
         if lender is None and not isinstance(data, LoanOverdue):
             raise UnknownLoan(loan_id)
-        key = f"{reporter}/{idempotency_key}" if idempotency_key else f"anon/{uuid4()}"
+        # A pair, not a joined string: lender "a/b" with key "c" is not lender "a" with "b/c".
+        key = (json.dumps([reporter, idempotency_key]) if idempotency_key is not None
+               else json.dumps(["anonymous", str(uuid4())]))
         intake_id = Intake.create_id(key)
         payload = data.model_dump(mode="json", exclude_none=True)
         if self.exists(intake_id):

@@ -200,3 +200,35 @@ async def test_a_store_that_keeps_failing_shows_in_readiness_and_recovers(
         await eventually(lambda: runtime.checks()["loop:consumer"], what="ready again")
     finally:
         await runtime.close()
+
+
+async def test_a_message_too_large_to_copy_is_set_aside_without_its_value(
+        broker: Broker, tmp_path: Path) -> None:
+    """A lender's producer allowed more than dunwell's: the dead letter, with its headers, would
+    be too large to send, so it goes without its value rather than wedging the loop."""
+    topic = fresh_topic()
+    await create_topics(broker.settings(), topic, topics.dlq(topic))
+    app = marks(tmp_path)
+    limit = broker.settings().max_request_bytes
+    big = b"\x00not an event " + b"x" * (limit - 100)
+    lender = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
+                              max_request_size=2 * limit)
+    await lender.start()
+    try:
+        await lender.send_and_wait(topic, big, key=b"same-partition")
+    finally:
+        await lender.stop()
+    await produce(broker.settings(), topic, [closed_event("AFTER-BIG")])
+    producer = await started_producer(broker.settings())
+    try:
+        async with running(consumer(broker, app, topic, Behaviour(), lambda: producer).run):
+            await eventually(lambda: app.marked("AFTER-BIG"), what="the message after it")
+            [letter] = await eventually(lambda: dead_letters(broker, topic), what="the letter")
+    finally:
+        await producer.stop()
+    headers = dict(letter.headers)
+    assert letter.value is None
+    assert headers[topics.DLQ_ORIGIN_HEADER] == f"{topic}/0/0".encode()
+    assert headers[topics.DLQ_VALUE_OMITTED_HEADER].startswith(f"{len(big)} bytes".encode())
+    assert headers[topics.DLQ_REASON_HEADER].startswith(b"invalid: not JSON")
+    assert app.extras.unsent_dead_letters("consumer/", 10) == []

@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 from shared import topics
 from shared.events import CaseClosed, decode
 from shared.relay import OutboxRelay, Publication, StoredEvents
@@ -69,3 +71,40 @@ async def _at_least(found: Any, count: int) -> Any:
     items = await found
     return items if len(items) >= count else None
 
+
+
+def long_reason(event: Any) -> Publication | None:
+    if not isinstance(event, Mark.Marked):
+        return None
+    reason = "r" * 480 if event.loan_id.startswith("LONG") else "paid"
+    return Publication(CaseClosed(loan_id=event.loan_id, reason=reason, closed_at=NOW),
+                       causation_id=None, correlation_id=None)
+
+
+async def test_an_event_too_large_for_the_producer_is_set_aside_and_the_outbox_goes_on(
+        broker: Broker, tmp_path: Path) -> None:
+    app = marks(tmp_path)
+    prefix = tmp_path.name[-12:]
+    for name in (f"LONG-{prefix}", f"{prefix}-E", f"{prefix}-F"):
+        app.save(Mark(loan_id=name))
+    # A normal event fits in 600 bytes; the long one does not.
+    small = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
+                             max_request_size=600)
+    await small.start()
+    relay = OutboxRelay(outbox=StoredEvents(app, long_reason, "/test"), producer=lambda: small,
+                        incarnation=lambda: "inc-small", idle_seconds=0.1)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(relay.run(stop))
+    try:
+        subjects = await eventually(lambda: _at_least(published(broker, prefix), 2),
+                                    what="the events after the large one")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await small.stop()
+    assert sorted(subjects) == [f"{prefix}-E", f"{prefix}-F"]
+    letters = [r for r in await records(broker.settings(), topics.OUTBOX_DLQ)
+               if r.key == f"LONG-{prefix}".encode()]
+    [letter] = letters
+    assert dict(letter.headers)[topics.DLQ_REASON_HEADER].startswith(b"too large to publish")
+    assert app.position("relay/inc-small") == 3

@@ -70,6 +70,12 @@ OVERDUE_REFUSED = {
     "zone-localtime": {"borrower": {**BORROWER, "timezone": "localtime"}},
     "date-with-time": {"due_date": "2026-10-01T00:00:00"},
     "overlong-name": {"borrower": {**BORROWER, "name": "x" * 201}},
+    "blank-repayment-channel": {"repayment_channel": " "},
+    "ideographic-space-channel": {"repayment_channel": "\u3000"},
+    "blank-verification-channel": {"verification_channel": "\n"},
+    "blank-name": {"borrower": {**BORROWER, "name": "  "}},
+    "loan-id-dot": {"loan_id": "."},
+    "loan-id-dots": {"loan_id": ".."},
 }
 
 
@@ -216,3 +222,34 @@ def test_a_first_report_racing_another_is_decided_again(
     assert response.status_code == status, response.text
     assert reports(cases) == (1 if status == 202 else 0)
     assert cases.lender_of("L-1") == rival
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("timezone", "wang.fang@example.org"), ("timezone", "+8613800000000")])
+def test_a_refusal_never_repeats_what_it_refuses(field: str, value: str,
+                                                 escalation: TestClient,
+                                                 lender: dict[str, str]) -> None:
+    body = loan_body("L-1")
+    body["borrower"] = {**body["borrower"], field: value}
+    for changed in (body, {**loan_body("L-1"), "currency": value}):
+        response = escalation.post("/v1/loans/overdue", json=changed, headers=lender)
+        assert response.status_code == 422
+        assert value not in response.text and "13800000000" not in response.text
+
+
+def test_an_empty_idempotency_key_is_refused_not_ignored(escalation: TestClient, cases: Cases,
+                                                         lender: dict[str, str]) -> None:
+    response = escalation.post("/v1/loans/overdue", json=loan_body("L-1"),
+                               headers={**lender, "Idempotency-Key": ""})
+    assert response.status_code == 422
+    assert reports(cases) == 0
+
+
+def test_idempotency_keys_are_each_lenders_own(escalation: TestClient, token: Headers) -> None:
+    """Lender "acme/eu" with key "k1" and lender "acme" with key "eu/k1" are two keys."""
+    first = escalation.post("/v1/loans/overdue", json=loan_body("L-1", lender_id="acme/eu"),
+                            headers={**token(Role.LENDER, "acme/eu"), "Idempotency-Key": "k1"})
+    other = escalation.post("/v1/loans/overdue", json=loan_body("L-2", lender_id="acme"),
+                            headers={**token(Role.LENDER, "acme"), "Idempotency-Key": "eu/k1"})
+    assert (first.status_code, other.status_code) == (202, 202)
+    assert first.json()["event_id"] != other.json()["event_id"]

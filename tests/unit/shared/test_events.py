@@ -30,6 +30,7 @@ from shared.events import (
     envelope,
     json_schemas,
 )
+from tests.helpers import loan_body
 
 NOW = datetime(2026, 10, 14, 3, 0, tzinfo=UTC)
 
@@ -287,3 +288,35 @@ def test_the_time_zones_are_real_iana_zones_that_load() -> None:
     assert zoneinfo.available_timezones() >= TIME_ZONES
     for name in TIME_ZONES:
         zoneinfo.ZoneInfo(name)
+
+
+def _raw(**changes: object) -> dict[str, object]:
+    event = json.loads(envelope(LoanOverdue.model_validate(loan_body("L-9")), event_id="e-1",
+                                source="/lender-1/core", time=datetime(2026, 10, 14, 3, tzinfo=UTC),
+                                causation_id=None, correlation_id=None).encode())
+    event.update(changes)
+    return event
+
+
+def test_an_event_that_repeats_a_key_could_be_read_two_ways_and_is_refused() -> None:
+    text = json.dumps(_raw(), separators=(",", ":"))
+    twice = text.replace('"lender_id":"lender-1"', '"lender_id":"lender-2","lender_id":"lender-1"')
+    assert twice != text
+    with pytest.raises(DecodeError, match="repeats the key"):
+        decode(twice.encode())
+
+
+def test_an_event_without_specversion_is_not_a_cloudevent() -> None:
+    event = _raw()
+    del event["specversion"]
+    with pytest.raises(DecodeError, match="specversion"):
+        decode(json.dumps(event).encode())
+
+
+@pytest.mark.parametrize("value", ["wang.fang@example.org", "+86 138 0000 0000"])
+def test_a_decode_error_never_repeats_personal_data(value: str) -> None:
+    for event in (_raw(subject=value), _raw(type=value),
+                  _raw(data={**_raw()["data"], "currency": value})):  # type: ignore[dict-item]
+        with pytest.raises(DecodeError) as refused:
+            decode(json.dumps(event).encode())
+        assert value not in str(refused.value) and "13800000000" not in str(refused.value)
