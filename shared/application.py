@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    PersistenceError,
+    ProcessRecorder,
+    Recording,
+    Tracking,
+)
 from eventsourcing.popo import POPOFactory
 from eventsourcing.sqlite import SQLiteFactory
 
+from shared.errors import describe
 from shared.store import (
     AgendaEntry,
     DeadLetter,
@@ -99,6 +107,7 @@ class ServiceApplication(Application[UUID]):
         self._agenda_listeners: list[Callable[[], None]] = []
         self._commit_listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
+        self.write_error: str | None = None
 
     def construct_recorder(self) -> ProcessRecorder:
         factory = self.factory
@@ -125,6 +134,10 @@ class ServiceApplication(Application[UUID]):
                                          agenda=agenda, dead_letters=unit.dead_letters)
         except IntegrityError as error:
             raise Conflict(str(error)[:300]) from error
+        except PersistenceError as error:
+            self.write_error = describe(error)  # readiness says so until a write succeeds
+            raise
+        self.write_error = None
         if agenda:
             self._tell(self._agenda_listeners)
         if recordings:
@@ -144,6 +157,13 @@ class ServiceApplication(Application[UUID]):
         return aggregate_id in self.repository
 
     # --- positions and the agenda ---
+
+    def check_store(self) -> int:
+        """Readiness: the store answers, and takes writes again if the last one failed."""
+        if self.write_error is not None:
+            self.recorder.insert_tracking(Tracking("readiness-probe", time.time_ns()))
+            self.write_error = None
+        return self.recorder.max_notification_id() or 0
 
     def position(self, name: str) -> int | None:
         return self.recorder.max_tracking_id(name)

@@ -14,8 +14,10 @@ has a time limit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -29,9 +31,9 @@ from prometheus_client import Counter
 from shared import topics
 from shared.application import Conflict, ServiceApplication
 from shared.clock import Clock
-from shared.errors import describe
+from shared.errors import describe, header, mask
 from shared.events import CloudEvent, DecodeError, EventData, decode
-from shared.kafka import send_dead_letter
+from shared.kafka import IncarnationCheck, send_dead_letter
 from shared.store import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,13 @@ class Delivery:
         try:
             envelope, payload = decode(record.value)
         except DecodeError as error:
-            return cls(record, name, reason=f"invalid: {error}", error_type="DecodeError")
+            return cls(record, name, reason=f"invalid: {mask(str(error))}",
+                       error_type="DecodeError")
+        if record.topic in topics.EVENT_TOPICS and type(payload).topic != record.topic:
+            # Each topic has its writers (the broker's access control decides who): a type
+            # that belongs elsewhere is a forgery or a mistake, and never evidence.
+            return cls(record, name, reason=f"invalid: a {envelope.type} does not belong on "
+                       f"{record.topic}", error_type="DecodeError")
         return cls(record, name, envelope, payload)
 
     def dead(self, reason: str, error_type: str) -> Delivery:
@@ -88,8 +96,8 @@ class Delivery:
         kept = [(name, value) for name, value in record.headers or ()
                 if not name.startswith("dunwell-dlq-")]
         headers = [*kept,
-                   (topics.DLQ_REASON_HEADER, (self.reason or "").encode()[:1000]),
-                   (topics.DLQ_ERROR_TYPE_HEADER, (self.error_type or "").encode()[:200]),
+                   (topics.DLQ_REASON_HEADER, header(self.reason or "")),
+                   (topics.DLQ_ERROR_TYPE_HEADER, header(self.error_type or "", 200)),
                    (topics.DLQ_GROUP_HEADER, group.encode()),
                    (topics.DLQ_ORIGIN_HEADER, origin.encode())]
         return DeadLetter(key=f"consumer/{group}/{self.name}/{record.offset}",
@@ -125,10 +133,14 @@ class Batch:
 
 @dataclass(frozen=True)
 class Applied:
-    """What a batch's commit held: how many events were handled, the dead letters recorded."""
+    """What a batch's commit held: the events handled on each topic, the dead letters."""
 
-    handled: int
+    by_topic: Mapping[str, int] = field(default_factory=dict)
     dead_letters: Sequence[DeadLetter] = ()
+
+    @property
+    def handled(self) -> int:
+        return sum(self.by_topic.values())
 
 
 class Sink(Protocol):
@@ -168,7 +180,7 @@ class HandlerSink:
                  if d.envelope is not None and d.reason is None and not batch.applied(d, stored)]
         seen = self.app.seen([d.envelope.id for d in fresh if d.envelope is not None])
         unit = self.app.unit()
-        handled = 0
+        handled: collections.Counter[str] = collections.Counter()
         for index, delivery in enumerate(batch.deliveries):
             if batch.applied(delivery, stored):
                 continue
@@ -189,11 +201,11 @@ class HandlerSink:
                 raise
             except Exception as error:  # isolated and dead-lettered by the loop
                 raise HandlerFailed(index, error) from error
-            handled += 1
+            handled[delivery.record.topic] += 1
         unit.positions = batch.positions(stored)
         if unit.positions or unit.dead_letters:
             self.app.commit(unit)
-        return Applied(handled, unit.dead_letters)
+        return Applied(dict(handled), unit.dead_letters)
 
     def process(self, tracking: Tracking, record: Record, envelope: CloudEvent,
                 payload: EventData) -> bool:
@@ -244,12 +256,16 @@ class EventConsumer:
     incarnation: Callable[[], str]
     clock: Clock
     on_progress: Callable[[], None] = lambda: None
+    on_other_broker: Callable[[], None] = lambda: None
     order_across_partitions: bool = False
     settings: ConsumerSettings = field(default_factory=ConsumerSettings)
     _kafka: AIOKafkaConsumer | None = None
+    _last_round: float = 0.0
 
     def ready(self) -> bool:
-        return self._kafka is not None and bool(self._kafka.assignment())
+        """In the group and going round: a replica with no partitions (more replicas than
+        partitions) is ready too, as a standby."""
+        return self._kafka is not None and time.monotonic() - self._last_round < 10.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """One run: a new Kafka consumer, positions from the store, until `stop`."""
@@ -257,7 +273,9 @@ class EventConsumer:
         kafka = AIOKafkaConsumer(group_id=self.group, enable_auto_commit=False,
                                  auto_offset_reset="earliest", **self.kafka_options)
         kafka.subscribe(list(self.subscribe), listener=_SeekFromStore(self, kafka, incarnation))
+        check = IncarnationCheck(self.kafka_options)
         try:
+            await self._bounded(check.start())
             # start() waits for the group to assign partitions, which takes a session
             # timeout or more after a member left uncleanly: limited, and stoppable.
             await _unless_stopped(kafka.start(), stop, self.settings.join_timeout_seconds)
@@ -267,15 +285,23 @@ class EventConsumer:
             while not stop.is_set():
                 fetched = await self._bounded(
                     kafka.getmany(timeout_ms=200, max_records=self.settings.max_records))
+                if fetched and not await self._bounded(check.confirms(incarnation)):
+                    log.warning("these records come from a broker incarnation other than %s: "
+                                "not applied; the run starts again under the new one",
+                                incarnation[:8])
+                    self.on_other_broker()
+                    return
                 for deliveries in self._batches(fetched, incarnation):
                     await self._settle(deliveries, stop)
                 self.on_progress()
+                self._last_round = time.monotonic()
                 if fetched:
                     await self._commit_offsets(kafka, fetched)
         except _Stopping:
             pass
         finally:
             self._kafka = None
+            await check.stop()
             # Leaving the group politely is worth 2 s at most: a stop has 4 s for every loop.
             await _quietly(kafka.stop(), min(self.settings.call_timeout_seconds, 2.0))
 
@@ -336,14 +362,19 @@ class EventConsumer:
     async def _apply(self, deliveries: list[Delivery]) -> None:
         batch = Batch(deliveries, self.group, self.clock.now())
         applied = await asyncio.to_thread(self.sink.apply, batch)
+        skipped = collections.Counter(delivery.record.topic for delivery in deliveries)
         for letter in applied.dead_letters:
-            log.warning("dead-lettering %s: %s", letter.key,
-                        dict(letter.headers).get(topics.DLQ_REASON_HEADER, b"").decode())
-            CONSUMED.labels(letter.topic, "dead_lettered").inc()
-        topic = deliveries[0].record.topic
-        CONSUMED.labels(topic, "processed").inc(applied.handled)
-        CONSUMED.labels(topic, "skipped").inc(
-            len(deliveries) - applied.handled - len(applied.dead_letters))
+            reason = dict(letter.headers).get(topics.DLQ_REASON_HEADER, b"")
+            log.warning("dead-lettering %s: %s", letter.key, reason.decode("utf-8", "replace"))
+            origin = letter.topic.removesuffix(".dlq")
+            CONSUMED.labels(origin, "dead_lettered").inc()
+            skipped[origin] -= 1
+        for topic, handled in applied.by_topic.items():
+            CONSUMED.labels(topic, "processed").inc(handled)
+            skipped[topic] -= handled
+        for topic, count in skipped.items():
+            if count > 0:
+                CONSUMED.labels(topic, "skipped").inc(count)
         await self._send_dead_letters(applied.dead_letters)
 
     async def _send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:

@@ -13,16 +13,19 @@ from pydantic import ValidationError
 
 _EMAIL = re.compile(r"[^\s@'\"<>()]+@[^\s@'\"<>()]+")
 _DIGITS = re.compile(r"\+?\d[\d\s().-]{4,}\d")
+# A phone number has 8 digits or more, an account or ID number more still; sizes, offsets and
+# counts an operator reads are shorter.
+DIGITS = 8
 _IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 LIMIT = 300
 
 
 def mask(text: str) -> str:
-    """`text` with e-mail addresses and runs of six or more digits replaced (an IPv4
+    """`text` with e-mail addresses and runs of eight or more digits replaced (an IPv4
     address is an operator's fact, not a person's, and is kept)."""
     text = _EMAIL.sub("<email>", text)
     return _DIGITS.sub(lambda m: m.group() if _IPV4.fullmatch(m.group())
-                       or sum(c.isdigit() for c in m.group()) < 6 else "<digits>", text)
+                       or sum(c.isdigit() for c in m.group()) < DIGITS else "<digits>", text)
 
 
 def describe(error: BaseException) -> str:
@@ -37,3 +40,8 @@ def describe(error: BaseException) -> str:
     message = mask(message).removeprefix(f"{name}: ")
     text = f"{name}: {message}" if message else name
     return text[:LIMIT]
+
+
+def header(text: str, limit: int = 1000) -> bytes:
+    """`text` as UTF-8 of at most `limit` bytes, never cut inside a character."""
+    return text.encode()[:limit].decode("utf-8", "ignore").encode()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, Literal
 
+from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -15,6 +17,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.application import Conflict
+from shared.errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +169,23 @@ def _add_errors(app: FastAPI) -> None:
                    for e in error.errors()[:20]]
         return JSONResponse(error_body("invalid_request", "the request does not fit the schema",
                                        details), 422)
+
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        """Still a JSON error, never a bare 500 page; the store failing is a 503."""
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.error("%s %s failed: %s", request.method, route, describe(error))
+        if isinstance(error, Conflict):
+            return JSONResponse(error_body("conflict", "another request changed this meanwhile; "
+                                           "send it again"), 409)
+        if isinstance(error, PersistenceError | sqlite3.Error):
+            return JSONResponse(error_body("store_unavailable", "the service's store cannot "
+                                           "take this now; send it again later"), 503,
+                                headers={"Retry-After": "5"})
+        return JSONResponse(error_body("internal_error", "the service failed, and may or may "
+                                       "not have recorded this: send it again (with the same "
+                                       "Idempotency-Key)"), 500)
 
 
 def _code(status: int) -> str:

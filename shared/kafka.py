@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -81,6 +82,47 @@ async def read_incarnation(settings: KafkaSettings) -> str | None:
                     return None
     finally:
         await _closed(consumer.stop(), settings.call_timeout_seconds)
+
+
+class IncarnationCheck:
+    """Confirms, after each fetch, that the records came from the broker incarnation a run
+    works with: a broker replaced by an empty one between two fetches would otherwise be read
+    from the old positions (records skipped as applied, later ones applied too early).
+
+    One long-lived client, assigned to the incarnation partition (no group): a check is a
+    seek to offset 0 and one small fetch.
+    """
+
+    def __init__(self, options: Mapping[str, Any], attempts: int = 4) -> None:
+        self.partition = TopicPartition(topics.INCARNATION, 0)
+        self.options = options
+        self.attempts = attempts
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                    **self.options)
+        await consumer.start()
+        consumer.assign([self.partition])
+        self._consumer = consumer
+
+    async def confirms(self, expected: str) -> bool:
+        """True if the broker still names `expected`; False if it names another. Raises
+        TimeoutError when it cannot tell (the topic is gone, the broker does not answer)."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the incarnation check was not started")
+        for _ in range(self.attempts):
+            consumer.seek(self.partition, 0)
+            batch = await consumer.getmany(self.partition, timeout_ms=250, max_records=1)
+            for record in batch.get(self.partition, []):
+                return bytes(record.value or b"").decode() == expected
+        raise TimeoutError("the broker's incarnation could not be read")
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await _closed(self._consumer.stop(), 2.0)
+            self._consumer = None
 
 
 async def broker_incarnation(settings: KafkaSettings) -> str:

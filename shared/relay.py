@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge
 
 from shared import topics
 from shared.application import ServiceApplication
-from shared.errors import describe
+from shared.errors import describe, header
 from shared.events import (
     CLOUDEVENTS_CONTENT_TYPE,
     EVENT_TYPES,
@@ -146,7 +146,7 @@ class StoredEvents:
 
     def _letter(self, notification: Any, error: BaseException) -> DeadLetter:
         origin = f"{self.app.name}/{notification.id}"
-        headers = ((topics.DLQ_REASON_HEADER, f"unmappable: {describe(error)}".encode()[:1000]),
+        headers = ((topics.DLQ_REASON_HEADER, header(f"unmappable: {describe(error)}")),
                    (topics.DLQ_ERROR_TYPE_HEADER, type(error).__name__.encode()),
                    (topics.DLQ_GROUP_HEADER, f"relay/{self.app.name}".encode()),
                    (topics.DLQ_ORIGIN_HEADER, origin.encode()),
@@ -204,7 +204,8 @@ class OutboxRelay:
         self.position = 0
 
     def refilling(self) -> bool:
-        """Still republishing what was stored before this incarnation began."""
+        """Still publishing what was stored before this run began (after a restart, or for a
+        new broker incarnation: everything)."""
         return self.position < self.refill_until
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -212,7 +213,9 @@ class OutboxRelay:
         name = f"relay/{self.incarnation()}"
         stored = await asyncio.to_thread(self.outbox.position, name)
         self.position = stored or 0
-        self.refill_until = await asyncio.to_thread(self.outbox.head) if stored is None else 0
+        # What was stored before this run began is a backlog (all of it, for a new broker
+        # incarnation): readiness says so until it is published.
+        self.refill_until = await asyncio.to_thread(self.outbox.head)
         await self._send_letters(await asyncio.to_thread(
             self.outbox.unsent_dead_letters, "relay/", 500))
         while not stop.is_set():
@@ -258,8 +261,8 @@ class OutboxRelay:
             return
         producer = self.producer()
         for letter in letters:
-            log.warning("relay set aside %s: %s", letter.key,
-                        dict(letter.headers).get(topics.DLQ_REASON_HEADER, b"").decode())
+            reason = dict(letter.headers).get(topics.DLQ_REASON_HEADER, b"")
+            log.warning("relay set aside %s: %s", letter.key, reason.decode("utf-8", "replace"))
             await asyncio.wait_for(send_dead_letter(producer, letter), self.call_timeout_seconds)
             SET_ASIDE.inc()
         await asyncio.to_thread(self.outbox.mark_sent, [letter.key for letter in letters])

@@ -110,15 +110,21 @@ class Runtime:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _changed_at: float = 0.0
     _watcher: asyncio.Task[None] | None = None
+    _soon: Wakeup = field(default_factory=Wakeup)
 
     def start(self) -> None:
         """Begin connecting in the background; loops spawned now start once connected."""
+        self._soon.bind()
         self._watcher = asyncio.create_task(self._watch(), name="incarnation")
 
     def spawn(self, name: str, loop: Loop) -> LoopHealth:
         health = self.health.setdefault(name, LoopHealth(name))
         self._tasks.append(asyncio.create_task(self._supervise(health, loop), name=name))
         return health
+
+    def check_soon(self) -> None:
+        """A loop saw records of another incarnation: check the broker now, not in a while."""
+        self._soon.set()
 
     def beat(self, name: str) -> Callable[[], None]:
         """What loop `name` calls when it got through a round: it is working."""
@@ -187,7 +193,7 @@ class Runtime:
                                 describe(error))
                 self.broker_ok, self.broker_error = False, describe(error)
             BROKER_UP.set(1 if self.broker_ok else 0)
-            await self._pause(self.settings.incarnation_check_seconds)
+            await self._soon.wait(self._stopping, self.settings.incarnation_check_seconds)
 
     async def _check(self) -> None:
         found = await read_incarnation(self.settings)

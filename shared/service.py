@@ -16,10 +16,13 @@ from fastapi import APIRouter, FastAPI
 from shared.auth import load_or_create_secret
 from shared.clock import Clock
 from shared.consumer import EventConsumer, Sink
+from shared.errors import describe
 from shared.http import create_app
 from shared.relay import Outbox, OutboxRelay
 from shared.runtime import Loop, Runtime
 from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,7 +59,7 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
             group=f"dunwell-{parts.name}", subscribe=parts.subscribe, sink=parts.sink,
             kafka_options=kafka.consumer_options(), producer=runtime.current_producer,
             incarnation=runtime.current_incarnation, clock=parts.clock,
-            on_progress=runtime.beat("consumer"),
+            on_progress=runtime.beat("consumer"), on_other_broker=runtime.check_soon,
             order_across_partitions=parts.order_across_partitions)
         runtime.spawn("consumer", consumer.run)
         relay = None
@@ -76,8 +79,13 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
             await runtime.close()
 
     def checks() -> dict[str, bool]:
-        parts.store_check()
-        result = {"store": True}
+        """Each check by name; one that raises is false, the others are still reported."""
+        try:
+            parts.store_check()
+            result = {"store": True}
+        except Exception as error:  # noqa: BLE001 - a store that cannot answer is not ready
+            log.warning("readiness: the store check failed: %s", describe(error))
+            result = {"store": False}
         runtime: Runtime | None = state.get("runtime")
         if connect:
             result.update(runtime.checks() if runtime else {"broker": False})

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import prometheus_client
 from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Tracking
@@ -27,6 +29,10 @@ from services.audit.store import Leaf, LogStore
 BUNDLE_FORMAT = "dunwell-evidence/v1"
 
 log = logging.getLogger(__name__)
+
+CONFLICTING = prometheus_client.Counter(
+    "dunwell_audit_conflicting_duplicates_total",
+    "Events consumed again under a logged id but with other bytes (the first is kept)")
 
 
 class ForkedLog(RuntimeError):
@@ -72,7 +78,7 @@ class AuditLog:
     def apply(self, batch: Batch) -> Applied:
         """Every fresh event of the batch becomes a leaf, exactly as consumed."""
         stored = {name: self.store.position(name) for name in batch.names()}
-        leaves, letters = [], []
+        leaves, letters, topic_of = [], [], {}
         for delivery in batch.deliveries:
             if batch.applied(delivery, stored):
                 continue
@@ -80,10 +86,17 @@ class AuditLog:
                 letters.append(delivery.dead_letter(batch.group))
                 continue
             leaves.append(leaf_of(delivery.envelope, delivery.record))
+            topic_of[delivery.envelope.id] = delivery.record.topic
         positions = [(t.application_name, t.notification_id) for t in batch.positions(stored)]
         if not positions and not letters:
-            return Applied(0)
-        return Applied(self.store.commit(leaves, positions, letters), letters)
+            return Applied({})
+        committed = self.store.commit(leaves, positions, letters)
+        for event_id in committed.conflicting:
+            CONFLICTING.inc()
+            log.warning("event %s was logged before with other bytes; the first is kept",
+                        event_id)
+        return Applied(dict(Counter(topic_of[event_id] for event_id in committed.appended)),
+                       letters)
 
     def process(self, tracking: Tracking, record: ConsumerRecord[bytes, bytes],
                 envelope: CloudEvent, payload: EventData) -> bool:

@@ -79,6 +79,14 @@ class Leaf:
 
 
 @dataclass(frozen=True)
+class Committed:
+    """What a commit appended (event ids, in order), and the repeats whose bytes differ."""
+
+    appended: tuple[str, ...]
+    conflicting: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class NewLeaf:
     event_id: str
     subject: str
@@ -179,25 +187,28 @@ class LogStore:
         last = self.position(name)
         if last is not None and last >= offset:
             return 0
-        return self.commit(leaves, [position])
+        return len(self.commit(leaves, [position]).appended)
 
     def commit(self, leaves: Sequence[NewLeaf], positions: Sequence[tuple[str, int]],
-               dead_letters: Sequence[DeadLetter] = ()) -> int:
+               dead_letters: Sequence[DeadLetter] = ()) -> Committed:
         """One consumed batch in one transaction: its new leaves, every partition's position
-        and the dead letters; returns how many leaves were appended."""
+        and the dead letters. A leaf whose event id is logged already is not appended again;
+        if its bytes differ from the logged ones, it is named in `conflicting`."""
         with self._transaction() as db:
             db.executemany("INSERT INTO positions (name, position) VALUES (?, ?) "
                            "ON CONFLICT(name) DO UPDATE SET position=excluded.position",
                            list(positions))
             self._insert_dead_letters(db, dead_letters)
             seen = self._logged([leaf.event_id for leaf in leaves])
-            fresh = []
+            fresh, conflicting = [], []
             for leaf in leaves:
                 if leaf.event_id not in seen:
-                    seen.add(leaf.event_id)
+                    seen[leaf.event_id] = leaf.leaf_hash
                     fresh.append(leaf)
+                elif seen[leaf.event_id] != leaf.leaf_hash:
+                    conflicting.append(leaf.event_id)
             if not fresh:
-                return 0
+                return Committed((), tuple(conflicting))
             start = self._size
             db.executemany(
                 "INSERT INTO leaves (leaf_index, event_id, subject, event_type, leaf_hash)"
@@ -210,7 +221,7 @@ class LogStore:
             db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)",
                            [(level, idx, value) for (level, idx), value in entries])
         self._size = start + len(fresh)
-        return len(fresh)
+        return Committed(tuple(leaf.event_id for leaf in fresh), tuple(conflicting))
 
     def set_position(self, name: str, position: int) -> None:
         with self._transaction() as db:
@@ -240,14 +251,14 @@ class LogStore:
         with self._transaction() as db:
             db.executemany("UPDATE dead_letters SET sent=1 WHERE key=?", [(k,) for k in keys])
 
-    def _logged(self, event_ids: Sequence[str]) -> set[str]:
-        """Those of `event_ids` already in the log."""
-        found: set[str] = set()
+    def _logged(self, event_ids: Sequence[str]) -> dict[str, bytes]:
+        """Those of `event_ids` already in the log, with their leaf hashes."""
+        found: dict[str, bytes] = {}
         for start in range(0, len(event_ids), 500):
             chunk = event_ids[start:start + 500]
-            found.update(row[0] for row in self._db.execute(
-                "SELECT event_id FROM leaves WHERE event_id IN (" + ",".join("?" * len(chunk))
-                + ")", chunk))
+            found.update((row[0], bytes(row[1])) for row in self._db.execute(
+                "SELECT event_id, leaf_hash FROM leaves WHERE event_id IN ("
+                + ",".join("?" * len(chunk)) + ")", chunk))
         return found
 
     def ping(self) -> int:

@@ -25,7 +25,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     cases = Cases(pack(settings.pack), env=settings.persistence_env("escalation"))
     parts = Parts(
         name="escalation", settings=settings, clock=clock, store=cases,
-        store_check=cases.recorder.max_notification_id,
+        store_check=cases.check_store,
         sink=HandlerSink(cases, HANDLERS, clock), subscribe=[topics.LOANS],
         routers=[router], outbox=StoredEvents(cases, integration_event, "/dunwell/escalation"))
     return assemble(parts, connect=connect)

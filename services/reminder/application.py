@@ -7,14 +7,14 @@ from datetime import datetime, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from shared.application import ServiceApplication, Unit
+from shared.application import Conflict, ServiceApplication, Unit
 from shared.errors import describe
 from shared.events import CaseClosed, CaseOpened, CloudEvent
 from shared.policy_pack import PolicyPack
 
 from services.reminder import policy
 from services.reminder.channels import ChannelError, OutboundMessage, SmsGateway
-from services.reminder.domain import FIRST_REMINDER, ContactPlan, Reminder, render
+from services.reminder.domain import FIRST_REMINDER, SENDING, ContactPlan, Reminder, render
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,13 @@ class Reminders(ServiceApplication):
         zone = ZoneInfo(reminder.timezone)
         for decision in (policy.is_open(plan.open), policy.contact_window(self.pack, zone, now)):
             if not decision.allowed:
+                rule, reason = decision.rule or "", decision.reason or ""
                 if decision.until is not None:
-                    reminder.defer(decision.rule or "", decision.reason or "", decision.until)
+                    reminder.defer(rule, reason, decision.until)
+                elif reminder.status == SENDING:
+                    reminder.abandon(rule, reason, now)
                 else:
-                    reminder.cancel(decision.rule or "", decision.reason or "", now,
-                                    reminder.cause)
+                    reminder.cancel(rule, reason, now, reminder.cause)
                 self.save(reminder)
                 return
         reminder.start_sending(now)
@@ -105,8 +107,21 @@ class Reminders(ServiceApplication):
             reminder.fail(describe(error), now, now + retry_after)
             self.save(reminder)
             return
-        reminder.mark_sent(now, now.astimezone(zone).isoformat(timespec="seconds"), provider_id)
-        self.save(reminder)
+        self._record_sent(reminder, now, now.astimezone(zone).isoformat(timespec="seconds"),
+                          provider_id)
+
+    def _record_sent(self, reminder: Reminder, at: datetime, local_time: str,
+                     provider_id: str) -> None:
+        """The provider has the message: that is a fact, recorded even if the reminder changed
+        meanwhile (a payment arriving during the hand-over)."""
+        for _ in range(5):
+            reminder.mark_sent(at, local_time, provider_id)
+            try:
+                self.save(reminder)
+                return
+            except Conflict:
+                reminder = self.repository.get(reminder.id)
+        raise Conflict(f"could not record the send of {reminder.id}")
 
     # --- queries ---
 

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ class ChannelError(Exception):
 
 class SmsGateway(Protocol):
     def send(self, message: OutboundMessage) -> str: ...
+
+
+LOCK_SECONDS = 10.0
 
 
 class FileSmsSink:
@@ -58,6 +62,19 @@ class FileSmsSink:
                 continue
             self._accepted.setdefault(entry["idempotency_key"], entry["provider_id"])
 
+    @staticmethod
+    def _lock_within(handle: IO[str], seconds: float) -> None:
+        """The file lock, or ChannelError: a replica stuck holding it must not stall us."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ChannelError(f"the sink stayed locked for {seconds:.0f} s") from None
+                time.sleep(0.01)
+
     def _ends_a_line(self, handle: IO[str]) -> bool:
         with self.path.open("rb") as raw:
             raw.seek(-1, os.SEEK_END)
@@ -66,7 +83,7 @@ class FileSmsSink:
     def send(self, message: OutboundMessage) -> str:
         with self._lock, self.path.open("a+", encoding="utf-8") as handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                self._lock_within(handle, LOCK_SECONDS)
                 self._catch_up(handle)
                 earlier = self._accepted.get(message.idempotency_key)
                 if earlier is not None:

@@ -116,9 +116,19 @@ class Reminder(Aggregate):
                      self.correlation)
 
     def cancel(self, rule: str, reason: str, at: datetime, cause: str) -> None:
-        if self.pending:
+        """A rule drops a planned message. One being handed over is left to finish: its send
+        is then recorded as it happened (and a failed one is dropped at its next try)."""
+        if self.status == PENDING:
             self._cancelled(self.loan_id, self.channel, rule, reason, at, cause,
                             self.correlation)
+
+    def abandon(self, rule: str, reason: str, at: datetime) -> None:
+        """A send cut short by a crash, which a rule now forbids to finish: dropped, saying
+        that the provider may have had it (the reminder id was its idempotency key)."""
+        if self.status == SENDING:
+            self._cancelled(self.loan_id, self.channel, rule,
+                            f"{reason}; a send was in flight when it stopped, and the provider "
+                            f"may have it", at, self.cause, self.correlation)
 
     @event("Blocked")
     def _blocked(self, loan_id: str, channel: str, rule: str, reason: str, until: datetime,

@@ -46,7 +46,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
 
     parts = Parts(
         name="reminder", settings=settings, clock=clock, store=reminders,
-        store_check=reminders.recorder.max_notification_id,
+        store_check=reminders.check_store,
         sink=HandlerSink(reminders, HANDLERS, clock), subscribe=[topics.CASES],
         routers=[router], outbox=StoredEvents(reminders, integration_event, "/dunwell/reminder"),
         loops=[("agenda", agenda)])

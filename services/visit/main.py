@@ -24,7 +24,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     visits = Visits(env=settings.persistence_env("visit"))
     parts = Parts(
         name="visit", settings=settings, clock=clock, store=visits,
-        store_check=visits.recorder.max_notification_id,
+        store_check=visits.check_store,
         sink=HandlerSink(visits, HANDLERS, clock), subscribe=[topics.CASES],
         routers=[router], outbox=StoredEvents(visits, integration_event, "/dunwell/visit"))
     return assemble(parts, connect=connect)

@@ -33,6 +33,7 @@ class Broker:
     port: int
     logs: Path
     process: devstack.Process
+    incarnation: str = ""  # as read when it was prepared
 
     @property
     def bootstrap(self) -> str:
@@ -60,7 +61,7 @@ class Broker:
 def start_broker(logs: Path) -> Broker:
     port = devstack.free_port()
     broker = Broker(port, logs, devstack.start_broker(port, logs))
-    asyncio.run(prepare_broker(broker.settings()))
+    broker.incarnation = asyncio.run(prepare_broker(broker.settings()))
     return broker
 
 

@@ -41,7 +41,7 @@ def consumer(broker: Broker, app: Marks, topic: str, behaviour: Behaviour,
         group=f"group-{topic}", subscribe=[topic],
         sink=HandlerSink(app, {CaseClosed: behaviour.handler}, SystemClock()),
         kafka_options=broker.settings().consumer_options(), producer=producer,
-        incarnation=lambda: "inc-test", clock=SystemClock(), settings=FAST, **options)
+        incarnation=lambda: broker.incarnation, clock=SystemClock(), settings=FAST, **options)
 
 
 @asynccontextmanager
@@ -88,7 +88,7 @@ async def test_a_handler_error_is_retried_then_dead_lettered_and_the_next_messag
         b"failed 3 times: ValueError: repayment channel is blank")
     assert headers[topics.DLQ_GROUP_HEADER] == f"group-{topic}".encode()
     assert headers[topics.DLQ_ORIGIN_HEADER] == f"{topic}/0/1".encode()
-    assert app.position(f"kafka/inc-test/{topic}/0") == 2
+    assert app.position(f"kafka/{broker.incarnation}/{topic}/0") == 2
 
 
 async def test_one_bad_message_in_a_batch_takes_none_of_its_neighbours_down(
@@ -117,7 +117,7 @@ async def test_one_bad_message_in_a_batch_takes_none_of_its_neighbours_down(
                        b"rejected: Rejected: no case for this loan"]
     assert behaviour.calls["N-31"] == 1  # a refusal is not retried
     assert behaviour.calls["N-17"] == 3
-    assert app.position(f"kafka/inc-test/{topic}/0") == 39
+    assert app.position(f"kafka/{broker.incarnation}/{topic}/0") == 39
 
 
 async def _at_least(found: Any, count: int) -> Any:

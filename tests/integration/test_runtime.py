@@ -84,3 +84,53 @@ async def test_close_is_bounded_when_the_broker_hangs(own_broker: Broker,
     finally:
         own_broker.thaw()
     assert took < 9, f"close took {took:.1f} s"
+
+
+async def test_records_of_a_new_broker_are_never_read_from_the_old_positions(
+        own_broker: Broker, tmp_path: Path) -> None:
+    """Another service refills the new broker before this one's own check comes round: the
+    consumer must not read it from the old incarnation's positions (records skipped as applied,
+    later ones applied early). Everything is applied under the new incarnation, in order."""
+    from shared.clock import SystemClock
+    from shared.consumer import ConsumerSettings, EventConsumer, HandlerSink
+    from shared.events import CaseClosed
+    from shared.kafka import prepare_broker
+    from tests.integration.kit import Behaviour, closed_event, create_topics, marks, produce
+
+    topic = "window.events"
+    settings = own_broker.settings(incarnation_check_seconds=30.0)  # a slow check, on purpose
+    app = marks(tmp_path)
+    order: list[str] = []
+    behaviour = Behaviour()
+
+    def handler(*args: object) -> None:
+        order.append(args[3].loan_id)  # type: ignore[attr-defined]
+        behaviour.handler(*args)  # type: ignore[arg-type]
+
+    await create_topics(settings, topic, topic + ".dlq")
+    await produce(settings, topic, [closed_event(f"OLD-{i}") for i in range(6)])
+    runtime = Runtime(settings)
+    runtime.start()
+    consumer = EventConsumer(
+        group="window", subscribe=[topic],
+        sink=HandlerSink(app, {CaseClosed: handler}, SystemClock()),
+        kafka_options=settings.consumer_options(), producer=runtime.current_producer,
+        incarnation=runtime.current_incarnation, clock=SystemClock(),
+        settings=ConsumerSettings(), on_other_broker=runtime.check_soon)
+    runtime.spawn("consumer", consumer.run)
+    try:
+        await eventually(lambda: len(order) == 6, what="the old records")
+        first = runtime.incarnation
+        own_broker.replace_with_empty()
+        await prepare_broker(settings)  # the other service, first to notice
+        await create_topics(settings, topic, topic + ".dlq")
+        await produce(settings, topic, [closed_event(f"NEW-{i}") for i in range(10)])
+        await eventually(lambda: len(order) == 16, timeout=60, what="the new records")
+    finally:
+        await runtime.close()
+    assert order[6:] == [f"NEW-{i}" for i in range(10)]
+    assert runtime.incarnation != first
+    assert app.position(f"kafka/{first}/{topic}/0") == 5  # nothing applied under the old name
+    # (Tansu may have made the new topic itself, with other partitions, on the first request.)
+    assert [app.position(f"kafka/{runtime.incarnation}/{topic}/{p}") for p in range(4)
+            ].count(9) == 1

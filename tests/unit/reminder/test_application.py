@@ -245,3 +245,48 @@ def test_a_crash_mid_send_resends_under_the_same_key_once(tmp_path: Path, sink_p
     assert (resent.status, resent.attempts) == ("sent", 2)
     assert after.due(clock.now()) == []
     after.close()
+
+
+def test_a_payment_during_the_hand_over_leaves_the_send_on_record(app: Reminders,
+                                                                   gateway: Gateway,
+                                                                   sink_path: Path) -> None:
+    """The provider has the message once the hand-over began: the record must say it was sent,
+    not that it was cancelled."""
+    clock = ManualClock(local("11:00"))
+    opened = case_opened(clock.now())
+    deliver(app, opened, 1, clock.now())
+    reminder_id = reminder_for(opened)
+
+    class PaidMeanwhile:
+        def send(self, message: OutboundMessage) -> str:
+            deliver(app, case_closed(clock.now()), 2, clock.now())  # while the provider works
+            return gateway.send(message)
+
+    app.send_due(reminder_id, PaidMeanwhile(), clock.now(), RETRY)  # type: ignore[arg-type]
+    reminder: Reminder = app.repository.get(reminder_id)
+    assert (reminder.status, reminder.cancelled) == ("sent", None)
+    assert len(sink_lines(sink_path)) == 1
+    assert app.due(clock.now()) == []
+
+
+def test_a_send_cut_short_on_a_case_since_paid_is_abandoned_and_says_so(
+        tmp_path: Path, sink_path: Path) -> None:
+    store = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+             "SQLITE_DBNAME": str(tmp_path / "reminder.db")}
+    clock = ManualClock(local("11:00"))
+    app = Reminders(CN, "the official hotline 95555", env=store)
+    opened = case_opened(clock.now())
+    deliver(app, opened, 1, clock.now())
+    reminder: Reminder = app.repository.get(reminder_for(opened))
+    reminder.start_sending(clock.now())
+    app.save(reminder)  # and the process dies here
+    deliver(app, case_closed(clock.now()), 2, clock.now())
+    assert app.repository.get(reminder.id).status == "sending"  # not cancelled under the send
+
+    gateway = Gateway(FileSmsSink(sink_path))
+    app.send_due(reminder.id, gateway, clock.now(), RETRY)
+    abandoned: Reminder = app.repository.get(reminder.id)
+    assert abandoned.status == "cancelled" and gateway.keys == []
+    assert abandoned.cancelled is not None and abandoned.cancelled["rule"] == "C4"
+    assert "the provider may have it" in abandoned.cancelled["reason"]
+    app.close()
