@@ -14,7 +14,7 @@ from services.audit.merkle import (
     nodes_for_append,
     root,
 )
-from services.audit.store import LogStore, NewLeaf, nodes_query
+from services.audit.store import Committed, LogStore, NewLeaf, nodes_query
 
 
 def leaf(i: int) -> NewLeaf:
@@ -67,3 +67,15 @@ def test_proofs_from_the_sqlite_store_equal_those_from_memory(tmp_path: Path) ->
             assert inclusion_proof(index, size, store) == inclusion_proof(index, size, memory)
             assert consistency_proof(index + 1, size, store) == \
                 consistency_proof(index + 1, size, memory)
+
+
+def test_an_id_seen_again_with_other_bytes_is_named_and_not_appended(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "audit.db")
+    first = leaf(0)
+    forged = NewLeaf(first.event_id, first.subject, first.event_type, b"other bytes",
+                     leaf_hash(b"other bytes"))
+    assert store.commit([first], [("p", 0)]).appended == (first.event_id,)
+    again = store.commit([first, forged], [("p", 1)])
+    assert again == Committed((), (first.event_id,))  # the exact repeat is not named
+    assert store.size == 1
+    store.close()
