@@ -11,8 +11,7 @@ a service with a large agenda is ready.
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from rich.progress import Progress
 from dunwell import devstack
 from shared.clock import ManualClock
 from shared.consumer import Batch, Delivery, HandlerSink, tracking_name
-from shared.events import Borrower, CaseOpened, envelope
 from shared.policy_pack import CN
+from tests.helpers import case_opened
 from tests.service.records import consumer_record
 
 from services.reminder.application import Reminders
@@ -37,17 +36,11 @@ NIGHT_IN_SHANGHAI = datetime(2036, 10, 14, 15, 0, tzinfo=UTC)
 def _deliveries(start: int, count: int, prefix: str) -> list[Delivery]:
     found = []
     for i in range(start, start + count):
-        data = CaseOpened(
-            loan_id=f"{prefix}-{i:07d}", lender_id="lender-bench",
-            borrower=Borrower(borrower_id=f"B-{i}", name="Wang Fang", phone="+8613800000000",
-                              timezone="Asia/Shanghai"),
-            amount_overdue=Decimal("1200.50"), currency="CNY", due_date=date(2026, 10, 1),
-            days_past_due=13, repayment_channel="transfer to account 6222-0000-1111",
-            stage="soft_reminders", opened_at=NIGHT_IN_SHANGHAI)
-        event = envelope(data, event_id=f"{prefix}-{i}", source="/dunwell/escalation",
-                         time=NIGHT_IN_SHANGHAI, causation_id=None, correlation_id=None)
+        event = case_opened(f"{prefix}-{i:07d}", f"{prefix}-{i}", NIGHT_IN_SHANGHAI,
+                            lender_id="lender-bench")
         record = consumer_record(event, "cases.events", i)
-        found.append(Delivery(record, tracking_name("bench", "cases.events", 0), event, data))
+        found.append(Delivery(record, tracking_name("bench", "cases.events", 0), event,
+                              event.payload()))
     return found
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
+
+from shared.events import Borrower, CaseOpened, CloudEvent, envelope
 
 T = TypeVar("T")
 
@@ -45,3 +48,17 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, every: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
+
+
+def case_opened(loan_id: str, event_id: str, at: datetime, *,
+                lender_id: str = "lender-1", zone: str = "Asia/Shanghai") -> CloudEvent:
+    """A CaseOpened as escalation publishes it: what the reminder service plans from."""
+    data = CaseOpened(
+        loan_id=loan_id, lender_id=lender_id,
+        borrower=Borrower(borrower_id=f"B-{loan_id}", name="Wang Fang",
+                          phone="+8613800000000", timezone=zone),
+        amount_overdue=Decimal("1200.50"), currency="CNY", due_date=date(2026, 10, 1),
+        days_past_due=13, repayment_channel="transfer to account 6222-0000-1111",
+        stage="soft_reminders", opened_at=at)
+    return envelope(data, event_id=event_id, source="/dunwell/escalation", time=at,
+                    causation_id=None, correlation_id=None)

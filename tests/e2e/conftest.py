@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,4 +15,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         yield running
     finally:
+        running.shutdown()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A suite of its own, for a test that kills, freezes or replaces parts of it."""
+    running = start_stack(tmp_path / "suite")
+    try:
+        yield running
+    finally:
+        running.broker.popen.send_signal(signal.SIGCONT)  # in case the test froze it
         running.shutdown()

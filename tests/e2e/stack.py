@@ -67,6 +67,17 @@ class Stack:
         for name in names or list(self.services):
             self.services.pop(name).stop()
 
+    def stop_within(self, grace: float) -> dict[str, int]:
+        """SIGTERM each service and SIGKILL what is still running after `grace` seconds, as
+        Kubernetes does; returns each exit status (-9: it had to be killed)."""
+        codes = {}
+        for name in list(self.services):
+            process = self.services.pop(name)
+            codes[name] = process.stop(timeout=grace)
+            stopped = "shared.runtime stopped in" in process.log_path.read_text()
+            assert stopped or codes[name] == -9, f"{name}: see {process.log_path}"
+        return codes
+
     def kill(self, name: str) -> None:
         self.services.pop(name).kill()
 

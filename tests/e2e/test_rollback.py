@@ -15,11 +15,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from shared import topics
 from shared.auth import Role
@@ -27,19 +25,10 @@ from shared.events import CheckpointSigned
 from shared.kafka import make_producer
 from shared.settings import KafkaSettings
 from shared.tlog import leaf_hash
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import Stack
 from tests.helpers import wait_for
 
 from services.audit.store import LogStore, NewLeaf
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    running = start_stack(tmp_path / "suite")
-    try:
-        yield running
-    finally:
-        running.shutdown()
 
 
 def _signed_with_reminder(stack: Stack) -> int:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -17,8 +16,8 @@ import pytest
 from shared.agenda import Agenda
 from shared.clock import ManualClock
 from shared.consumer import HandlerSink
-from shared.events import Borrower, CaseOpened, envelope
 from shared.policy_pack import CN
+from tests.helpers import case_opened
 from tests.service.records import consumer_record, tracking_of
 
 from services.reminder.application import Reminders
@@ -43,17 +42,9 @@ def open_cases(app: Reminders, count: int, now: datetime, prefix: str = "L") -> 
     sink = HandlerSink(app, HANDLERS, ManualClock(now))
     ids = []
     for i in range(count):
-        data = CaseOpened(
-            loan_id=f"{prefix}-{i}", lender_id="lender-1",
-            borrower=Borrower(borrower_id=f"B-{i}", name="Wang Fang", phone="+8613800000000",
-                              timezone="Asia/Shanghai"),
-            amount_overdue=Decimal("1200.50"), currency="CNY", due_date=date(2026, 10, 1),
-            days_past_due=13, repayment_channel="transfer to account 6222-0000-1111",
-            stage="soft_reminders", opened_at=now)
-        event = envelope(data, event_id=f"ev-{prefix}-{i}", source="/dunwell/escalation",
-                         time=now, causation_id=None, correlation_id=None)
+        event = case_opened(f"{prefix}-{i}", f"ev-{prefix}-{i}", now)
         record = consumer_record(event, "cases.events", i)
-        sink.process(tracking_of(record), record, event, data)
+        sink.process(tracking_of(record), record, event, event.payload())
         ids.append(Reminder.create_id(f"{event.id}/sms/first"))
     return ids
 
