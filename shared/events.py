@@ -216,6 +216,32 @@ class AttemptOutcome(StrEnum):
     PROMISE_TO_PAY = "promise_to_pay"
 
 
+class Language(StrEnum):
+    ZH_CN = "zh-CN"
+    EN = "en"
+
+
+class Jurisdiction(StrEnum):
+    """A conduct-rule pack (shared/policy_pack.py)."""
+
+    CN = "cn"
+    US = "us"
+
+
+class Party(StrEnum):
+    """Whom a contact reached: the borrower, a pre-agreed contact person (C13), or a number
+    that is neither (recorded as the fact it is; the audit flags it)."""
+
+    BORROWER = "borrower"
+    CONTACT = "contact"
+    OTHER = "other"
+
+
+class PhoneKind(StrEnum):
+    BORROWER = "borrower"
+    CONTACT = "contact"
+
+
 Channels = Annotated[list[Channel], Field(min_length=1, max_length=len(Channel))]
 CollectorIds = Annotated[list[Ident], Field(min_length=1, max_length=10)]
 
@@ -239,7 +265,7 @@ class Borrower(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     borrower_id: Ident
     name: Name
-    phone: Annotated[str, Field(max_length=33, pattern=r"^\+?[0-9 ()-]{5,32}$")]
+    phone: Phone
     # No ASCII control or space character, nor a Unicode space, on either side of the @.
     email: Annotated[str, Field(
         max_length=254,
@@ -249,6 +275,23 @@ class Borrower(BaseModel):
     residence_address: Text | None = None
     workplace_address: Text | None = None
     timezone: TimeZoneName
+
+
+Phone = Annotated[str, Field(max_length=33, pattern=r"^\+?[0-9 ()-]{5,32}$")]
+
+
+class Contact(BaseModel):
+    """A pre-agreed contact person (C13): reached only after failed attempts on the borrower,
+    and only to re-establish contact."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    contact_id: Ident
+    name: Name
+    phone: Phone
+    relation: Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")]
+
+
+Contacts = Annotated[list[Contact], Field(max_length=10)]
 
 
 class Reason(BaseModel):
@@ -278,6 +321,9 @@ class LoanOverdue(EventData):
     days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
     repayment_channel: Instruction
     verification_channel: Instruction | None = None
+    contacts: Contacts | None = None
+    language: Language | None = None
+    jurisdiction: Jurisdiction | None = None
 
 
 class PaymentReceived(EventData):
@@ -328,6 +374,9 @@ class CaseOpened(EventData):
     days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
     repayment_channel: Instruction
     verification_channel: Instruction | None = None
+    contacts: Contacts | None = None
+    language: Language | None = None
+    jurisdiction: Jurisdiction | None = None
     stage: Code
     opened_at: Time
 
@@ -355,6 +404,32 @@ class CaseClosed(EventData):
     closed_at: Time
 
 
+HoldId = Annotated[str, Field(min_length=1, max_length=80)]
+
+
+class ContactHeld(EventData):
+    """C3: contact stops on `channels` (every channel when absent) until a ContactResumed with
+    the same `hold_id`; a cease-contact request is a hold that is never resumed."""
+
+    topic = topics.CASES
+    loan_id: LoanId
+    rule: RuleId
+    reason: Line
+    channels: Channels | None = None
+    at: Time
+    hold_id: HoldId
+
+
+class ContactResumed(EventData):
+    topic = topics.CASES
+    loan_id: LoanId
+    rule: RuleId
+    reason: Line
+    channels: Channels | None = None
+    at: Time
+    hold_id: HoldId
+
+
 # --- reminders.events: written by reminder ---
 
 
@@ -377,6 +452,8 @@ class ReminderSent(EventData):
     template_version: Version
     sent_at: Time
     borrower_local_time: Annotated[str, Field(max_length=64)]
+    party: Party | None = None
+    visit_id: EventUUID | None = None
 
 
 class ReminderDelivered(EventData):
@@ -424,6 +501,38 @@ class ContactAttemptRecorded(EventData):
     attempted_at: Time
     collector_id: Ident | None = None
     promise_to_pay: PromiseToPay | None = None
+    permit_id: EventUUID | None = None  # None: dialled without a permit (the audit flags it)
+    number_sha256: Sha256Hex | None = None
+    party: Party | None = None
+    task_id: EventUUID | None = None
+
+
+class CallTaskIssued(EventData):
+    """A call a collector may make between `due_from` and `due_until` (the borrower's hours)."""
+
+    topic = topics.REMINDERS
+    loan_id: LoanId
+    task_id: EventUUID
+    phone_kind: PhoneKind
+    due_from: Time
+    due_until: Time
+    template_id: Code
+    template_version: Version
+    contact_id: Ident | None = None
+
+
+class DialPermitted(EventData):
+    """The pre-dial gate let a collector dial this number now (C1, C2, C3, C4, C13 checked)."""
+
+    topic = topics.REMINDERS
+    loan_id: LoanId
+    permit_id: EventUUID
+    task_id: EventUUID
+    collector_id: Ident
+    number_sha256: Sha256Hex
+    permitted_at: Time
+    expires_at: Time
+    party: Party | None = None
 
 
 class ContactBlocked(EventData):
@@ -434,6 +543,7 @@ class ContactBlocked(EventData):
     reason: Line
     deferred_until: Time | None = None
     reminder_id: EventUUID | None = None
+    task_id: EventUUID | None = None
 
 
 # --- visits.events: written by visit ---
@@ -591,9 +701,9 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     cls.event_type(): cls
     for cls in (
         LoanOverdue, PaymentReceived, CeaseContactRequested, DisputeOpened, DisputeResolved,
-        CaseOpened, CaseEscalated, VisitRequested, CaseClosed,
+        CaseOpened, CaseEscalated, VisitRequested, CaseClosed, ContactHeld, ContactResumed,
         ReminderScheduled, ReminderSent, ReminderDelivered, ReminderFailed, ReminderCancelled,
-        ContactAttemptRecorded, ContactBlocked,
+        ContactAttemptRecorded, ContactBlocked, CallTaskIssued, DialPermitted,
         CollectorRegistered, DebtorVerified, VisitScheduled, VisitNoticeSent,
         VisitNoticeDelivered, VisitDeclined, VisitCheckedIn, VisitRecorded, VisitCancelled,
         ComplaintFiled, ComplaintResolved,
