@@ -1,0 +1,96 @@
+# ruff: noqa: RUF001 - the Chinese texts use full-width punctuation, as they should
+"""The register of approved message templates (C5), kept once like the policy packs.
+
+A template is approved for one channel under an id and a version, with a text per language
+(`zh-CN` default, `en`). A new wording is a new version, never an edit: a reminder names the
+id and version it used, and the audit checks them against this register. The reminder
+service renders from it; the audit service only reads which ids and versions exist and what
+kind each is.
+
+Kinds:
+- `reminder`: a message about the debt; it must show every item of `REQUIRED_CONTENT` (C5);
+- `reestablish`: to a pre-agreed contact person (C13); it must say nothing of the debt, so it
+  may show none of `DEBT_CONTENT`.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+REQUIRED_CONTENT = ("amount", "currency", "deadline", "repayment_channel",
+                    "verification_channel")
+DEBT_CONTENT = ("loan_id", "amount", "currency", "deadline", "repayment_channel")
+LANGUAGES = ("zh-CN", "en")
+DEFAULT_LANGUAGE = "zh-CN"
+
+REMINDER = "reminder"
+REESTABLISH = "reestablish"
+
+
+@dataclass(frozen=True)
+class Template:
+    template_id: str
+    version: int
+    channel: str
+    kind: str
+    texts: MappingProxyType[str, str]  # language -> text
+    subjects: MappingProxyType[str, str] = field(  # e-mail only
+        default_factory=lambda: MappingProxyType({}))
+
+    def fields(self, language: str) -> set[str]:
+        """The placeholders the text of `language` shows."""
+        return {name for _, name, _, _ in string.Formatter().parse(self.texts[language])
+                if name}
+
+    def text(self, language: str) -> str:
+        return self.texts.get(language) or self.texts[DEFAULT_LANGUAGE]
+
+
+def _t(template_id: str, version: int, channel: str, kind: str, texts: dict[str, str],
+       subjects: dict[str, str] | None = None) -> Template:
+    return Template(template_id, version, channel, kind, MappingProxyType(texts),
+                    MappingProxyType(subjects or {}))
+
+
+_DEBT_ZH = ("您的借款{loan_id}已逾期，逾期金额{amount} {currency}。请于{deadline}前通过"
+            "{repayment_channel}还款。如需核实本信息的真实性，请通过{verification_channel}联系我们。")
+_DEBT_EN = ("Loan {loan_id}: {amount} {currency} is overdue. Please repay by {deadline} via "
+            "{repayment_channel}. To check that this message is genuine, contact "
+            "{verification_channel}.")
+
+_APPROVED = (
+    # The first template, kept approved: earlier logs name it.
+    _t("sms.first_reminder", 1, "sms", REMINDER, {"zh-CN": _DEBT_EN, "en": _DEBT_EN}),
+    _t("sms.reminder", 1, "sms", REMINDER, {"zh-CN": _DEBT_ZH, "en": _DEBT_EN}),
+    _t("email.reminder", 1, "email", REMINDER,
+       {"zh-CN": "{name}，您好：\n\n" + _DEBT_ZH + "\n",
+        "en": "Dear {name},\n\n" + _DEBT_EN + "\n"},
+       {"zh-CN": "借款{loan_id}还款提醒", "en": "Repayment reminder for loan {loan_id}"}),
+    _t("push.reminder", 1, "push", REMINDER,
+       {"zh-CN": _DEBT_ZH, "en": _DEBT_EN}),
+    _t("call.reminder", 1, "call", REMINDER,
+       {"zh-CN": "通话要点：说明逾期金额{amount} {currency}、还款期限{deadline}、还款方式"
+                 "{repayment_channel}，以及核实渠道{verification_channel}；询问还款意愿与能力。",
+        "en": "Call script: state the overdue {amount} {currency}, the deadline {deadline}, "
+              "how to repay ({repayment_channel}) and how to verify the call "
+              "({verification_channel}); ask about willingness and ability to pay."}),
+    _t("contact.reestablish", 1, "call", REESTABLISH,
+       {"zh-CN": "您好，我们是{lender_name}，想与{borrower_name}取得联系。请转告其通过"
+                 "{verification_channel}回电。谢谢。",
+        "en": "Hello, this is {lender_name}. We are trying to reach {borrower_name}; please "
+              "ask them to call us back through {verification_channel}. Thank you."}),
+)
+
+APPROVED: MappingProxyType[tuple[str, int], Template] = MappingProxyType(
+    {(t.template_id, t.version): t for t in _APPROVED})
+
+# The template each channel's reminder step uses, and the one for a pre-agreed contact.
+CURRENT = MappingProxyType({"sms": ("sms.reminder", 1), "email": ("email.reminder", 1),
+                            "push": ("push.reminder", 1), "call": ("call.reminder", 1)})
+REESTABLISH_TEMPLATE = ("contact.reestablish", 1)
+
+
+def approved(template_id: str, version: int) -> Template | None:
+    return APPROVED.get((template_id, version))
