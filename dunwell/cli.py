@@ -14,6 +14,7 @@ from types import FrameType
 
 import typer
 
+from dunwell.clock import clock_app
 from shared.roles import Role
 
 # Commands import what they use when they run: `dunwell verify` should not pay for Kafka.
@@ -23,6 +24,7 @@ app = typer.Typer(help="dunwell: compliant collection of overdue loans, with pro
 audit_app = typer.Typer(help="The audit log: its signer, its announced checkpoints, its store.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(clock_app, name="clock")
 
 
 def _var_dir() -> Path:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.clock import Clock, SimulatedClock, SystemClock
 
 
 class KafkaSettings(BaseSettings):
@@ -59,6 +62,26 @@ class ServiceSettings(BaseSettings):
     relay_idle_seconds: float = 1.0
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    # The clock of the whole installation (CONTRACT.md, "Time"): the wall clock, or time
+    # simulated for demos and tests and shared through var/clock.json.
+    clock: Literal["wall", "simulated"] = Field("wall", validation_alias="DUNWELL_CLOCK")
+    environment: Literal["development", "production"] = Field(
+        "development", validation_alias="DUNWELL_ENVIRONMENT")
+
+    @model_validator(mode="after")
+    def _no_simulated_time_in_production(self) -> ServiceSettings:
+        if self.environment == "production" and self.clock != "wall":
+            raise ValueError("DUNWELL_CLOCK=simulated is refused in production "
+                             "(DUNWELL_ENVIRONMENT=production): only the wall clock is real")
+        return self
+
+    def make_clock(self) -> Clock:
+        if self.clock == "simulated":
+            return SimulatedClock(self.clock_path())
+        return SystemClock()
+
+    def clock_path(self) -> Path:
+        return self.var_dir / "clock.json"
 
     def store_path(self, service: str) -> Path:
         return self.store or self.var_dir / f"{service}.db"

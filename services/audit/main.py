@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
 from shared import topics
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.events import CheckpointSigned, DecodeError, decode
 from shared.kafka import read_to_now
 from shared.runtime import Loop, Runtime
@@ -71,7 +71,7 @@ async def _newest_announced(settings: KafkaSettings, audit: AuditLog) -> Checkpo
 def create(settings: Settings | None = None, clock: Clock | None = None,
            connect: bool = True) -> FastAPI:
     settings = settings or Settings()
-    clock = clock or SystemClock()
+    clock = clock or settings.make_clock()
     name, signer = load_signer(settings.signer_text())
     if name != settings.origin:
         raise SystemExit(f"the signer key is for {name!r}, not the origin {settings.origin!r}")

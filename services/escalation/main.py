@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from shared import topics
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.consumer import HandlerSink
 from shared.policy_pack import pack
 from shared.relay import StoredEvents
@@ -21,7 +21,7 @@ from services.escalation.settings import Settings
 def create(settings: Settings | None = None, clock: Clock | None = None,
            connect: bool = True) -> FastAPI:
     settings = settings or Settings()
-    clock = clock or SystemClock()
+    clock = clock or settings.make_clock()
     cases = Cases(pack(settings.pack), env=settings.persistence_env("escalation"))
     parts = Parts(
         name="escalation", settings=settings, clock=clock, store=cases,

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from shared import topics
 from shared.agenda import Agenda
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.consumer import HandlerSink
 from shared.policy_pack import pack
 from shared.relay import StoredEvents
@@ -29,7 +29,7 @@ from services.reminder.settings import Settings
 def create(settings: Settings | None = None, clock: Clock | None = None,
            connect: bool = True, gateway: SmsGateway | None = None) -> FastAPI:
     settings = settings or Settings()
-    clock = clock or SystemClock()
+    clock = clock or settings.make_clock()
     reminders = Reminders(pack(settings.pack), settings.verification_channel,
                           env=settings.persistence_env("reminder"))
     sms = gateway or FileSmsSink(settings.sms_sink_path())

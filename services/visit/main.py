@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from shared import topics
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.consumer import HandlerSink
 from shared.relay import StoredEvents
 from shared.service import Parts, assemble, serve
@@ -20,7 +20,7 @@ from services.visit.settings import Settings
 def create(settings: Settings | None = None, clock: Clock | None = None,
            connect: bool = True) -> FastAPI:
     settings = settings or Settings()
-    clock = clock or SystemClock()
+    clock = clock or settings.make_clock()
     visits = Visits(env=settings.persistence_env("visit"))
     parts = Parts(
         name="visit", settings=settings, clock=clock, store=visits,
