@@ -418,6 +418,7 @@ class ContactHeld(EventData):
     channels: Channels | None = None
     at: Time
     hold_id: HoldId
+    permanent: StrictBool = False  # a cease-contact request: no ContactResumed lifts it
 
 
 class ContactResumed(EventData):

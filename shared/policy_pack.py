@@ -116,12 +116,17 @@ class PolicyPack:
     max_answered_calls_per_day: int = field(metadata=rule("C2", tighter=Tighter.LOWER))
     max_unanswered_per_number_per_day: int = field(metadata=rule("C2", tighter=Tighter.LOWER))
     max_call_attempts_per_7_days: int = field(metadata=rule("C2", tighter=Tighter.LOWER))
+    # No call attempt for this long after a conversation (a call the borrower answered).
+    quiet_after_conversation: timedelta = field(metadata=rule("C2", tighter=Tighter.HIGHER))
     visit_min_dpd: int = field(metadata=rule("C6", tighter=Tighter.HIGHER))
     visit_min_amount: Decimal = field(metadata=rule("C6", tighter=Tighter.HIGHER))
     visit_min_failed_contacts: int = field(metadata=rule("C6", tighter=Tighter.HIGHER))
     notice_lead: timedelta = field(metadata=rule("C8", tighter=Tighter.HIGHER))
     min_collectors_per_visit: int = field(metadata=rule("C10", tighter=Tighter.HIGHER))
     third_party_after_failed_attempts: int = field(metadata=rule("C13", tighter=Tighter.HIGHER))
+    # Calls to pre-agreed contact persons per case. The cn code sets no count (only the
+    # purpose, re-establishing contact), so its number is a ceiling a lender may lower.
+    max_third_party_contacts: int = field(metadata=rule("C13", tighter=Tighter.LOWER))
     # C5: the repayment deadline a reminder states. A shorter one presses the borrower
     # harder, so a longer one is the stricter rule.
     reminder_deadline_days: int = field(metadata=rule("C5", tighter=Tighter.HIGHER))
@@ -157,20 +162,22 @@ CN = PolicyPack(
     name="cn", version="cn-2026.1",
     contact_hours=DailyWindow(time(8, 0), time(22, 0)),
     max_answered_calls_per_day=3, max_unanswered_per_number_per_day=6,
-    max_call_attempts_per_7_days=21,
+    max_call_attempts_per_7_days=21, quiet_after_conversation=timedelta(0),
     visit_min_dpd=91, visit_min_amount=Decimal("3000.00"), visit_min_failed_contacts=3,
     notice_lead=timedelta(hours=24), min_collectors_per_visit=2,
-    third_party_after_failed_attempts=3, reminder_deadline_days=7,
+    third_party_after_failed_attempts=3, max_third_party_contacts=100,
+    reminder_deadline_days=7,
 )
 
 US = PolicyPack(
     name="us", version="us-2026.1",
     contact_hours=DailyWindow(time(8, 0), time(21, 0)),
     max_answered_calls_per_day=3, max_unanswered_per_number_per_day=7,
-    max_call_attempts_per_7_days=7,
+    max_call_attempts_per_7_days=7, quiet_after_conversation=timedelta(days=7),
     visit_min_dpd=91, visit_min_amount=Decimal("500.00"), visit_min_failed_contacts=3,
     notice_lead=timedelta(hours=24), min_collectors_per_visit=1,
-    third_party_after_failed_attempts=1, reminder_deadline_days=7,
+    third_party_after_failed_attempts=3, max_third_party_contacts=1,
+    reminder_deadline_days=7,
 )
 
 PACKS = {pack.name: pack for pack in (CN, US)}
@@ -191,6 +198,7 @@ class Decision:
     rule: str | None = None
     reason: str | None = None
     until: datetime | None = None
+    held: bool = False  # refused for now, with no time known: until a hold is lifted (C3)
 
     @classmethod
     def allow(cls) -> Decision:
@@ -203,3 +211,7 @@ class Decision:
     @classmethod
     def defer(cls, rule: str, reason: str, until: datetime) -> Decision:
         return cls(False, rule, reason, until)
+
+    @classmethod
+    def hold(cls, rule: str, reason: str) -> Decision:
+        return cls(False, rule, reason, held=True)

@@ -80,6 +80,8 @@ class Extras(Protocol):
 
     def due_ids(self, now: datetime, limit: int) -> list[UUID]: ...
 
+    def of_kind(self, kind: str, limit: int) -> list[UUID]: ...
+
     def agenda_size(self) -> int: ...
 
     def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
@@ -120,6 +122,7 @@ SQLITE_TABLES = [
      "aggregate_id TEXT PRIMARY KEY, kind TEXT NOT NULL, due_at INTEGER NOT NULL, "
      "claimed_by TEXT, claimed_until INTEGER, failures INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"),
     "CREATE INDEX IF NOT EXISTS dunwell_agenda_by_due ON dunwell_agenda (due_at)",
+    "CREATE INDEX IF NOT EXISTS dunwell_agenda_by_kind ON dunwell_agenda (kind, due_at)",
     ("CREATE TABLE IF NOT EXISTS dunwell_dead_letters ("
      "key TEXT PRIMARY KEY, topic TEXT NOT NULL, message_key BLOB, value BLOB, "
      "headers TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0)"),
@@ -244,6 +247,13 @@ class SQLiteServiceRecorder(SQLiteProcessRecorder):
                       "ORDER BY due_at LIMIT ?", (micros(now), limit))
             return [UUID(row[0]) for row in c.fetchall()]
 
+    def of_kind(self, kind: str, limit: int) -> list[UUID]:
+        """Aggregates of one kind on the agenda, soonest due first (e.g. the open call tasks)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT aggregate_id FROM dunwell_agenda WHERE kind=? "
+                      "ORDER BY due_at LIMIT ?", (kind, limit))
+            return [UUID(row[0]) for row in c.fetchall()]
+
     def agenda_size(self) -> int:
         with self.datastore.transaction(commit=False) as c:
             c.execute("SELECT COUNT(*) FROM dunwell_agenda")
@@ -365,6 +375,12 @@ class MemoryServiceRecorder(POPOProcessRecorder):
             due = sorted((row[1], aggregate_id) for aggregate_id, row in self._agenda.items()
                          if row[1] <= micros(now))
         return [aggregate_id for _, aggregate_id in due[:limit]]
+
+    def of_kind(self, kind: str, limit: int) -> list[UUID]:
+        with self._lock:
+            rows = sorted((row[1], aggregate_id) for aggregate_id, row in self._agenda.items()
+                          if row[0] == kind)
+        return [aggregate_id for _, aggregate_id in rows[:limit]]
 
     def agenda_size(self) -> int:
         with self._lock:

@@ -8,7 +8,16 @@ from typing import Any
 from uuid import uuid4
 
 from shared.application import Conflict, ServiceApplication, Unit
-from shared.events import CloudEvent, EventData, LoanOverdue, PaymentReceived, event_id_for
+from shared.events import (
+    CeaseContactRequested,
+    CloudEvent,
+    DisputeOpened,
+    DisputeResolved,
+    EventData,
+    LoanOverdue,
+    PaymentReceived,
+    event_id_for,
+)
 from shared.policy_pack import PolicyPack
 
 from services.escalation import policy
@@ -103,6 +112,35 @@ class Cases(ServiceApplication):
         case.record_payment(payment.amount, payment.remaining_overdue, payment.paid_at,
                             policy.payment_closes_case(payment.remaining_overdue), cause.id)
         unit.save(case)
+        return True
+
+    def hold_contact(self, unit: Unit, cause: CloudEvent,
+                     data: CeaseContactRequested | DisputeOpened) -> bool:
+        """C3 at once: a cease request holds its channels for good, a dispute every channel
+        until resolved. False when there is no case for the loan."""
+        case: CollectionCase | None = unit.find(CollectionCase.create_id(data.loan_id))
+        if case is None:
+            return False
+        if isinstance(data, CeaseContactRequested):
+            channels = sorted(str(c) for c in data.channels)
+            case.hold_contact(f"cease:{cause.id}", channels,
+                              f"the borrower asked to stop contact by {', '.join(channels)}",
+                              data.requested_at, True, cause.id)
+        else:
+            case.hold_contact(f"dispute:{data.dispute_id}", None,
+                              f"dispute {data.dispute_id} is open", data.opened_at, False,
+                              cause.id)
+        unit.save(case)
+        return True
+
+    def resolve_dispute(self, unit: Unit, cause: CloudEvent, data: DisputeResolved) -> bool:
+        case: CollectionCase | None = unit.find(CollectionCase.create_id(data.loan_id))
+        if case is None:
+            return False
+        if case.resume_contact(f"dispute:{data.dispute_id}",
+                               f"dispute {data.dispute_id} is resolved", data.resolved_at,
+                               cause.id):
+            unit.save(case)
         return True
 
     def case(self, loan_id: str) -> CollectionCase | None:

@@ -49,6 +49,7 @@ class CollectionCase(Aggregate):
         self.opened_at = opened_at
         self.closed_at: datetime | None = None
         self.close_reason: str | None = None
+        self.holds: dict[str, list[str] | None] = {}
 
     @staticmethod
     def create_id(loan_id: str) -> UUID:
@@ -81,6 +82,33 @@ class CollectionCase(Aggregate):
         self._paid(amount, remaining, paid_at, cause)
         if closes and self.status == "open":
             self._closed(self.loan_id, "paid", paid_at, cause, self.correlation_id)
+
+    def hold_contact(self, hold_id: str, channels: list[str] | None, reason: str,
+                     at: datetime, permanent: bool, cause: str) -> None:
+        """C3: contact stops (a cease request on its channels, for good; a dispute on every
+        channel until it is resolved). The reminder service obeys what this publishes."""
+        if hold_id not in self.holds:
+            self._contact_held(self.loan_id, hold_id, channels, reason, at, permanent, cause,
+                               self.correlation_id)
+
+    def resume_contact(self, hold_id: str, reason: str, at: datetime, cause: str) -> bool:
+        """False when no such hold is in force (nothing to resume)."""
+        if hold_id not in self.holds:
+            return False
+        self._contact_resumed(self.loan_id, hold_id, self.holds[hold_id], reason, at, cause,
+                              self.correlation_id)
+        return True
+
+    @event("ContactHeld")
+    def _contact_held(self, loan_id: str, hold_id: str, channels: list[str] | None,
+                      reason: str, at: datetime, permanent: bool, cause: str,
+                      correlation: str) -> None:
+        self.holds[hold_id] = channels
+
+    @event("ContactResumed")
+    def _contact_resumed(self, loan_id: str, hold_id: str, channels: list[str] | None,
+                         reason: str, at: datetime, cause: str, correlation: str) -> None:
+        del self.holds[hold_id]
 
     @event("Updated")
     def _updated(self, terms: dict[str, Any], cause: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.events import EVENT_TYPES, CaseClosed, CaseOpened
+from shared.events import EVENT_TYPES, CaseClosed, CaseOpened, ContactHeld, ContactResumed
 from shared.relay import Publication, is_event
 
 from services.escalation.domain import CollectionCase, Intake
@@ -19,6 +19,17 @@ def integration_event(event: Any) -> Publication | None:
     if is_event(event, CollectionCase, "Closed"):
         return Publication(
             CaseClosed(loan_id=event.loan_id, reason=event.reason, closed_at=event.closed_at),
+            causation_id=event.cause, correlation_id=event.correlation)
+    if is_event(event, CollectionCase, "ContactHeld"):
+        return Publication(
+            ContactHeld(loan_id=event.loan_id, rule="C3", reason=event.reason,
+                        channels=event.channels, at=event.at, hold_id=event.hold_id,
+                        permanent=event.permanent),
+            causation_id=event.cause, correlation_id=event.correlation)
+    if is_event(event, CollectionCase, "ContactResumed"):
+        return Publication(
+            ContactResumed(loan_id=event.loan_id, rule="C3", reason=event.reason,
+                           channels=event.channels, at=event.at, hold_id=event.hold_id),
             causation_id=event.cause, correlation_id=event.correlation)
     return None
 

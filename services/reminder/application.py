@@ -1,137 +1,511 @@
-"""The reminder application: plans reminders from cases, sends them when the rules allow."""
+"""The reminder application: a contact plan per case, its cadence, every channel, and the
+contact rules (C1-C5, C13) asked before anything reaches the borrower.
+
+Handlers (cases.events) start, hold, resume and close plans; the agenda fires what falls due
+(a plan's next step, a reminder's send, a call task's issue or expiry); the collectors' routes
+ask the pre-dial gate and record what their calls came to; the providers' receipts say what
+was delivered.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from shared.application import Conflict, ServiceApplication, Unit
 from shared.errors import describe
-from shared.events import CaseClosed, CaseOpened, CloudEvent
-from shared.policy_pack import PolicyPack
+from shared.events import CaseClosed, CaseOpened, CloudEvent, ContactHeld, ContactResumed
+from shared.policy_pack import Decision, PolicyPack
+from shared.templates import CURRENT, DEFAULT_LANGUAGE, REESTABLISH_TEMPLATE, approved
 
 from services.reminder import policy
-from services.reminder.channels import ChannelError, OutboundMessage, SmsGateway
-from services.reminder.domain import FIRST_REMINDER, SENDING, ContactPlan, Reminder, render
+from services.reminder.channels import ChannelError, ChannelRefused, Gateway, OutboundMessage
+from services.reminder.domain import (
+    DEFAULT_STRATEGY,
+    SENDING,
+    CallTask,
+    ContactPlan,
+    Debtor,
+    Reminder,
+    Strategy,
+    number_sha256,
+)
 
 log = logging.getLogger(__name__)
+
+PERMIT_LIFETIME = timedelta(minutes=10)
+ATTEMPT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://dunwell.dev/contact-attempts")
+PERMIT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://dunwell.dev/dial-permits")
+
+
+class NotFound(LookupError):
+    """No such loan, task or message here (or not one this caller may see)."""
+
+
+class RuleRefused(Exception):
+    """A rule refuses the act; names the rule (a 409 with `rule_refused`)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"{decision.rule}: {decision.reason}")
+        self.decision = decision
+
+    def as_error(self) -> dict[str, Any]:
+        until = self.decision.until
+        return {"code": "rule_refused", "message": str(self),
+                "details": {"rule": self.decision.rule, "reason": self.decision.reason,
+                            "deferred_until": until.isoformat() if until else None}}
+
+
+class NotOpen(Exception):
+    """The task is not open for calls now (not yet issued, expired, or done)."""
+
+
+@dataclass(frozen=True)
+class Permit:
+    permit_id: UUID
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Attempt:
+    loan_id: str
+    channel: str
+    phone: str
+    outcome: str
+    attempted_at: datetime
+    permit_id: UUID | None = None
+    task_id: UUID | None = None
+    promise: dict[str, str] | None = None
 
 
 class Reminders(ServiceApplication):
     name = "reminder"
 
     def __init__(self, pack: PolicyPack, verification_channel: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 strategy: Strategy = DEFAULT_STRATEGY) -> None:
         super().__init__(env)
         self.pack = pack
         self.verification_channel = verification_channel
+        self.strategy = strategy
 
-    # --- commands ---
+    def pack_of(self, plan: ContactPlan) -> PolicyPack:
+        return policy.pack_for(plan.jurisdiction, self.pack)
 
-    def plan_first_reminder(self, unit: Unit, cause: CloudEvent, case: CaseOpened,
-                            now: datetime) -> None:
-        plan: ContactPlan = unit.find(ContactPlan.create_id(case.loan_id)) or ContactPlan(
-            loan_id=case.loan_id, lender_id=case.lender_id)
-        deadline = now.astimezone(ZoneInfo(case.borrower.timezone)).date() + timedelta(
-            days=self.pack.reminder_deadline_days)
+    # --- handlers: what the cases say ---
+
+    def open_plan(self, unit: Unit, cause: CloudEvent, case: CaseOpened, now: datetime) -> None:
+        """A case opened (or opened again): its plan starts its cadence from the case's day 0."""
+        borrower = case.borrower.model_dump(mode="json")
+        contacts = [c.model_dump(mode="json") for c in case.contacts or []]
+        language = str(case.language or DEFAULT_LANGUAGE)
         content = {
             "loan_id": case.loan_id, "amount": f"{case.amount_overdue:.2f}",
-            "currency": case.currency, "deadline": deadline.isoformat(),
-            "repayment_channel": case.repayment_channel,
+            "currency": case.currency, "repayment_channel": case.repayment_channel,
             "verification_channel": case.verification_channel or self.verification_channel,
+            "name": case.borrower.name, "borrower_name": case.borrower.name,
+            "lender_name": case.lender_id,
         }
-        template_id, version = FIRST_REMINDER
-        checked = policy.required_content(template_id, version, content)
-        if not checked.allowed:
-            raise ValueError(f"{checked.rule}: {checked.reason}")
-        reminder = Reminder(
-            key=f"{cause.id}/sms/first", loan_id=case.loan_id, channel="sms",
-            template_id=template_id, template_version=version, recipient=case.borrower.phone,
-            timezone=case.borrower.timezone, content=content, due_at=now, cause=cause.id,
-            correlation=cause.correlationid or cause.id)
-        window = policy.contact_window(self.pack, ZoneInfo(case.borrower.timezone), now)
-        if not window.allowed and window.until is not None:
-            reminder.defer(window.rule or "C1", window.reason or "", window.until)
-        plan.add(reminder.id)
-        unit.save(plan, reminder)
+        jurisdiction = str(case.jurisdiction) if case.jurisdiction else None
+        correlation = cause.correlationid or cause.id
+        args = (borrower, contacts, language, jurisdiction, content, case.opened_at,
+                self.strategy.version, cause.id, correlation)
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(case.loan_id))
+        if plan is None:
+            plan = ContactPlan(case.loan_id, case.lender_id, *args)
+        else:
+            plan.reopen(*args)
+        unit.save(plan)
 
     def close_plan(self, unit: Unit, cause: CloudEvent, closed: CaseClosed,
                    now: datetime) -> None:
+        """C4: the case closed; every pending reminder and call task is cancelled at once."""
         plan: ContactPlan | None = unit.find(ContactPlan.create_id(closed.loan_id))
         if plan is None:
             return
         plan.close()
         unit.save(plan)
-        for reminder_id in plan.reminder_ids:
-            reminder: Reminder = unit.get(reminder_id)
-            if reminder.pending:
-                reminder.cancel("C4", f"case closed ({closed.reason})", now, cause.id)
-                unit.save(reminder)
+        for item in self._pending_of(unit, plan):
+            item.cancel("C4", f"case closed ({closed.reason})", now, cause.id)
+            unit.save(item)
 
-    def fire(self, aggregate_id: UUID, kind: str, gateway: SmsGateway, now: datetime,
-             retry_after: timedelta) -> None:
+    def hold(self, unit: Unit, cause: CloudEvent, held: ContactHeld, now: datetime) -> None:
+        """C3: a cease-contact request drops what is pending on its channels; a hold (an open
+        dispute) keeps it waiting until the hold is lifted."""
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(held.loan_id))
+        if plan is None:
+            return
+        channels = [str(c) for c in held.channels] if held.channels else None
+        plan.hold(held.hold_id, channels, held.permanent)
+        unit.save(plan)
+        for item in self._pending_of(unit, plan):
+            if channels is not None and item.channel not in channels:
+                continue
+            if held.permanent:
+                item.cancel("C3", held.reason or "the borrower asked to stop contact", now,
+                            cause.id)
+                if isinstance(item, Reminder):
+                    plan.step_done(item.id, now)
+            else:
+                item.hold("C3", held.reason or "contact is held", held.hold_id)
+            unit.save(item)
+
+    def resume(self, unit: Unit, cause: CloudEvent, resumed: ContactResumed,
+               now: datetime) -> None:
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(resumed.loan_id))
+        if plan is None:
+            return
+        plan.resume(resumed.hold_id)
+        unit.save(plan)
+        for item in self._pending_of(unit, plan):
+            if item.held_by == resumed.hold_id:
+                item.release(now)  # a firing asks the rules again: another hold may remain
+                unit.save(item)
+
+    def _pending_of(self, unit: Unit, plan: ContactPlan) -> list[Reminder | CallTask]:
+        items: list[Reminder | CallTask] = [unit.get(i) for i in plan.reminder_ids]
+        items += [unit.get(i) for i in plan.task_ids]
+        return [item for item in items if item.status in ("pending", "issued")]
+
+    # --- the agenda ---
+
+    def fire(self, aggregate_id: UUID, kind: str, gateways: Mapping[str, Gateway],
+             now: datetime, retry_after: timedelta) -> None:
         """What the agenda calls when something of this service falls due."""
-        if kind != "Reminder":
+        if kind == "ContactPlan":
+            self.take_step(aggregate_id, now)
+        elif kind == "Reminder":
+            self.send_due(aggregate_id, gateways, now, retry_after)
+        elif kind == "CallTask":
+            self.issue_task(aggregate_id, now)
+        else:
             raise ValueError(f"nothing of kind {kind!r} is due in the reminder service")
-        self.send_due(aggregate_id, gateway, now, retry_after)
 
-    def send_due(self, reminder_id: UUID, gateway: SmsGateway, now: datetime,
+    def take_step(self, plan_id: UUID, now: datetime) -> None:
+        """The plan's next cadence step: a reminder on its channel, or a call task."""
+        unit = self.unit()
+        plan: ContactPlan = unit.get(plan_id)
+        if plan.next_due() is None or plan.step_due is None or plan.step_due > now:
+            return
+        step = self.strategy.step(plan.step)
+        next_due = max(self.strategy.due(plan.step + 1, plan.opened_at), now)
+        key = f"{plan.cause}/{plan.step}/{step.channel}"
+        if step.channel == "call":
+            task = self._call_task(plan, key, "borrower", None, CURRENT["call"], now)
+            plan.add_task(task.id)
+            plan.take_step(None, next_due)
+            unit.save(task)
+        else:
+            reminder = self._reminder(plan, key, step.channel, now)
+            plan.take_step(reminder.id if reminder else None, next_due)
+            if reminder is not None:
+                unit.save(reminder)
+        unit.save(plan)
+        self.commit(unit)
+
+    def _reminder(self, plan: ContactPlan, key: str, channel: str,
+                  now: datetime) -> Reminder | None:
+        recipient = {"sms": plan.borrower.get("phone"), "email": plan.borrower.get("email"),
+                     "push": plan.borrower.get("borrower_id")}[channel]
+        if not recipient:
+            return None  # no address on this channel (an e-mail step for a borrower without)
+        template_id, version = CURRENT[channel]
+        deadline = now.astimezone(ZoneInfo(plan.timezone)).date() + timedelta(
+            days=self.pack_of(plan).reminder_deadline_days)
+        content = {**plan.content, "deadline": deadline.isoformat()}
+        checked = policy.required_content(template_id, version, content, plan.language)
+        if not checked.allowed:
+            raise ValueError(f"{checked.rule}: {checked.reason}")
+        template = approved(template_id, version)
+        subject = (template.subjects.get(plan.language) if template and template.subjects
+                   else None)
+        return Reminder(
+            key=key, loan_id=plan.loan_id, channel=channel, template_id=template_id,
+            template_version=version, recipient=str(recipient), timezone=plan.timezone,
+            content=content, due_at=now, cause=plan.cause, correlation=plan.correlation,
+            language=plan.language, party="borrower",
+            subject=subject.format(**content) if subject else None)
+
+    def _call_task(self, plan: ContactPlan, key: str, phone_kind: str, contact_id: str | None,
+                   template: tuple[str, int], now: datetime) -> CallTask:
+        return CallTask(key=key, loan_id=plan.loan_id, phone_kind=phone_kind,
+                        contact_id=contact_id, template_id=template[0],
+                        template_version=template[1], due_at=now, cause=plan.cause,
+                        correlation=plan.correlation)
+
+    def _rules_before_contact(self, plan: ContactPlan, channel: str, now: datetime
+                              ) -> Decision:
+        """C4, then C3, then C1, for anything about to reach the borrower."""
+        return policy.first_refusal(
+            policy.is_open(plan.open),
+            policy.not_stopped(channel, plan.stopped_on(channel)),
+            policy.contact_window(self.pack_of(plan), ZoneInfo(plan.timezone), now))
+
+    def send_due(self, reminder_id: UUID, gateways: Mapping[str, Gateway], now: datetime,
                  retry_after: timedelta) -> None:
         """Send one due reminder if every rule still allows it; record before and after."""
-        reminder: Reminder = self.repository.get(reminder_id)
-        if not reminder.pending or reminder.due_at > now:
+        unit = self.unit()
+        reminder: Reminder = unit.get(reminder_id)
+        if reminder.next_due() is None or reminder.due_at > now:
             return
-        plan: ContactPlan = self.repository.get(ContactPlan.create_id(reminder.loan_id))
-        zone = ZoneInfo(reminder.timezone)
-        for decision in (policy.is_open(plan.open), policy.contact_window(self.pack, zone, now)):
-            if not decision.allowed:
-                rule, reason = decision.rule or "", decision.reason or ""
-                if decision.until is not None:
-                    reminder.defer(rule, reason, decision.until)
-                elif reminder.status == SENDING:
-                    reminder.abandon(rule, reason, now)
-                else:
-                    reminder.cancel(rule, reason, now, reminder.cause)
-                self.save(reminder)
-                return
+        plan: ContactPlan = unit.get(ContactPlan.create_id(reminder.loan_id))
+        decision = policy.first_refusal(
+            self._rules_before_contact(plan, reminder.channel, now),
+            policy.required_content(reminder.template_id, reminder.template_version,
+                                    reminder.content, reminder.language))
+        if not decision.allowed:
+            self._refuse(unit, plan, reminder, decision, now)
+            return
         reminder.start_sending(now)
         self.save(reminder)
-        message = OutboundMessage(str(reminder_id), reminder.recipient,
-                                  render(reminder.template_id, reminder.template_version,
-                                         reminder.content))
+        template = approved(reminder.template_id, reminder.template_version)
+        assert template is not None  # C5 above
+        message = OutboundMessage(str(reminder_id), reminder.channel, reminder.recipient,
+                                  template.text(reminder.language).format(**reminder.content),
+                                  subject=reminder.subject, language=reminder.language)
         try:
-            provider_id = gateway.send(message)
+            provider_id = gateways[reminder.channel].send(message)
+        except ChannelRefused as refusal:
+            reason = describe(refusal)
+            self._settle(reminder.id, lambda r: r.refused(reason, now), now)
+            return
         except ChannelError as error:
             reminder.fail(describe(error), now, now + retry_after)
             self.save(reminder)
             return
-        self._record_sent(reminder, now, now.astimezone(zone).isoformat(timespec="seconds"),
-                          provider_id)
+        local = now.astimezone(ZoneInfo(reminder.timezone)).isoformat(timespec="seconds")
+        self._settle(reminder.id, lambda r: r.mark_sent(now, local, provider_id), now)
 
-    def _record_sent(self, reminder: Reminder, at: datetime, local_time: str,
-                     provider_id: str) -> None:
-        """The provider has the message: that is a fact, recorded even if the reminder changed
-        meanwhile (a payment arriving during the hand-over)."""
+    def _refuse(self, unit: Unit, plan: ContactPlan, reminder: Reminder, decision: Decision,
+                now: datetime) -> None:
+        rule, reason = decision.rule or "", decision.reason or ""
+        if decision.until is not None:
+            reminder.defer(rule, reason, decision.until)
+        elif decision.held:
+            reminder.hold(rule, reason, plan.stopped_on(reminder.channel) or "hold")
+        else:
+            if reminder.status == SENDING:
+                reminder.abandon(rule, reason, now)
+            else:
+                reminder.cancel(rule, reason, now, reminder.cause)
+            plan.step_done(reminder.id, now)
+            unit.save(plan)
+        unit.save(reminder)
+        self.commit(unit)
+
+    def _settle(self, reminder_id: UUID, change: Any, now: datetime) -> None:
+        """The provider has answered: that is a fact, recorded with the plan's step done in
+        one transaction, even if the reminder changed meanwhile (a payment arriving during
+        the hand-over)."""
         for _ in range(5):
-            reminder.mark_sent(at, local_time, provider_id)
+            unit = self.unit()
+            reminder: Reminder = unit.get(reminder_id)
+            plan: ContactPlan = unit.get(ContactPlan.create_id(reminder.loan_id))
+            change(reminder)
+            plan.step_done(reminder.id, now)
+            unit.save(reminder, plan)
             try:
-                self.save(reminder)
+                self.commit(unit)
                 return
             except Conflict:
-                reminder = self.repository.get(reminder.id)
-        raise Conflict(f"could not record the send of {reminder.id}")
+                continue
+        raise Conflict(f"could not record what the provider said of {reminder_id}")
+
+    def issue_task(self, task_id: UUID, now: datetime) -> None:
+        """A call task falls due: issued for the rest of the borrower's hours that day if the
+        rules allow; an issued one expires when its window closes."""
+        unit = self.unit()
+        task: CallTask = unit.get(task_id)
+        due = task.next_due()
+        if due is None or due > now:
+            return
+        if task.status == "issued":
+            task.expire(now)
+        else:
+            plan: ContactPlan = unit.get(ContactPlan.create_id(task.loan_id))
+            decision = self._rules_before_contact(plan, "call", now)
+            if decision.allowed:
+                task.issue(now, policy.window_close(self.pack_of(plan),
+                                                    ZoneInfo(plan.timezone), now))
+            elif decision.until is not None:
+                task.defer(decision.rule or "", decision.reason or "", decision.until)
+            elif decision.held:
+                task.hold(decision.rule or "", decision.reason or "",
+                          plan.stopped_on("call") or "hold")
+            else:
+                task.cancel(decision.rule or "", decision.reason or "", now, task.cause)
+        unit.save(task)
+        self.commit(unit)
+
+    # --- the collectors: the pre-dial gate and what a call came to ---
+
+    def permit_dial(self, loan_id: str, task_id: UUID, phone: str, collector_id: str,
+                    now: datetime, key: str | None = None) -> Permit:
+        """The pre-dial gate: C4, C3, C13, C1 and C2 asked, in that order, before a dial."""
+        for _ in range(5):
+            unit = self.unit()
+            plan, task = self._plan_and_task(unit, loan_id, task_id)
+            debtor = self._debtor(unit, plan)
+            permit_id = (uuid.uuid5(PERMIT_NAMESPACE, f"{collector_id}\x1f{key}") if key
+                         else uuid.uuid4())
+            earlier = debtor.permit_of(permit_id)
+            if earlier is not None:
+                return Permit(permit_id, earlier["expires_at"])
+            pack = self.pack_of(plan)
+            zone = ZoneInfo(plan.timezone)
+            party, _ = plan.party_of(phone)
+            number = number_sha256(phone)
+            decision = policy.first_refusal(
+                policy.is_open(plan.open),
+                policy.not_stopped("call", plan.stopped_on("call")),
+                policy.third_party(pack, task.phone_kind, party, plan.failed_streak,
+                                   plan.third_party_calls, task.template_id,
+                                   task.template_version),
+                policy.contact_window(pack, zone, now),
+                policy.call_caps(pack, zone, now, debtor.dials(now), loan_id, number))
+            if not decision.allowed:
+                raise RuleRefused(decision)
+            if not task.open_at(now):
+                raise NotOpen(f"call task {task_id} is {task.status}, not open for calls now")
+            expires = now + PERMIT_LIFETIME
+            debtor.permit(permit_id, loan_id, task.id, collector_id, number, party, now,
+                          expires, plan.correlation)
+            unit.save(debtor)
+            if party == "contact":
+                plan.third_party_called()
+                unit.save(plan)
+            try:
+                self.commit(unit)
+            except Conflict:
+                continue  # another dial of this debtor meanwhile: count again
+            return Permit(permit_id, expires)
+        raise Conflict("the debtor's calls kept changing; ask again")
+
+    def record_attempt(self, attempt: Attempt, collector_id: str, now: datetime,
+                       key: str | None = None) -> tuple[UUID, bool]:
+        """A call's outcome, always recorded as the fact it is; (attempt id, whether its
+        permit was recognised). A dial without a valid permit is recorded without one, for
+        the audit to flag."""
+        attempt_id = (uuid.uuid5(ATTEMPT_NAMESPACE, f"{collector_id}\x1f{key}") if key
+                      else uuid.uuid4())
+        for _ in range(5):
+            unit = self.unit()
+            plan: ContactPlan | None = unit.find(ContactPlan.create_id(attempt.loan_id))
+            if plan is None:
+                raise NotFound(f"no contact plan for loan {attempt.loan_id}")
+            if attempt_id in plan.attempt_ids:
+                return attempt_id, plan.attempt_ids[attempt_id]
+            debtor = self._debtor(unit, plan)
+            number = number_sha256(attempt.phone)
+            party, _ = plan.party_of(attempt.phone)
+            permit = debtor.permit_of(attempt.permit_id)
+            recognised = (permit is not None and permit["loan_id"] == attempt.loan_id
+                          and permit["number"] == number)
+            permit_id = attempt.permit_id if recognised else None
+            task_id = attempt.task_id or (UUID(permit["task_id"]) if recognised and permit
+                                          else None)
+            plan.record_attempt(attempt_id, attempt.channel, attempt.outcome,
+                                attempt.attempted_at, party, permit_id, number, collector_id,
+                                task_id, attempt.promise)
+            if party == "contact" and not recognised:
+                plan.third_party_called()
+            if attempt.channel == "call":
+                debtor.attempt(permit_id, attempt.loan_id, number, attempt.outcome,
+                               attempt.attempted_at)
+            unit.save(plan, debtor)
+            self._after_failures(unit, plan, now)
+            try:
+                self.commit(unit)
+            except Conflict:
+                continue
+            return attempt_id, recognised
+        raise Conflict("the loan's contact changed meanwhile; send it again")
+
+    def _after_failures(self, unit: Unit, plan: ContactPlan, now: datetime) -> None:
+        """C13: after the pack's number of failed calls in a row to the borrower, one call
+        task for the first pre-agreed contact, to re-establish contact only."""
+        pack = self.pack_of(plan)
+        if (plan.open and plan.contacts
+                and plan.failed_streak == pack.third_party_after_failed_attempts
+                and plan.third_party_calls < pack.max_third_party_contacts):
+            contact = plan.contacts[0]
+            task = self._call_task(plan, f"{plan.cause}/contact/{len(plan.task_ids)}",
+                                   "contact", str(contact["contact_id"]),
+                                   REESTABLISH_TEMPLATE, now)
+            plan.add_task(task.id)
+            unit.save(task, plan)
+
+    def _plan_and_task(self, unit: Unit, loan_id: str, task_id: UUID
+                       ) -> tuple[ContactPlan, CallTask]:
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(loan_id))
+        if plan is None or task_id not in plan.task_ids:
+            raise NotFound(f"no call task {task_id} for loan {loan_id}")
+        return plan, unit.get(task_id)
+
+    def _debtor(self, unit: Unit, plan: ContactPlan) -> Debtor:
+        borrower_id = str(plan.borrower["borrower_id"])
+        found: Debtor | None = unit.find(Debtor.create_id(plan.lender_id, borrower_id))
+        return found or Debtor(plan.lender_id, borrower_id)
+
+    # --- the providers: delivery receipts ---
+
+    def receipt(self, channel: str, message_id: UUID, delivered: bool, at: datetime,
+                reason: str | None) -> None:
+        for _ in range(5):
+            unit = self.unit()
+            reminder: Reminder | None = unit.find(message_id)
+            if not isinstance(reminder, Reminder) or reminder.channel != channel:
+                raise NotFound(f"no {channel} message {message_id}")
+            if not reminder.receipt(delivered, at, reason):
+                raise NotFound(f"{channel} message {message_id} is not recorded as sent")
+            unit.save(reminder)
+            try:
+                self.commit(unit)
+                return
+            except Conflict:
+                continue
+        raise Conflict(f"message {message_id} kept changing; send the receipt again")
 
     # --- queries ---
 
     def reminders_of(self, loan_id: str, lender_id: str | None = None) -> list[Reminder] | None:
-        """The loan's reminders; None when there are none, or when `lender_id` names a lender
+        """The loan's reminders; None when there is no plan, or when `lender_id` names a lender
         other than the loan's (a lender sees only its own loans)."""
+        plan = self.plan_of(loan_id, lender_id)
+        if plan is None:
+            return None
+        return [self.repository.get(rid) for rid in plan.reminder_ids]
+
+    def tasks_of(self, loan_id: str, lender_id: str | None = None) -> list[CallTask] | None:
+        plan = self.plan_of(loan_id, lender_id)
+        if plan is None:
+            return None
+        return [self.repository.get(tid) for tid in plan.task_ids]
+
+    def plan_of(self, loan_id: str, lender_id: str | None = None) -> ContactPlan | None:
         plan_id = ContactPlan.create_id(loan_id)
         if plan_id not in self.repository:
             return None
         plan: ContactPlan = self.repository.get(plan_id)
-        if not plan.seen_by(lender_id):
-            return None
-        return [self.repository.get(rid) for rid in plan.reminder_ids]
+        return plan if plan.seen_by(lender_id) else None
+
+    def open_call_tasks(self, now: datetime, limit: int = 500) -> list[CallTask]:
+        """The call tasks that may be called now: issued, inside their window, on an open case
+        whose calls are not stopped."""
+        found = []
+        for task_id in self.extras.of_kind("CallTask", 5000):
+            task: CallTask = self.repository.get(task_id)
+            if not task.open_at(now):
+                continue
+            plan: ContactPlan = self.repository.get(ContactPlan.create_id(task.loan_id))
+            if plan.open and plan.stopped_on("call") is None:
+                found.append(task)
+                if len(found) >= limit:
+                    break
+        return found

@@ -1,12 +1,17 @@
-"""Reminder's aggregates: a ContactPlan per loan, a Reminder per outbound message.
+"""Reminder's aggregates: a ContactPlan per loan, a Reminder per outbound message, a CallTask
+per call a collector may make, and a Debtor per borrower whose calls are counted (C2).
 
 A reminder is recorded before it is handed to a channel and again after, so a crash between
-the two is seen on restart and the send is retried with the same idempotency key.
+the two is seen on restart and the send is retried with the same idempotency key. Public
+methods decide; the private `@event` methods only assign.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -14,62 +19,267 @@ from eventsourcing.domain import Aggregate, event
 
 PLAN_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/contact-plans")
 REMINDER_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/reminders")
+TASK_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/call-tasks")
+DEBTOR_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/debtors")
 
 PENDING = "pending"
 SENDING = "sending"
 SENT = "sent"
 CANCELLED = "cancelled"
+ISSUED = "issued"
+EXPIRED = "expired"
+
+FAILED_OUTCOMES = frozenset({"no_answer", "wrong_number"})
+ANSWERED_OUTCOMES = frozenset({"answered", "promise_to_pay", "refused"})
+
+
+# --- the cadence ---
+
+
+@dataclass(frozen=True)
+class Step:
+    day: int
+    channel: str
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A lender's soft-reminder cadence: fixed steps by day since the case opened, then one
+    step on `daily_channel` every day from `daily_from`."""
+
+    version: str
+    steps: tuple[Step, ...]
+    daily_from: int
+    daily_channel: str
+
+    def step(self, index: int) -> Step:
+        if index < len(self.steps):
+            return self.steps[index]
+        return Step(self.daily_from + index - len(self.steps), self.daily_channel)
+
+    def due(self, index: int, opened_at: datetime) -> datetime:
+        return opened_at + timedelta(days=self.step(index).day)
+
+
+DEFAULT_STRATEGY = Strategy(
+    version="default@1",
+    steps=(Step(0, "sms"), Step(2, "email"), Step(4, "push")),
+    daily_from=6, daily_channel="call")
+
+
+# --- numbers ---
+
+
+def normalised_number(phone: str) -> str:
+    """A phone number as digits (with its leading +), so "+86 138-0000" is "+861380000"."""
+    digits = re.sub(r"[^0-9]", "", phone)
+    return ("+" + digits) if phone.strip().startswith("+") else digits
+
+
+def number_sha256(phone: str) -> str:
+    """What the log says of a dialled number: its hash, never the number."""
+    return hashlib.sha256(normalised_number(phone).encode()).hexdigest()
+
+
+# --- the plan ---
 
 
 class ContactPlan(Aggregate):
-    """The reminders planned for one loan, and whether its case is still open."""
+    """The contact of one loan: whom to reach and how, the cadence's position, the holds and
+    cease requests in force (C3), and the run of failed calls to the borrower (C13)."""
 
     @event("Started")
-    def __init__(self, loan_id: str, lender_id: str) -> None:
+    def __init__(self, loan_id: str, lender_id: str, borrower: dict[str, Any],
+                 contacts: list[dict[str, Any]], language: str, jurisdiction: str | None,
+                 content: dict[str, str], opened_at: datetime, strategy: str, cause: str,
+                 correlation: str) -> None:
         self.loan_id = loan_id
         self.lender_id = lender_id
         self.reminder_ids: list[UUID] = []
+        self.task_ids: list[UUID] = []
+        self.holds: dict[str, list[str] | None] = {}
+        self.ceased: set[str] = set()
+        self.failed_streak = 0
+        self.third_party_calls = 0
+        self.attempt_ids: dict[UUID, bool] = {}  # each recorded call: had it a permit?
+        self._begin(borrower, contacts, language, jurisdiction, content, opened_at, strategy,
+                    cause, correlation)
+
+    def _begin(self, borrower: dict[str, Any], contacts: list[dict[str, Any]], language: str,
+               jurisdiction: str | None, content: dict[str, str], opened_at: datetime,
+               strategy: str, cause: str, correlation: str) -> None:
+        self.borrower = borrower
+        self.contacts = contacts
+        self.language = language
+        self.jurisdiction = jurisdiction
+        self.content = content
+        self.opened_at = opened_at
+        self.strategy = strategy
+        self.cause = cause
+        self.correlation = correlation
         self.open = True
+        self.step = 0
+        self.step_due: datetime | None = opened_at
+        self.current: UUID | None = None
 
     @staticmethod
     def create_id(loan_id: str) -> UUID:
         return uuid5(PLAN_NAMESPACE, loan_id)
 
+    @property
+    def timezone(self) -> str:
+        return str(self.borrower["timezone"])
+
     def seen_by(self, lender_id: str | None) -> bool:
         """A lender sees only its own loans' plans; None stands for ops and auditors."""
         return lender_id is None or lender_id == self.lender_id
 
-    def add(self, reminder_id: UUID) -> None:
-        if reminder_id not in self.reminder_ids:
-            self._added(reminder_id)
+    def next_due(self) -> datetime | None:
+        """The next cadence step, once the step before it is done (steps keep their order)."""
+        return self.step_due if self.open and self.current is None else None
+
+    def reopen(self, borrower: dict[str, Any], contacts: list[dict[str, Any]], language: str,
+               jurisdiction: str | None, content: dict[str, str], opened_at: datetime,
+               strategy: str, cause: str, correlation: str) -> None:
+        """A case opened again after it closed starts its cadence again."""
         if not self.open:
-            self._reopened()
+            self._reopened(borrower, contacts, language, jurisdiction, content, opened_at,
+                           strategy, cause, correlation)
 
     def close(self) -> None:
         if self.open:
             self._closed()
 
-    @event("ReminderAdded")
-    def _added(self, reminder_id: UUID) -> None:
-        self.reminder_ids.append(reminder_id)
+    def take_step(self, issued: UUID | None, next_due: datetime) -> None:
+        """The step now due was issued as `issued` (None: skipped, e.g. no e-mail address);
+        the one after falls due at `next_due`, but not before this one is done."""
+        self._stepped(issued, next_due)
+
+    def step_done(self, reminder_id: UUID, at: datetime) -> None:
+        if self.current == reminder_id:
+            self._step_done(reminder_id, at)
+
+    def add_task(self, task_id: UUID) -> None:
+        if task_id not in self.task_ids:
+            self._task_added(task_id)
+
+    def hold(self, hold_id: str, channels: list[str] | None, permanent: bool) -> None:
+        if permanent:
+            if not set(channels or CHANNELS) <= self.ceased:
+                self._ceased(hold_id, channels)
+        elif hold_id not in self.holds:
+            self._held(hold_id, channels)
+
+    def resume(self, hold_id: str) -> None:
+        if hold_id in self.holds:
+            self._resumed(hold_id)
+
+    def stopped_on(self, channel: str) -> str | None:
+        """Why nothing may go out on `channel` now ("ceased" or a hold id), or None (C3)."""
+        if channel in self.ceased:
+            return "ceased"
+        for hold_id, channels in self.holds.items():
+            if channels is None or channel in channels:
+                return hold_id
+        return None
+
+    def record_attempt(self, attempt_id: UUID, channel: str, outcome: str, at: datetime,
+                       party: str, permit_id: UUID | None, number: str,
+                       collector_id: str | None, task_id: UUID | None,
+                       promise: dict[str, str] | None) -> None:
+        self._attempted(self.loan_id, attempt_id, channel, outcome, at, party, permit_id,
+                        number, collector_id, task_id, promise, self.correlation)
+
+    def third_party_called(self) -> None:
+        self._third_party_called()
+
+    def phone_of(self, kind: str, contact_id: str | None) -> str | None:
+        if kind == "borrower":
+            return str(self.borrower["phone"])
+        contact = next((c for c in self.contacts if c["contact_id"] == contact_id), None)
+        return None if contact is None else str(contact["phone"])
+
+    def party_of(self, phone: str) -> tuple[str, str | None]:
+        """Whose number this is: the borrower's, a pre-agreed contact's (with its id), other."""
+        number = normalised_number(phone)
+        if number == normalised_number(str(self.borrower["phone"])):
+            return "borrower", None
+        for contact in self.contacts:
+            if number == normalised_number(str(contact["phone"])):
+                return "contact", str(contact["contact_id"])
+        return "other", None
 
     @event("Reopened")
-    def _reopened(self) -> None:
-        self.open = True
+    def _reopened(self, borrower: dict[str, Any], contacts: list[dict[str, Any]], language: str,
+                  jurisdiction: str | None, content: dict[str, str], opened_at: datetime,
+                  strategy: str, cause: str, correlation: str) -> None:
+        self._begin(borrower, contacts, language, jurisdiction, content, opened_at, strategy,
+                    cause, correlation)
 
     @event("Closed")
     def _closed(self) -> None:
         self.open = False
 
+    @event("Stepped")
+    def _stepped(self, issued: UUID | None, next_due: datetime) -> None:
+        self.step += 1
+        self.step_due = next_due
+        self.current = issued
+        if issued is not None:
+            self.reminder_ids.append(issued)
+
+    @event("StepDone")
+    def _step_done(self, reminder_id: UUID, at: datetime) -> None:
+        self.current = None
+        if self.step_due is not None and self.step_due < at:
+            self.step_due = at
+
+    @event("TaskAdded")
+    def _task_added(self, task_id: UUID) -> None:
+        self.task_ids.append(task_id)
+
+    @event("Ceased")
+    def _ceased(self, hold_id: str, channels: list[str] | None) -> None:
+        self.ceased |= set(channels or CHANNELS)
+
+    @event("Held")
+    def _held(self, hold_id: str, channels: list[str] | None) -> None:
+        self.holds[hold_id] = channels
+
+    @event("Resumed")
+    def _resumed(self, hold_id: str) -> None:
+        del self.holds[hold_id]
+
+    @event("AttemptRecorded")
+    def _attempted(self, loan_id: str, attempt_id: UUID, channel: str, outcome: str,
+                   at: datetime, party: str, permit_id: UUID | None, number: str,
+                   collector_id: str | None, task_id: UUID | None,
+                   promise: dict[str, str] | None, correlation: str) -> None:
+        self.attempt_ids[attempt_id] = permit_id is not None
+        if party == "borrower":
+            self.failed_streak = self.failed_streak + 1 if outcome in FAILED_OUTCOMES else 0
+
+    @event("ThirdPartyCalled")
+    def _third_party_called(self) -> None:
+        self.third_party_calls += 1
+
+
+CHANNELS = ("sms", "email", "push", "call")
+
+
+# --- one message ---
+
 
 class Reminder(Aggregate):
-    """One outbound message on one channel, from planned to sent or cancelled."""
+    """One outbound message on one channel, from planned to sent or cancelled, then delivered
+    or failed as the provider's receipt says."""
 
     @event("Scheduled")
     def __init__(self, key: str, loan_id: str, channel: str, template_id: str,
                  template_version: int, recipient: str, timezone: str,
                  content: dict[str, str], due_at: datetime, cause: str,
-                 correlation: str) -> None:
+                 correlation: str, language: str = "zh-CN", party: str = "borrower",
+                 subject: str | None = None) -> None:
         self.loan_id = loan_id
         self.channel = channel
         self.template_id = template_id
@@ -80,9 +290,14 @@ class Reminder(Aggregate):
         self.due_at = due_at
         self.cause = cause
         self.correlation = correlation
+        self.language = language
+        self.party = party
+        self.subject = subject
         self.status = PENDING
+        self.held_by: str | None = None
         self.attempts = 0
         self.sent_at: datetime | None = None
+        self.delivery: str | None = None
         self.blocks: list[dict[str, Any]] = []
         self.cancelled: dict[str, Any] | None = None
 
@@ -95,13 +310,25 @@ class Reminder(Aggregate):
         return self.status in (PENDING, SENDING)
 
     def next_due(self) -> datetime | None:
-        """On the agenda while pending; a send cut short by a crash is due again at once."""
-        return self.due_at if self.pending else None
+        """On the agenda while pending and not held; a send cut short by a crash is due again."""
+        if self.status == SENDING:
+            return self.due_at
+        return self.due_at if self.status == PENDING and self.held_by is None else None
 
     def defer(self, rule: str, reason: str, until: datetime) -> None:
         if self.pending:
             self._blocked(self.loan_id, self.channel, rule, reason, until, self.cause,
                           self.correlation)
+
+    def hold(self, rule: str, reason: str, hold_id: str) -> None:
+        """Held (C3, an open dispute) with no time known: off the agenda until released."""
+        if self.status == PENDING and self.held_by is None:
+            self._held(self.loan_id, self.channel, rule, reason, hold_id, self.cause,
+                       self.correlation)
+
+    def release(self, at: datetime) -> None:
+        if self.held_by is not None:
+            self._released(at)
 
     def start_sending(self, at: datetime) -> None:
         self._sending(at)
@@ -109,11 +336,16 @@ class Reminder(Aggregate):
     def mark_sent(self, at: datetime, local_time: str, provider_id: str) -> None:
         if self.status != SENT:
             self._sent(self.loan_id, self.channel, self.template_id, self.template_version, at,
-                       local_time, provider_id, self.cause, self.correlation)
+                       local_time, provider_id, self.cause, self.correlation, self.party)
 
     def fail(self, reason: str, at: datetime, retry_at: datetime) -> None:
         self._failed(self.loan_id, self.channel, reason, at, retry_at, self.cause,
                      self.correlation)
+
+    def refused(self, reason: str, at: datetime) -> None:
+        """The provider will not take it (a bad number or address): failed for good."""
+        if self.pending:
+            self._refused(self.loan_id, self.channel, reason, at, self.cause, self.correlation)
 
     def cancel(self, rule: str, reason: str, at: datetime, cause: str) -> None:
         """A rule drops a planned message. One being handed over is left to finish: its send
@@ -130,12 +362,36 @@ class Reminder(Aggregate):
                             f"{reason}; a send was in flight when it stopped, and the provider "
                             f"may have it", at, self.cause, self.correlation)
 
+    def receipt(self, delivered: bool, at: datetime, reason: str | None) -> bool:
+        """The provider's delivery receipt; False when this message was never sent. A repeated
+        receipt changes nothing."""
+        if self.status != SENT:
+            return False
+        if self.delivery is None:
+            if delivered:
+                self._delivered(self.loan_id, self.channel, at, self.cause, self.correlation)
+            else:
+                self._undelivered(self.loan_id, self.channel, reason or "not delivered", at,
+                                  self.cause, self.correlation)
+        return True
+
     @event("Blocked")
     def _blocked(self, loan_id: str, channel: str, rule: str, reason: str, until: datetime,
                  cause: str, correlation: str) -> None:
         self.status = PENDING
         self.due_at = until
         self.blocks.append({"rule": rule, "reason": reason, "deferred_until": until})
+
+    @event("HeldBack")
+    def _held(self, loan_id: str, channel: str, rule: str, reason: str, hold_id: str,
+              cause: str, correlation: str) -> None:
+        self.held_by = hold_id
+        self.blocks.append({"rule": rule, "reason": reason, "deferred_until": None})
+
+    @event("Released")
+    def _released(self, at: datetime) -> None:
+        self.held_by = None
+        self.due_at = max(self.due_at, at)
 
     @event("SendStarted")
     def _sending(self, at: datetime) -> None:
@@ -145,7 +401,7 @@ class Reminder(Aggregate):
     @event("Sent")
     def _sent(self, loan_id: str, channel: str, template_id: str, template_version: int,
               sent_at: datetime, borrower_local_time: str, provider_id: str, cause: str,
-              correlation: str) -> None:
+              correlation: str, party: str = "borrower") -> None:
         self.status = SENT
         self.sent_at = sent_at
 
@@ -155,6 +411,22 @@ class Reminder(Aggregate):
         self.status = PENDING
         self.due_at = retry_at
 
+    @event("Refused")
+    def _refused(self, loan_id: str, channel: str, reason: str, failed_at: datetime,
+                 cause: str, correlation: str) -> None:
+        self.status = CANCELLED
+        self.cancelled = {"rule": None, "reason": reason, "at": failed_at}
+
+    @event("Delivered")
+    def _delivered(self, loan_id: str, channel: str, delivered_at: datetime, cause: str,
+                   correlation: str) -> None:
+        self.delivery = "delivered"
+
+    @event("Undelivered")
+    def _undelivered(self, loan_id: str, channel: str, reason: str, failed_at: datetime,
+                     cause: str, correlation: str) -> None:
+        self.delivery = "failed"
+
     @event("Cancelled")
     def _cancelled(self, loan_id: str, channel: str, rule: str, reason: str,
                    cancelled_at: datetime, cause: str, correlation: str) -> None:
@@ -162,18 +434,184 @@ class Reminder(Aggregate):
         self.cancelled = {"rule": rule, "reason": reason, "at": cancelled_at}
 
 
-# C5: approved, versioned templates. A new wording is a new version, never an edit.
-TEMPLATES: dict[tuple[str, int], str] = {
-    ("sms.first_reminder", 1): (
-        "Loan {loan_id}: {amount} {currency} is overdue. Please repay by {deadline} via "
-        "{repayment_channel}. To check that this message is genuine, contact "
-        "{verification_channel}."
-    ),
-}
-FIRST_REMINDER = ("sms.first_reminder", 1)
-REQUIRED_CONTENT = ("amount", "currency", "deadline", "repayment_channel",
-                    "verification_channel")
+# --- one call a collector may make ---
 
 
-def render(template_id: str, version: int, content: dict[str, str]) -> str:
-    return TEMPLATES[(template_id, version)].format(**content)
+class CallTask(Aggregate):
+    """A call to the borrower (or, C13, to a pre-agreed contact) that a collector may make
+    between `due_from` and `due_until`, the end of the borrower's hours that day."""
+
+    @event("Planned")
+    def __init__(self, key: str, loan_id: str, phone_kind: str, contact_id: str | None,
+                 template_id: str, template_version: int, due_at: datetime, cause: str,
+                 correlation: str) -> None:
+        self.loan_id = loan_id
+        self.phone_kind = phone_kind
+        self.contact_id = contact_id
+        self.template_id = template_id
+        self.template_version = template_version
+        self.due_at = due_at
+        self.cause = cause
+        self.correlation = correlation
+        self.status = PENDING
+        self.held_by: str | None = None
+        self.due_from: datetime | None = None
+        self.due_until: datetime | None = None
+        self.blocks: list[dict[str, Any]] = []
+
+    @staticmethod
+    def create_id(key: str) -> UUID:
+        return uuid5(TASK_NAMESPACE, key)
+
+    @property
+    def channel(self) -> str:
+        return "call"
+
+    @property
+    def pending(self) -> bool:
+        return self.status == PENDING
+
+    def next_due(self) -> datetime | None:
+        """Due to be issued, then due to expire at the end of its window."""
+        if self.status == PENDING:
+            return self.due_at if self.held_by is None else None
+        return self.due_until if self.status == ISSUED else None
+
+    def open_at(self, now: datetime) -> bool:
+        return (self.status == ISSUED and self.due_from is not None
+                and self.due_until is not None and self.due_from <= now < self.due_until)
+
+    def defer(self, rule: str, reason: str, until: datetime) -> None:
+        if self.pending:
+            self._blocked(self.loan_id, rule, reason, until, self.cause, self.correlation)
+
+    def hold(self, rule: str, reason: str, hold_id: str) -> None:
+        if self.pending and self.held_by is None:
+            self._held(self.loan_id, rule, reason, hold_id, self.cause, self.correlation)
+
+    def release(self, at: datetime) -> None:
+        if self.held_by is not None:
+            self._released(at)
+
+    def issue(self, due_from: datetime, due_until: datetime) -> None:
+        if self.pending:
+            self._issued(self.loan_id, self.phone_kind, due_from, due_until, self.template_id,
+                         self.template_version, self.contact_id, self.cause, self.correlation)
+
+    def expire(self, at: datetime) -> None:
+        if self.status == ISSUED:
+            self._expired(at)
+
+    def cancel(self, rule: str, reason: str, at: datetime, cause: str) -> None:
+        if self.status in (PENDING, ISSUED):
+            self._cancelled(self.loan_id, rule, reason, at, cause, self.correlation)
+
+    @event("Blocked")
+    def _blocked(self, loan_id: str, rule: str, reason: str, until: datetime, cause: str,
+                 correlation: str) -> None:
+        self.due_at = until
+        self.blocks.append({"rule": rule, "reason": reason, "deferred_until": until})
+
+    @event("HeldBack")
+    def _held(self, loan_id: str, rule: str, reason: str, hold_id: str, cause: str,
+              correlation: str) -> None:
+        self.held_by = hold_id
+        self.blocks.append({"rule": rule, "reason": reason, "deferred_until": None})
+
+    @event("Released")
+    def _released(self, at: datetime) -> None:
+        self.held_by = None
+        self.due_at = max(self.due_at, at)
+
+    @event("Issued")
+    def _issued(self, loan_id: str, phone_kind: str, due_from: datetime, due_until: datetime,
+                template_id: str, template_version: int, contact_id: str | None, cause: str,
+                correlation: str) -> None:
+        self.status = ISSUED
+        self.due_from = due_from
+        self.due_until = due_until
+
+    @event("Expired")
+    def _expired(self, at: datetime) -> None:
+        self.status = EXPIRED
+
+    @event("Cancelled")
+    def _cancelled(self, loan_id: str, rule: str, reason: str, cancelled_at: datetime,
+                   cause: str, correlation: str) -> None:
+        self.status = CANCELLED
+
+
+# --- a borrower's calls, counted (C2) ---
+
+
+@dataclass(frozen=True)
+class Dial:
+    """One call counted against the caps: a recorded attempt, or a permit not yet used."""
+
+    at: datetime
+    loan_id: str
+    number: str
+    outcome: str | None  # None: a permit still open, which may yet be answered or not
+
+
+COUNTED_FOR = timedelta(days=8)  # the longest window a cap looks back over, and a day more
+
+
+class Debtor(Aggregate):
+    """One lender's borrower, across its loans: the dials that the caps count (C2 counts per
+    debtor and per number, not per loan). Kept for eight days, the longest window."""
+
+    @event("Known")
+    def __init__(self, lender_id: str, borrower_id: str) -> None:
+        self.lender_id = lender_id
+        self.borrower_id = borrower_id
+        self.attempts: list[dict[str, Any]] = []
+        self.permits: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def create_id(lender_id: str, borrower_id: str) -> UUID:
+        return uuid5(DEBTOR_NAMESPACE, f"{lender_id}\x1f{borrower_id}")
+
+    def dials(self, now: datetime) -> list[Dial]:
+        """What the caps count at `now`: every recorded attempt, and every permit that is
+        neither used nor expired (it may turn into an attempt of either kind)."""
+        counted = [Dial(a["at"], a["loan_id"], a["number"], a["outcome"]) for a in self.attempts]
+        counted += [Dial(p["at"], p["loan_id"], p["number"], None)
+                    for p in self.permits.values()
+                    if not p["used"] and p["expires_at"] > now]
+        return counted
+
+    def permit(self, permit_id: UUID, loan_id: str, task_id: UUID, collector_id: str,
+               number: str, party: str, at: datetime, expires_at: datetime,
+               correlation: str) -> None:
+        self._permitted(loan_id, permit_id, task_id, collector_id, number, party, at,
+                        expires_at, correlation)
+
+    def permit_of(self, permit_id: UUID | None) -> dict[str, Any] | None:
+        return None if permit_id is None else self.permits.get(str(permit_id))
+
+    def attempt(self, permit_id: UUID | None, loan_id: str, number: str, outcome: str,
+                at: datetime) -> None:
+        self._attempted(str(permit_id) if permit_id else None, loan_id, number, outcome, at)
+
+    @event("Permitted")
+    def _permitted(self, loan_id: str, permit_id: UUID, task_id: UUID, collector_id: str,
+                   number: str, party: str, permitted_at: datetime, expires_at: datetime,
+                   correlation: str) -> None:
+        self.permits[str(permit_id)] = {"at": permitted_at, "loan_id": loan_id,
+                                        "number": number, "expires_at": expires_at,
+                                        "used": False, "task_id": str(task_id)}
+        self._forget_before(permitted_at - COUNTED_FOR)
+
+    @event("Attempted")
+    def _attempted(self, permit_id: str | None, loan_id: str, number: str, outcome: str,
+                   at: datetime) -> None:
+        if permit_id in self.permits:
+            self.permits[permit_id]["used"] = True
+        self.attempts.append({"at": at, "loan_id": loan_id, "number": number,
+                              "outcome": outcome})
+        self._forget_before(at - COUNTED_FOR)
+
+    def _forget_before(self, horizon: datetime) -> None:
+        self.attempts = [a for a in self.attempts if a["at"] >= horizon]
+        self.permits = {k: p for k, p in self.permits.items() if p["expires_at"] >= horizon}

@@ -6,14 +6,21 @@ from datetime import datetime
 
 from shared.application import Unit
 from shared.consumer import Handler
-from shared.events import CaseClosed, CaseOpened, CloudEvent, EventData
+from shared.events import (
+    CaseClosed,
+    CaseOpened,
+    CloudEvent,
+    ContactHeld,
+    ContactResumed,
+    EventData,
+)
 
 from services.reminder.application import Reminders
 
 
 def on_case_opened(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseOpened,
                    now: datetime) -> None:
-    reminders.plan_first_reminder(unit, event, data, now)
+    reminders.open_plan(unit, event, data, now)
 
 
 def on_case_closed(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseClosed,
@@ -21,7 +28,19 @@ def on_case_closed(reminders: Reminders, unit: Unit, event: CloudEvent, data: Ca
     reminders.close_plan(unit, event, data, now)
 
 
+def on_contact_held(reminders: Reminders, unit: Unit, event: CloudEvent, data: ContactHeld,
+                    now: datetime) -> None:
+    reminders.hold(unit, event, data, now)
+
+
+def on_contact_resumed(reminders: Reminders, unit: Unit, event: CloudEvent,
+                       data: ContactResumed, now: datetime) -> None:
+    reminders.resume(unit, event, data, now)
+
+
 HANDLERS: dict[type[EventData], Handler] = {
     CaseOpened: on_case_opened,
     CaseClosed: on_case_closed,
+    ContactHeld: on_contact_held,
+    ContactResumed: on_contact_resumed,
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -20,23 +20,23 @@ from shared.service import Parts, assemble, serve
 
 from services.reminder.api import router
 from services.reminder.application import Reminders
-from services.reminder.channels import FileSmsSink, SmsGateway
+from services.reminder.channels import Gateway, build_gateways
 from services.reminder.handlers import HANDLERS
 from services.reminder.relay import integration_event
 from services.reminder.settings import Settings
 
 
 def create(settings: Settings | None = None, clock: Clock | None = None,
-           connect: bool = True, gateway: SmsGateway | None = None) -> FastAPI:
+           connect: bool = True, gateways: Mapping[str, Gateway] | None = None) -> FastAPI:
     settings = settings or Settings()
     clock = clock or settings.make_clock()
     reminders = Reminders(pack(settings.pack), settings.verification_channel,
                           env=settings.persistence_env("reminder"))
-    sms = gateway or FileSmsSink(settings.sms_sink_path())
+    channels = gateways if gateways is not None else build_gateways(settings)
     retry_after = timedelta(seconds=settings.retry_after_seconds)
 
     def fire(aggregate_id: UUID, kind: str, now: datetime) -> None:
-        reminders.fire(aggregate_id, kind, sms, now, retry_after)
+        reminders.fire(aggregate_id, kind, channels, now, retry_after)
 
     def agenda(runtime: Runtime, beat: Callable[[], None]) -> Loop:
         owner = settings.replica_id or f"{socket.gethostname()}:{settings.port}"

@@ -22,7 +22,7 @@ from tests.service.records import consumer_record, tracking_of
 
 from services.reminder.application import Reminders
 from services.reminder.channels import FileSmsSink, OutboundMessage
-from services.reminder.domain import Reminder
+from services.reminder.domain import ContactPlan, Reminder
 from services.reminder.handlers import HANDLERS
 
 NOON_SHANGHAI = datetime(2026, 10, 14, 4, 0, tzinfo=UTC)
@@ -38,15 +38,21 @@ def reminders(path: Path) -> Reminders:
 
 
 def open_cases(app: Reminders, count: int, now: datetime, prefix: str = "L") -> list[UUID]:
-    """`count` cases opened through the consumer's sink; returns their first reminders' ids."""
+    """`count` cases opened through the consumer's sink, their plans' first steps taken;
+    returns the first reminders' ids (the SMS of day 0)."""
     sink = HandlerSink(app, HANDLERS, ManualClock(now))
     ids = []
     for i in range(count):
         event = case_opened(f"{prefix}-{i}", f"ev-{prefix}-{i}", now)
         record = consumer_record(event, "cases.events", i)
         sink.process(tracking_of(record), record, event, event.payload())
-        ids.append(Reminder.create_id(f"{event.id}/sms/first"))
+        app.take_step(ContactPlan.create_id(f"{prefix}-{i}"), now)
+        ids.append(Reminder.create_id(f"{event.id}/0/sms"))
     return ids
+
+
+def all_sent(app: Reminders, ids: list[UUID]) -> bool:
+    return {app.repository.get(rid).status for rid in ids} == {"sent"}
 
 
 class CountingSink(FileSmsSink):
@@ -63,7 +69,7 @@ class CountingSink(FileSmsSink):
 
 def agenda(app: Reminders, gateway: FileSmsSink, clock: ManualClock, owner: str) -> Agenda:
     def fire(aggregate_id: UUID, kind: str, now: datetime) -> None:
-        app.fire(aggregate_id, kind, gateway, now, timedelta(minutes=1))
+        app.fire(aggregate_id, kind, {"sms": gateway}, now, timedelta(minutes=1))
 
     return Agenda(app=app, fire=fire, clock=clock, owner=owner, idle_seconds=0.05, batch=20)
 
@@ -91,7 +97,9 @@ def test_a_restarted_service_reads_no_log_to_know_what_is_due(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
     first = reminders(tmp_path / "reminder.db")
-    ids = open_cases(first, 50, NIGHT_SHANGHAI)  # all deferred by C1 to 08:00
+    ids = open_cases(first, 50, NIGHT_SHANGHAI)
+    for reminder_id in ids:  # fired at 23:00: each deferred by C1 to 08:00
+        first.send_due(reminder_id, {}, NIGHT_SHANGHAI, timedelta(minutes=1))
     first.close()
 
     def no_replay(*args: Any, **kwargs: Any) -> Any:
@@ -117,7 +125,9 @@ async def test_what_is_due_fires_once_when_the_clock_passes_it(tmp_path: Path) -
     assert handed == Counter()  # not yet: 23:00 in Shanghai
 
     clock.set(datetime(2026, 10, 15, 0, 0, tzinfo=UTC))  # 08:00
-    await run_until([loop], lambda: app.extras.agenda_size() == 0)
+    await run_until([loop], lambda: all_sent(app, ids))
+    await run_until([loop], lambda: True, timeout=1)  # and nothing more is sent
+    assert app.extras.agenda_size() == 5  # each plan's next step (the e-mail of day 2)
     assert handed == Counter({str(reminder_id): 1 for reminder_id in ids})
     assert {app.repository.get(rid).status for rid in ids} == {"sent"}
 
@@ -132,7 +142,7 @@ async def test_two_replicas_on_one_store_never_send_the_same_reminder_twice(
     sink = tmp_path / "sms.jsonl"
     loops = [agenda(one, CountingSink(sink, handed), clock, "replica-a"),
              agenda(two, CountingSink(sink, handed), clock, "replica-b")]
-    await run_until(loops, lambda: one.extras.agenda_size() == 0)
+    await run_until(loops, lambda: all_sent(one, ids))
 
     assert handed == Counter({str(reminder_id): 1 for reminder_id in ids})
     lines = sink.read_text().splitlines()
@@ -156,7 +166,7 @@ async def test_a_firing_that_keeps_failing_is_parked_until_its_aggregate_moves_o
         calls[aggregate_id] += 1
         if aggregate_id == broken:
             raise KeyError("a template this version does not know")
-        app.fire(aggregate_id, kind, gateway, now, timedelta(minutes=1))
+        app.fire(aggregate_id, kind, {"sms": gateway}, now, timedelta(minutes=1))
 
     loop = Agenda(app=app, fire=fire, clock=ManualClock(NOON_SHANGHAI), owner="replica-a",
                   idle_seconds=0.05, attempts=3, pause=timedelta(milliseconds=50))

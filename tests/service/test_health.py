@@ -20,11 +20,14 @@ ROUTES: dict[str, set[tuple[str, str]]] = {
         ("post", "/v1/loans/{loan_id}/disputes/resolve"),
         ("get", "/v1/cases/{loan_id}"),
     },
-    "reminder": {("get", "/v1/loans/{loan_id}/reminders")},
+    "reminder": {("get", "/v1/loans/{loan_id}/reminders"), ("get", "/v1/call-tasks"),
+                 ("post", "/v1/dial-permits"), ("post", "/v1/contact-attempts"),
+                 ("post", "/v1/receipts/{channel}")},
     "visit": set(),  # its routes arrive with its domain
     "audit": {("get", "/v1/loans/{loan_id}/timeline"), ("get", "/v1/checkpoint"),
               ("get", "/v1/proofs/inclusion"), ("get", "/v1/proofs/consistency"),
-              ("get", "/v1/loans/{loan_id}/evidence")},
+              ("get", "/v1/loans/{loan_id}/evidence"), ("get", "/v1/loans/{loan_id}/compliance"),
+              ("get", "/v1/violations")},
 }
 
 

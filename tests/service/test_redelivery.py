@@ -35,7 +35,7 @@ from services.escalation.application import Cases
 from services.escalation.domain import CollectionCase
 from services.escalation.handlers import HANDLERS as ESCALATION_HANDLERS
 from services.reminder.application import Reminders
-from services.reminder.domain import Reminder
+from services.reminder.domain import ContactPlan, Reminder
 from services.reminder.handlers import HANDLERS as REMINDER_HANDLERS
 from services.reminder.relay import integration_event as reminder_publication
 
@@ -210,10 +210,13 @@ def test_reminder_plans_one_reminder_for_a_case_delivered_three_times(
     assert position(sink, topics.CASES) == LATER
 
     assert stored(reminders) == stored_once
+    plan_id = ContactPlan.create_id("L-1")
+    assert reminders.due(clock.now()) == [plan_id]  # one plan, its day-0 step due
+    reminders.take_step(plan_id, clock.now())
     planned = reminders.reminders_of("L-1")
     assert planned is not None and len(planned) == 1
     assert [event.reminder_id for event in scheduled(reminders)] == [
-        Reminder.create_id(f"{opened.id}/sms/first")]
+        Reminder.create_id(f"{opened.id}/0/sms")]
     assert reminders.due(clock.now()) == [planned[0].id]
 
 

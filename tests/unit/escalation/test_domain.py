@@ -174,3 +174,27 @@ def test_another_lenders_report_on_the_same_loan_is_refused() -> None:
     with pytest.raises(OtherLendersLoan):
         case.report_overdue(at=OPENED_AT + timedelta(days=1), **foreign)
     assert (case.lender_id, case.days_past_due, case.version) == ("lender-1", 35, 1)
+
+
+# --- C3: contact held and resumed ---
+
+
+def test_a_cease_request_holds_its_channels_for_good_and_a_dispute_until_resolved() -> None:
+    from shared.events import ContactHeld, ContactResumed
+
+    case = opened_case()
+    at = OPENED_AT + timedelta(hours=1)
+    case.hold_contact("cease:ev-9", ["sms"], "asked to stop sms", at, True, "ev-9")
+    case.hold_contact("cease:ev-9", ["sms"], "asked to stop sms", at, True, "ev-9")  # again
+    case.hold_contact("dispute:D-1", None, "dispute D-1 is open", at, False, "ev-10")
+    assert case.resume_contact("dispute:D-2", "no such dispute", at, "ev-11") is False
+    assert case.resume_contact("dispute:D-1", "resolved", at, "ev-12") is True
+    published = [p.data for p in map(integration_event, case.collect_events()) if p]
+    assert [type(d) for d in published] == [ContactHeld, ContactHeld, ContactResumed]
+    cease, dispute, resumed = published
+    assert isinstance(cease, ContactHeld) and cease.permanent and cease.rule == "C3"
+    assert [str(c) for c in cease.channels or []] == ["sms"]
+    assert isinstance(dispute, ContactHeld) and not dispute.permanent
+    assert dispute.channels is None
+    assert isinstance(resumed, ContactResumed) and resumed.hold_id == "dispute:D-1"
+    assert case.holds == {"cease:ev-9": ["sms"]}

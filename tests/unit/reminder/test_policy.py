@@ -8,9 +8,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from shared.policy_pack import CN, US, PolicyPack
+from shared.templates import APPROVED, CURRENT, REESTABLISH, REMINDER
 
-from services.reminder.domain import FIRST_REMINDER
-from services.reminder.policy import contact_window, is_open, required_content
+from services.reminder.domain import Dial
+from services.reminder.policy import (
+    call_caps,
+    contact_window,
+    is_open,
+    not_stopped,
+    required_content,
+    third_party,
+)
 
 ZONES = ["Asia/Shanghai", "Asia/Kolkata", "America/New_York", "Pacific/Auckland"]
 AN_ORDINARY_DAY = date(2026, 10, 14)
@@ -137,28 +145,47 @@ def full_content() -> dict[str, str]:
             "verification_channel": "the official hotline 95555"}
 
 
-def test_the_approved_first_reminder_with_all_content_passes() -> None:
-    assert required_content(*FIRST_REMINDER, full_content()).allowed is True
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+@pytest.mark.parametrize("key", sorted(k for k, t in APPROVED.items() if t.kind == REMINDER))
+def test_every_approved_reminder_with_all_content_passes(key: tuple[str, int],
+                                                         language: str) -> None:
+    assert required_content(*key, full_content(), language).allowed is True
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_the_third_party_template_shows_nothing_of_the_debt(language: str) -> None:
+    keys = [k for k, t in APPROVED.items() if t.kind == REESTABLISH]
+    assert keys == [("contact.reestablish", 1)]
+    assert required_content(*keys[0], {}, language).allowed is True
+    assert not APPROVED[keys[0]].fields(language) & {"amount", "currency", "loan_id",
+                                                      "deadline", "repayment_channel"}
+
+
+def test_each_channel_has_a_current_reminder_template_of_its_own() -> None:
+    for channel, key in CURRENT.items():
+        assert APPROVED[key].channel == channel and APPROVED[key].kind == REMINDER
 
 
 @pytest.mark.parametrize(("template_id", "version"), [
     ("sms.first_reminder", 2), ("sms.first_reminder", 0), ("sms.final_warning", 1), ("", 1),
 ])
 def test_an_unapproved_template_or_version_is_refused(template_id: str, version: int) -> None:
-    decision = required_content(template_id, version, full_content())
+    decision = required_content(template_id, version, full_content(), "zh-CN")
     assert (decision.allowed, decision.rule) == (False, "C5")
     assert decision.reason and "not approved" in decision.reason
 
 
+@pytest.mark.parametrize("key", sorted(CURRENT.values()))
 @pytest.mark.parametrize("item", REQUIRED)
 @pytest.mark.parametrize("blank", ["", "   ", None], ids=["empty", "whitespace", "absent"])
-def test_a_required_item_left_blank_is_refused_by_name(item: str, blank: str | None) -> None:
+def test_a_required_item_left_blank_is_refused_by_name(item: str, blank: str | None,
+                                                       key: tuple[str, int]) -> None:
     content = full_content()
     if blank is None:
         del content[item]
     else:
         content[item] = blank
-    decision = required_content(*FIRST_REMINDER, content)
+    decision = required_content(*key, content, "en")
     assert (decision.allowed, decision.rule) == (False, "C5")
     assert decision.reason and item in decision.reason
     others = [other for other in REQUIRED if other != item and other not in item]
@@ -172,3 +199,140 @@ def test_a_required_item_left_blank_is_refused_by_name(item: str, blank: str | N
 def test_a_closed_case_sends_nothing(plan_open: bool, allowed: bool, rule: str | None) -> None:
     decision = is_open(plan_open)
     assert (decision.allowed, decision.rule) == (allowed, rule)
+
+
+# --- C2: call caps, counted over the borrower's local day and a rolling seven days ---
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+NEW_YORK = ZoneInfo("America/New_York")
+NUMBER = "a" * 64
+OTHER_NUMBER = "b" * 64
+
+
+def at(zone: ZoneInfo, day: date, hhmm: str) -> datetime:
+    return datetime.combine(day, time.fromisoformat(hhmm), tzinfo=zone).astimezone(UTC)
+
+
+def dials(zone: ZoneInfo, day: date, outcomes: list[str | None], number: str = NUMBER,
+          loan_id: str = "L-1", start: str = "09:00") -> list[Dial]:
+    first = at(zone, day, start)
+    return [Dial(first + timedelta(minutes=10 * i), loan_id, number, outcome)
+            for i, outcome in enumerate(outcomes)]
+
+
+DAY_CN = date(2026, 10, 14)
+
+
+@pytest.mark.parametrize(("answered", "allowed"), [(2, True), (3, False)])
+def test_cn_the_fourth_answered_call_of_a_debtors_day_is_refused(answered: int,
+                                                                 allowed: bool) -> None:
+    counted = dials(SHANGHAI, DAY_CN, ["answered"] * answered, loan_id="L-2")
+    decision = call_caps(CN, SHANGHAI, at(SHANGHAI, DAY_CN, "15:00"), counted, "L-1",
+                         OTHER_NUMBER)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert decision.rule == "C2" and "answered" in (decision.reason or "")
+        assert decision.until == at(SHANGHAI, DAY_CN + timedelta(days=1), "08:00")
+
+
+@pytest.mark.parametrize(("unanswered", "allowed"), [(5, True), (6, False)])
+def test_cn_the_seventh_unanswered_dial_of_a_number_is_refused(unanswered: int,
+                                                               allowed: bool) -> None:
+    counted = dials(SHANGHAI, DAY_CN, ["no_answer"] * unanswered)
+    now = at(SHANGHAI, DAY_CN, "20:00")
+    assert call_caps(CN, SHANGHAI, now, counted, "L-1", NUMBER).allowed is allowed
+    assert call_caps(CN, SHANGHAI, now, counted, "L-1", OTHER_NUMBER).allowed is True
+
+
+def test_cn_an_open_permit_counts_as_a_dial() -> None:
+    counted = dials(SHANGHAI, DAY_CN, ["answered", "answered", None])
+    assert call_caps(CN, SHANGHAI, at(SHANGHAI, DAY_CN, "15:00"), counted, "L-1",
+                     OTHER_NUMBER).allowed is False
+
+
+def test_cn_the_caps_start_again_at_local_midnight_not_utc() -> None:
+    # 23:30 local on the 14th is 15:30 UTC; 00:30 local on the 15th is 16:30 UTC, same UTC day
+    counted = dials(SHANGHAI, DAY_CN, ["answered"] * 3, start="21:00")
+    just_before = at(SHANGHAI, DAY_CN, "23:30")
+    just_after = at(SHANGHAI, DAY_CN + timedelta(days=1), "00:30")
+    assert call_caps(CN, SHANGHAI, just_before, counted, "L-1", NUMBER).allowed is False
+    assert call_caps(CN, SHANGHAI, just_after, counted, "L-1", NUMBER).allowed is True
+
+
+DAY_US = date(2026, 10, 12)
+
+
+@pytest.mark.parametrize(("attempts", "allowed"), [(6, True), (7, False)])
+def test_us_the_eighth_attempt_in_seven_days_is_refused(attempts: int, allowed: bool) -> None:
+    counted = [d for i in range(attempts)
+               for d in dials(NEW_YORK, DAY_US + timedelta(days=i), ["no_answer"])]
+    now = at(NEW_YORK, DAY_US + timedelta(days=6), "18:00")
+    decision = call_caps(US, NEW_YORK, now, counted, "L-1", NUMBER)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert decision.rule == "C2" and decision.until == counted[0].at + timedelta(days=7)
+
+
+def test_us_attempts_older_than_seven_days_are_not_counted() -> None:
+    counted = [d for i in range(7)
+               for d in dials(NEW_YORK, DAY_US + timedelta(days=i), ["no_answer"])]
+    later = counted[0].at + timedelta(days=7)
+    assert call_caps(US, NEW_YORK, later, counted, "L-1", NUMBER).allowed is True
+
+
+@pytest.mark.parametrize(("days_after", "allowed"), [(6, False), (7, True)])
+def test_us_no_call_within_seven_days_after_a_conversation(days_after: int,
+                                                           allowed: bool) -> None:
+    talk = dials(NEW_YORK, DAY_US, ["answered"])
+    now = talk[0].at + timedelta(days=days_after)
+    decision = call_caps(US, NEW_YORK, now, talk, "L-1", NUMBER)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert decision.rule == "C2" and "conversation" in (decision.reason or "")
+
+
+def test_us_counts_per_loan_and_cn_per_debtor() -> None:
+    other_loans = dials(NEW_YORK, DAY_US, ["no_answer"] * 7, loan_id="L-9")
+    now = at(NEW_YORK, DAY_US + timedelta(days=1), "10:00")
+    assert call_caps(US, NEW_YORK, now, other_loans, "L-1", OTHER_NUMBER).allowed is True
+
+
+# --- C13: third parties ---
+
+REESTABLISHING = ("contact.reestablish", 1)
+
+
+@pytest.mark.parametrize(("pack", "streak", "called", "allowed"), [
+    (CN, 2, 0, False), (CN, 3, 0, True), (CN, 3, 5, True),
+    (US, 2, 0, False), (US, 3, 0, True), (US, 3, 1, False),
+])
+def test_a_contact_person_only_after_three_failed_calls_and_us_once(
+        pack: PolicyPack, streak: int, called: int, allowed: bool) -> None:
+    decision = third_party(pack, "contact", "contact", streak, called, *REESTABLISHING)
+    assert decision.allowed is allowed
+    assert decision.rule == (None if allowed else "C13")
+
+
+def test_a_contact_person_only_with_the_template_that_says_nothing_of_the_debt() -> None:
+    decision = third_party(CN, "contact", "contact", 3, 0, "call.reminder", 1)
+    assert (decision.allowed, decision.rule) == (False, "C13")
+
+
+@pytest.mark.parametrize(("kind", "party", "allowed"), [
+    ("borrower", "borrower", True), ("borrower", "contact", False),
+    ("borrower", "other", False), ("contact", "other", False), ("contact", "borrower", False),
+])
+def test_only_the_numbers_the_task_is_for(kind: str, party: str, allowed: bool) -> None:
+    decision = third_party(CN, kind, party, 5, 0, *REESTABLISHING)
+    assert decision.allowed is allowed
+    assert decision.rule == (None if allowed else "C13")
+
+
+# --- C3: cease and holds ---
+
+def test_a_ceased_channel_is_refused_and_a_hold_waits() -> None:
+    assert not_stopped("sms", None).allowed is True
+    ceased = not_stopped("sms", "ceased")
+    assert (ceased.allowed, ceased.rule, ceased.held) == (False, "C3", False)
+    held = not_stopped("email", "dispute:D-1")
+    assert (held.allowed, held.rule, held.held, held.until) == (False, "C3", True, None)
