@@ -1,6 +1,9 @@
-"""A running suite for end-to-end tests: Tansu and the four services as real processes.
+"""A running suite for end-to-end tests: Tansu, the channel sinks and the four services as real
+processes.
 
 Ports are free loopback ports, so two runs cannot collide; every process is stopped by pid.
+What the borrowers were sent is read where the sinks keep it: `var/outbox/<channel>.jsonl`
+(SMS, push) and the Maildir `var/mail/` (e-mail).
 """
 
 from __future__ import annotations
@@ -8,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import mailbox
+import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,7 @@ from typing import Any
 import httpx
 
 from dunwell import devstack
+from dunwell.sinks import read_jsonl
 from shared import topics
 from shared.auth import Role, issue_token, load_or_create_secret, now_utc
 from shared.events import CheckpointSigned, DecodeError, decode
@@ -32,6 +39,7 @@ class Stack:
     ports: dict[str, int]
     extra_env: dict[str, str] = field(default_factory=dict)
     services: dict[str, devstack.Process] = field(default_factory=dict)
+    sinks: devstack.Sinks | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -83,7 +91,40 @@ class Stack:
 
     def shutdown(self) -> None:
         self.stop()
+        if self.sinks is not None:
+            self.sinks.stop()
         self.broker.stop()
+
+    def outbox(self, channel: str = "sms") -> list[dict[str, Any]]:
+        """Every message the provider sink accepted on `channel`, in order: idempotency_key
+        (the reminder id), channel, to, text, language, provider_id, accepted_at."""
+        return read_jsonl(self.var_dir / "outbox" / f"{channel}.jsonl")
+
+    def mail(self) -> list[mailbox.MaildirMessage]:
+        """Every mail the SMTP sink kept; `message_id(reminder_id)` is its Message-ID."""
+        folder = self.var_dir / "mail"
+        if not folder.exists():
+            return []
+        return [message for _, message in mailbox.Maildir(folder, create=False).items()]
+
+    def reminder_ids(self, loan_id: str) -> set[str]:
+        """The ids of the loan's reminders, as the reminder service lists them."""
+        with self.client("reminder", Role.OPS) as ops:
+            response = ops.get(f"/v1/loans/{loan_id}/reminders")
+        if response.status_code == 404:
+            return set()
+        response.raise_for_status()
+        body = response.json()
+        return {r["reminder_id"] for part in ("sent", "pending", "cancelled")
+                for r in body.get(part, [])}
+
+    def sent_per_loan(self, loans: Iterable[str], channel: str = "sms") -> Counter[str]:
+        """How many messages the sink accepted for each of `loans`, mapped by reminder id."""
+        keys = Counter(entry["idempotency_key"] for entry in self.outbox(channel))
+        counts: Counter[str] = Counter()
+        for loan in loans:
+            counts[loan] += sum(keys[key] for key in self.reminder_ids(loan))
+        return +counts
 
     def reminded_evidence(self) -> dict[str, Any]:
         """Post a daytime loan; wait for, and return, a signed evidence bundle that holds
@@ -130,15 +171,19 @@ class Stack:
         return events
 
 
+# The loan id as the approved SMS texts show it, in English and in Chinese (shared/templates.py).
+_LOAN_IN_TEXT = re.compile(r"^Loan (?P<en>[A-Za-z0-9._:-]+):"
+                           r"|^您的借款(?P<zh>[A-Za-z0-9._:-]+)已逾期")
+
+
 def sms_per_loan(stack: Stack) -> Counter[str]:
-    """How many messages the SMS sink accepted for each loan (its text names the loan)."""
-    path = stack.var_dir / "sms-gateway.jsonl"
+    """How many SMS the provider sink accepted for each loan, read from the texts (cheap: no
+    call per loan); `Stack.sent_per_loan` maps by reminder id instead."""
     counts: Counter[str] = Counter()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                text = json.loads(line)["text"]
-                counts[text.split(":", 1)[0].removeprefix("Loan ")] += 1
+    for entry in stack.outbox("sms"):
+        found = _LOAN_IN_TEXT.match(entry["text"])
+        if found:
+            counts[found["en"] or found["zh"]] += 1
     return counts
 
 
@@ -148,9 +193,13 @@ def start_stack(var_dir: Path, extra_env: dict[str, str] | None = None) -> Stack
     broker = devstack.start_broker(port, var_dir / "logs")
     asyncio.run(prepare_broker(KafkaSettings(bootstrap=f"127.0.0.1:{port}")))
     stack = Stack(var_dir=var_dir, broker=broker, broker_port=port,
-                  ports={name: devstack.free_port() for name in devstack.SERVICES},
-                  extra_env=extra_env or {})
+                  ports={name: devstack.free_port() for name in devstack.SERVICES})
     try:
+        stack.sinks = devstack.start_sinks(
+            var_dir, stack.url("reminder"), stack.logs, receipt_delay=0.2,
+            ports={"provider": devstack.free_port(), "smtp": devstack.free_port()})
+        # In extra_env, so that a replica a test starts with it uses the same sinks.
+        stack.extra_env = {**stack.sinks.reminder_env(), **(extra_env or {})}
         stack.start()
     except BaseException:
         stack.shutdown()

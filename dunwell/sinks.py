@@ -1,0 +1,528 @@
+"""The embedded default's channel providers: real servers on loopback that keep what they get.
+
+- The provider sink stands in for an SMS gateway and a push service: `POST /v1/messages`
+  takes `{idempotency_key, channel, to, text, language}`, keeps the first message per key (a
+  repeat is answered with the first one's `provider_id`), appends it to
+  `<outbox>/<channel>.jsonl` (fsynced before the answer), and later posts a delivery receipt
+  to the reminder service, as a real provider's callback would.
+- The SMTP sink (aiosmtpd) keeps every mail in a Maildir.
+
+Both run as one process each, so any number of reminder replicas share them; `python -m
+dunwell.sinks provider|smtp ...` starts one, and SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import logging
+import mailbox
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+import httpx
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+log = logging.getLogger("dunwell.sinks")
+
+CHANNELS = ("sms", "push")
+MAX_BODY = 64 * 1024
+
+
+# --- the outbox ---------------------------------------------------------------------------------
+
+
+class Outbox:
+    """The messages the provider accepted: one JSON line each, per channel, first per key wins.
+
+    The sink is one process, so a lock in it orders every replica's sends; what the files hold
+    is read back at start, so a restarted sink still answers a repeat with the first id.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._accepted: dict[tuple[str, str], str] = {}
+        for channel in CHANNELS:
+            for entry in read_jsonl(self.path(channel)):
+                self._accepted.setdefault((channel, entry["idempotency_key"]),
+                                          entry["provider_id"])
+
+    def path(self, channel: str) -> Path:
+        return self.folder / f"{channel}.jsonl"
+
+    def accept(self, message: dict[str, str], at: datetime) -> tuple[str, bool]:
+        """The provider id, and whether the message is new (False: a repeat of its key)."""
+        key = (message["channel"], message["idempotency_key"])
+        with self._lock:
+            earlier = self._accepted.get(key)
+            if earlier is not None:
+                return earlier, False
+            provider_id = f"prov-{uuid.uuid4().hex[:16]}"
+            entry = {**message, "provider_id": provider_id,
+                     "accepted_at": at.isoformat(timespec="milliseconds")}
+            self._append(message["channel"], json.dumps(entry, ensure_ascii=False) + "\n")
+            self._accepted[key] = provider_id
+            return provider_id, True
+
+    def _append(self, channel: str, line: str) -> None:
+        with self.path(channel).open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The entries of a JSON Lines file; a last line cut short by a crash is passed over."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+
+
+# --- delivery receipts --------------------------------------------------------------------------
+
+
+@dataclass(order=True)
+class Receipt:
+    due: float
+    channel: str = field(compare=False)
+    body: dict[str, str] = field(compare=False)
+    attempt: int = field(default=1, compare=False)
+    not_found: int = field(default=0, compare=False)  # of the attempts, those answered 404
+
+
+@dataclass(frozen=True)
+class ReceiptPolicy:
+    """When to post a receipt and how long to keep trying: while the reminder service is
+    down or failing (5xx), and a few times on a 404 (the send may not be recorded yet)."""
+
+    delay: float = 0.5
+    first_pause: float = 0.5
+    longest_pause: float = 10.0
+    attempts: int = 12
+    attempts_on_404: int = 5
+
+
+class Receipts:
+    """Receipts posted to `{reminder_url}/v1/receipts/{channel}` by a few worker threads, each
+    one due at its time, so one that must wait never holds back the others."""
+
+    def __init__(self, reminder_url: str, token: Callable[[], str],
+                 policy: ReceiptPolicy | None = None, now: Callable[[], datetime] | None = None,
+                 workers: int = 4) -> None:
+        self.url = reminder_url.rstrip("/")
+        self.policy = policy or ReceiptPolicy()
+        self._token = token
+        self._now = now or (lambda: datetime.now(UTC))
+        self._due: list[Receipt] = []
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._client = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0))
+        # The latest receipts the reminder service took, for tests; bounded for a long run.
+        self.posted: deque[dict[str, str]] = deque(maxlen=1000)
+        self._workers = [threading.Thread(target=self._work, name=f"receipts-{i}", daemon=True)
+                         for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
+
+    def expect(self, channel: str, message_id: str, failed_reason: str | None = None) -> None:
+        """A receipt for a message just accepted, due after the policy's delay."""
+        body = {"message_id": message_id, "status": "failed" if failed_reason else "delivered"}
+        if failed_reason:
+            body["reason"] = failed_reason
+        self._put(Receipt(time.monotonic() + self.policy.delay, channel, body))
+
+    def close(self) -> None:
+        with self._ready:
+            self._stopping = True
+            left = len(self._due)
+            self._ready.notify_all()
+        for worker in self._workers:
+            worker.join(timeout=8)
+        self._client.close()
+        if left:
+            log.warning("stopped with %d receipts not yet posted", left)
+
+    def _put(self, receipt: Receipt) -> None:
+        with self._ready:
+            heapq.heappush(self._due, receipt)
+            self._ready.notify()
+
+    def _next(self) -> Receipt | None:
+        """The next receipt once it is due; None when stopping."""
+        with self._ready:
+            while not self._stopping:
+                wait = self._due[0].due - time.monotonic() if self._due else None
+                if wait is not None and wait <= 0:
+                    return heapq.heappop(self._due)
+                self._ready.wait(wait)
+            return None
+
+    def _work(self) -> None:
+        while (receipt := self._next()) is not None:
+            self._post(receipt)
+
+    def _post(self, receipt: Receipt) -> None:
+        receipt.body.setdefault("at", self._now().astimezone(UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z"))
+        try:
+            response = self._client.post(
+                f"{self.url}/v1/receipts/{receipt.channel}", json=receipt.body,
+                headers={"authorization": f"Bearer {self._token()}"})
+            status = response.status_code
+        except (httpx.HTTPError, OSError) as error:
+            status, why = 0, type(error).__name__
+        else:
+            why = str(status)
+        if 200 <= status < 300:
+            self.posted.append(receipt.body)
+            return
+        if self._again(receipt, status):
+            return
+        log.warning("receipt for %s given up after %d attempts (%s)",
+                    receipt.body["message_id"], receipt.attempt, why)
+
+    def _again(self, receipt: Receipt, status: int) -> bool:
+        """Schedule another try when the answer may change; False when it will not."""
+        not_found = receipt.not_found + (status == 404)
+        if status == 404:
+            worth_it = not_found < self.policy.attempts_on_404
+        else:
+            worth_it = status == 0 or status >= 500
+        if not worth_it or receipt.attempt >= self.policy.attempts:
+            return False
+        pause = min(self.policy.first_pause * 2 ** (receipt.attempt - 1),
+                    self.policy.longest_pause)
+        self._put(Receipt(time.monotonic() + pause, receipt.channel, receipt.body,
+                          receipt.attempt + 1, not_found))
+        return True
+
+
+def token_from(path: Path) -> Callable[[], str]:
+    """The provider token, read at each receipt: a token renewed in the file is used at once."""
+    return lambda: path.read_text().strip()
+
+
+# --- the provider's HTTP API --------------------------------------------------------------------
+
+
+class Refusal(Exception):
+    def __init__(self, status: HTTPStatus, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+@dataclass
+class Behaviour:
+    """How the sink answers, for demos and tests: recipients whose receipt says failed,
+    recipients it refuses outright (400), and how many sends it answers 503 before any works."""
+
+    fail_to: frozenset[str] = frozenset()
+    refuse_to: frozenset[str] = frozenset()
+    busy_first: int = 0
+    api_token: str | None = None
+
+
+class ProviderSink:
+    """The SMS and push provider on 127.0.0.1: `POST /v1/messages`, answered 201 (new) or 200
+    (a repeat of its key) with `{provider_id}`."""
+
+    def __init__(self, outbox: Outbox, receipts: Receipts | None = None, port: int = 0,
+                 behaviour: Behaviour | None = None,
+                 now: Callable[[], datetime] | None = None) -> None:
+        self.outbox = outbox
+        self.receipts = receipts
+        self.behaviour = behaviour or Behaviour()
+        self.requests = 0  # every POST /v1/messages seen, for tests counting retries
+        self._now = now or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", port), _Handler, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
+                                        name="provider-sink", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ProviderSink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop taking sends, finish the ones in hand, then stop the receipts."""
+        if self._thread.is_alive():
+            self._server.shutdown()  # waits for serve_forever, so only once it runs
+            self._thread.join(timeout=5)
+        self._server.server_close()
+        if self.receipts is not None:
+            self.receipts.close()
+
+    def take(self, authorization: str | None, idempotency_header: str | None,
+             body: Any) -> tuple[HTTPStatus, str]:
+        """One send: checks, the outbox, the receipt to come. Raises Refusal."""
+        self._count_and_maybe_busy()
+        token = self.behaviour.api_token
+        if token is not None and authorization != f"Bearer {token}":
+            raise Refusal(HTTPStatus.UNAUTHORIZED, "unauthorized", "a bearer token is required")
+        message = _message(body, idempotency_header)
+        if message["to"] in self.behaviour.refuse_to:
+            raise Refusal(HTTPStatus.BAD_REQUEST, "recipient_refused",
+                          "the provider does not deliver to this recipient")
+        provider_id, new = self.outbox.accept(message, self._now())
+        if new:
+            log.info("accepted %s %s as %s", message["channel"], message["idempotency_key"],
+                     provider_id)
+            if self.receipts is not None:
+                failed = "unreachable" if message["to"] in self.behaviour.fail_to else None
+                self.receipts.expect(message["channel"], message["idempotency_key"], failed)
+        return (HTTPStatus.CREATED if new else HTTPStatus.OK), provider_id
+
+    def _count_and_maybe_busy(self) -> None:
+        with self._lock:
+            self.requests += 1
+            busy = self.requests <= self.behaviour.busy_first
+        if busy:
+            raise Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "busy", "try again shortly")
+
+
+def _message(body: Any, idempotency_header: str | None) -> dict[str, str]:
+    """The message's fields, checked; a 422 Refusal names what is wrong, never a value."""
+    if not isinstance(body, dict):
+        raise Refusal(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid", "the body is not an object")
+    message = {name: body.get(name) for name in
+               ("idempotency_key", "channel", "to", "text", "language")}
+    message["language"] = message["language"] or "zh-CN"
+    bad = [name for name, value in message.items() if not isinstance(value, str) or not value]
+    if bad:
+        raise Refusal(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid",
+                      f"missing or not text: {', '.join(bad)}")
+    if message["channel"] not in CHANNELS:
+        raise Refusal(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid",
+                      f"channel must be one of {', '.join(CHANNELS)}")
+    if idempotency_header is not None and idempotency_header != message["idempotency_key"]:
+        raise Refusal(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid",
+                      "the Idempotency-Key header differs from idempotency_key")
+    return {name: str(value) for name, value in message.items()}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 sink: ProviderSink) -> None:
+        self.sink = sink
+        super().__init__(address, handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle kept-alive connection is closed after this
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/v1/messages":
+            self._answer(HTTPStatus.NOT_FOUND, _error("not_found", "no such route"))
+            return
+        sink = cast(_Server, self.server).sink
+        try:
+            body = self._body()
+            status, provider_id = sink.take(self.headers.get("authorization"),
+                                            self.headers.get("idempotency-key"), body)
+        except Refusal as refusal:
+            extra = {"retry-after": "0"} if refusal.status == HTTPStatus.SERVICE_UNAVAILABLE \
+                else {}
+            self._answer(refusal.status, _error(refusal.code, str(refusal)), extra)
+            return
+        self._answer(status, {"provider_id": provider_id})
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("content-length") or 0)
+        if length > MAX_BODY:
+            raise Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large", "body too large")
+        try:
+            return json.loads(self.rfile.read(length) or b"null")
+        except ValueError:
+            raise Refusal(HTTPStatus.BAD_REQUEST, "invalid", "the body is not JSON") from None
+
+    def _answer(self, status: HTTPStatus, body: dict[str, Any],
+                headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are logged by the sink itself (by key, never by recipient)."""
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": {}}}
+
+
+# --- the SMTP server ------------------------------------------------------------------------------
+
+
+class MaildirKeeper:
+    """An aiosmtpd handler that keeps each mail, exactly as received, in a Maildir.
+
+    Recipients in `refuse` and any at a `.invalid` domain (RFC 2606) are refused with 550, so
+    tests and demos can see a relay's permanent no.
+    """
+
+    def __init__(self, maildir: Path, refuse: Iterable[str] = ()) -> None:
+        self.maildir = mailbox.Maildir(maildir, create=True)
+        self.refuse = {address.lower() for address in refuse}
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        lowered = address.lower()
+        if lowered in self.refuse or lowered.rstrip(">").endswith(".invalid"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        key = self.maildir.add(content)
+        log.info("kept a mail as %s", key)
+        return "250 2.0.0 OK"
+
+
+class SmtpSink:
+    """The local SMTP server, on 127.0.0.1 only, without TLS or login."""
+
+    def __init__(self, maildir: Path, port: int = 0, refuse: Iterable[str] = ()) -> None:
+        self.keeper = MaildirKeeper(maildir, refuse)
+        self.port = port or _free_port()
+        self._controller = Controller(self.keeper, hostname="127.0.0.1", port=self.port,
+                                      ready_timeout=10)
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def _until_stopped() -> None:
+    """Block until SIGTERM or SIGINT."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.wait(0.5):
+        pass
+
+
+def _clock(path: Path | None) -> Callable[[], datetime] | None:
+    """The installation's simulated clock when it has one, so receipts agree with its time."""
+    if path is None:
+        return None
+    from shared.clock import SimulatedClock
+
+    return SimulatedClock(path).now
+
+
+def run_provider(options: argparse.Namespace) -> None:
+    now = _clock(options.clock_file)
+    receipts = None
+    if options.reminder_url:
+        receipts = Receipts(options.reminder_url, token_from(options.token_file),
+                            ReceiptPolicy(delay=options.receipt_delay), now=now)
+    behaviour = Behaviour(fail_to=frozenset(options.fail_to),
+                          refuse_to=frozenset(options.refuse_to))
+    sink = ProviderSink(Outbox(options.outbox), receipts, options.port, behaviour, now).start()
+    log.info("provider sink on %s, outbox %s", sink.url, options.outbox)
+    _until_stopped()
+    sink.stop()
+    log.info("provider sink stopped")
+
+
+def run_smtp(options: argparse.Namespace) -> None:
+    sink = SmtpSink(options.maildir, options.port, options.refuse).start()
+    log.info("smtp sink on 127.0.0.1:%d, maildir %s", sink.port, options.maildir)
+    _until_stopped()
+    sink.stop()
+    log.info("smtp sink stopped")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m dunwell.sinks", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True)
+    provider = commands.add_parser("provider", help="the SMS and push provider over HTTP")
+    provider.add_argument("--port", type=int, default=8005)
+    provider.add_argument("--outbox", type=Path, default=Path("var/outbox"))
+    provider.add_argument("--reminder-url", help="where receipts go; none are sent without it")
+    provider.add_argument("--token-file", type=Path, default=Path("var/provider.token"),
+                          help="a bearer token with role provider, for the receipts")
+    provider.add_argument("--receipt-delay", type=float, default=0.5, help="seconds")
+    provider.add_argument("--fail-to", action="append", default=[], metavar="RECIPIENT",
+                          help="report this recipient's messages as failed (repeatable)")
+    provider.add_argument("--refuse-to", action="append", default=[], metavar="RECIPIENT",
+                          help="refuse messages to this recipient with 400 (repeatable)")
+    provider.add_argument("--clock-file", type=Path,
+                          help="the installation's simulated clock (var/clock.json)")
+    provider.set_defaults(run=run_provider)
+    smtp = commands.add_parser("smtp", help="the SMTP server keeping mail in a Maildir")
+    smtp.add_argument("--port", type=int, default=8025)
+    smtp.add_argument("--maildir", type=Path, default=Path("var/mail"))
+    smtp.add_argument("--refuse", action="append", default=[], metavar="ADDRESS",
+                      help="refuse this recipient with 550 (repeatable)")
+    smtp.set_defaults(run=run_smtp)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("DUNWELL_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's: it names addresses
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per receipt otherwise
+    options = parser().parse_args(argv)
+    options.run(options)
+
+
+if __name__ == "__main__":
+    main()
