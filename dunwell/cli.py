@@ -65,9 +65,18 @@ def run(
         incarnation = asyncio.run(prepare_broker(KafkaSettings(bootstrap=bootstrap)))
         typer.echo(f"topics     ready (broker incarnation {incarnation[:8]})")
         load_or_create_secret(var_dir / "jwt.secret")
+        sinks = devstack.start_sinks(var_dir, f"http://127.0.0.1:{_port('reminder')}", logs,
+                                     _sink_ports())
+        processes += [sinks.provider, sinks.smtp]
+        typer.echo(f"sms, push  http://127.0.0.1:{sinks.provider_port}  outbox "
+                   f"{sinks.outbox}/<channel>.jsonl (pid {sinks.provider.pid})")
+        typer.echo(f"e-mail     smtp://127.0.0.1:{sinks.smtp_port}  Maildir {sinks.maildir}/ "
+                   f"(pid {sinks.smtp.pid})")
+        # A channel set in the environment (a real provider) wins over the local sink.
+        channels = {k: v for k, v in sinks.reminder_env().items() if k not in os.environ}
         for name in devstack.SERVICES:
-            port = int(os.environ.get(f"{name.upper()}_PORT", devstack.DEFAULT_PORTS[name]))
-            env = devstack.service_env(name, port, var_dir, bootstrap)
+            port = _port(name)
+            env = devstack.service_env(name, port, var_dir, bootstrap, channels)
             process = devstack.start_service(name, env, logs)
             processes.append(process)
             devstack.wait_ready(f"http://127.0.0.1:{port}", process)
@@ -89,6 +98,19 @@ def run(
         if broker is not None:
             broker.stop()
     typer.echo("stopped")
+
+
+def _port(service: str) -> int:
+    from dunwell.devstack import DEFAULT_PORTS
+
+    return int(os.environ.get(f"{service.upper()}_PORT", "") or DEFAULT_PORTS[service])
+
+
+def _sink_ports() -> dict[str, int]:
+    from dunwell.devstack import SINK_PORTS
+
+    return {name: int(os.environ.get(f"DUNWELL_{name.upper()}_SINK_PORT", "") or port)
+            for name, port in SINK_PORTS.items()}
 
 
 @app.command()
@@ -148,10 +170,13 @@ def verify(
         ..., help="An evidence bundle (JSON) from /v1/loans/{id}/evidence."),
     key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
 ) -> None:
-    """Verify a bundle offline: signature, every inclusion proof, consistency if present."""
+    """Verify a bundle offline: signature, every inclusion proof, consistency if present,
+    and every compliance verdict, re-derived from the bundle's leaves."""
     from shared.tlog import main as verify_offline
 
-    raise typer.Exit(verify_offline([str(bundle), "--key", key]))
+    from services.audit.compliance import rederive
+
+    raise typer.Exit(verify_offline([str(bundle), "--key", key], judge=rederive))
 
 
 def _notes_in(path: Path) -> list[str]:

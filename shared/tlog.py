@@ -5,9 +5,11 @@ offline evidence verifier ships this module on its own to auditors: with this on
 
     python tlog.py BUNDLE.json --key KEY
 
-verifies an evidence bundle (`dunwell verify` is the same check). Nothing here holds a
-private key: signing lives with the audit service (services/audit/signer.py), which builds
-on the formats defined here (key IDs, key names, note framing).
+verifies an evidence bundle's proofs (`dunwell verify` is the same check, and re-derives the
+bundle's compliance verdicts from its leaves too: the rules are handed in as a `Judge`, since
+this file alone knows none). Nothing here holds a private key: signing lives with the audit
+service (services/audit/signer.py), which builds on the formats defined here (key IDs, key
+names, note framing).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -38,6 +40,11 @@ _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 _MAX_SIZE = 2**64 - 1
 
 _T = TypeVar("_T")
+
+# The rules, handed in: a loan's leaves (index, bytes) and the installation's pack in, the
+# loan's pack and its verdicts ({rule, verdict, evidence, findings}) out.
+Judge = Callable[[Sequence[tuple[int, bytes]], str],
+                 tuple[str, Sequence[Mapping[str, object]]]]
 
 
 class VerificationError(Exception):
@@ -458,15 +465,95 @@ def verify_bundle(
     return latest
 
 
+# --- compliance verdicts, re-derived from the bundle's leaves ----------------------------------
+
+
+def _bundle_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
+    """The leaves of a bundle whose proofs have verified, as (index, bytes)."""
+    leaves = bundle.get("leaves")
+    assert isinstance(leaves, list)  # verify_bundle has checked every one
+    return [(_field(item, "leaf_index", int, "bundle leaf"),
+             b64decode(_field(item, "leaf", str, "bundle leaf"), "leaf")) for item in leaves]
+
+
+_Said = tuple[str, tuple[int, ...], tuple[int, ...]]  # verdict, evidence, finding indices
+
+
+def _shown(text: str) -> str:
+    """A bundle's text as it may be printed: plain when short and printable, else quoted."""
+    return text if text.isprintable() and len(text) <= 32 else repr(text[:32])
+
+
+def _said(verdict: object, what: str) -> tuple[str, _Said]:
+    """One verdict's rule and what it says, refusing any other shape."""
+    rule = _shown(_field(verdict, "rule", str, what))
+    said = _shown(_field(verdict, "verdict", str, what))
+    evidence = _field(verdict, "evidence", list, what)
+    findings = _field(verdict, "findings", list, what)
+    indices = [_field(finding, "leaf_index", int, f"{what} finding") for finding in findings]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in evidence):
+        raise VerificationError(f"{what} {rule}: evidence is not a list of leaf indices")
+    return rule, (said, tuple(evidence), tuple(indices))
+
+
+def _verdicts(verdicts: Sequence[object], what: str) -> dict[str, _Said]:
+    found: dict[str, _Said] = {}
+    for verdict in verdicts:
+        rule, said = _said(verdict, what)
+        if rule in found:
+            raise VerificationError(f"{what} gives rule {rule} twice")
+        found[rule] = said
+    return found
+
+
+def verdict_differences(bundle: Mapping[str, object], judge: Judge) -> list[str]:
+    """Where the bundle's verdicts differ from those its own leaves give; [] when they agree.
+
+    Verdict, evidence and the leaf of each finding are compared; a finding's wording is not
+    (it may change between versions of the rules without changing what was found).
+    """
+    pack = _shown(_field(bundle, "pack", str, "bundle"))
+    said = _verdicts(_field(bundle, "verdicts", list, "bundle"), "bundle verdict")
+    derived_pack, derived = judge(_bundle_leaves(bundle), pack)
+    found = _verdicts(derived, "re-derived verdict")
+    differences = [] if derived_pack == pack else [
+        f"pack: bundle says {pack}, leaves say {derived_pack}"]
+    for rule, (verdict, evidence, findings) in found.items():
+        theirs = said.pop(rule, None)
+        if theirs is None:
+            differences.append(f"{rule}: bundle has no verdict, leaves say {verdict}")
+        elif theirs[0] != verdict:
+            differences.append(f"{rule}: bundle says {theirs[0]}, leaves say {verdict}")
+        elif theirs[1] != evidence:
+            differences.append(f"{rule}: bundle's evidence {list(theirs[1])} is not the "
+                               f"leaves' {list(evidence)}")
+        elif theirs[2] != findings:
+            differences.append(f"{rule}: bundle's findings at leaves {list(theirs[2])} are not "
+                               f"the leaves' {list(findings)}")
+    differences += [f"{rule}: bundle says {verdict}, but there is no such rule"
+                    for rule, (verdict, _, _) in said.items()]
+    return differences
+
+
+def _verdict_note(bundle: Mapping[str, object], judge: Judge | None) -> list[str] | str:
+    """The differences found, or a note of what was (not) checked."""
+    if "verdicts" not in bundle:
+        return "the bundle carries no verdicts: none were checked"
+    if judge is None:
+        return "verdicts not re-derived: this file holds no rules (`dunwell verify` does)"
+    return verdict_differences(bundle, judge) or "every verdict re-derived from the leaves"
+
+
 # --- the offline verifier's command ---------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Verify a bundle offline; 0 when all holds, 1 naming the first failure, 2 bad input."""
+def main(argv: Sequence[str] | None = None, judge: Judge | None = None) -> int:
+    """Verify a bundle offline; 0 when all holds, 1 naming the first failure (or every verdict
+    the leaves contradict), 2 bad input. With `judge`, the verdicts are re-derived too."""
     parser = argparse.ArgumentParser(
         prog="tlog.py", description="Verify a dunwell evidence bundle offline: the checkpoint's "
         "signature, every leaf's inclusion proof, and consistency with a later checkpoint if "
-        "the bundle carries one.")
+        "the bundle carries one. (`dunwell verify` also re-derives the bundle's verdicts.)")
     parser.add_argument("bundle", type=Path, help="the bundle (JSON) from /v1/loans/{id}/evidence")
     parser.add_argument("--key", required=True,
                         help="the log's public key (vkey text), or a file holding it")
@@ -483,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         checkpoint = verify_bundle(bundle, vkey)
+        verdicts = _verdict_note(bundle, judge)
     except (VerificationError, ValueError) as error:
         where = ""
         if isinstance(error, VerificationError) and error.leaf_index is not None:
@@ -491,7 +579,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f" (size {error.size})"
         print(f"FAILED{where}: {error}", file=sys.stderr)
         return 1
-    print(f"OK: {checkpoint.origin} size {checkpoint.size} verified")
+    if isinstance(verdicts, list):
+        for difference in verdicts:
+            print(f"FAILED: {difference}", file=sys.stderr)
+        return 1
+    print(f"OK: {checkpoint.origin} size {checkpoint.size} verified; {verdicts}")
     return 0
 
 

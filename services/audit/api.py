@@ -1,20 +1,24 @@
-"""Audit's HTTP routes (role auditor): a loan's timeline, leaf by leaf."""
+"""Audit's HTTP routes (role auditor): a loan's timeline leaf by leaf, its compliance verdicts
+and evidence, checkpoints and proofs, and the violations across the portfolio."""
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from shared.auth import Principal, require
-from shared.events import LoanId
+from shared.events import Ident, LoanId, RuleId, Time
 from shared.http import error_responses
 from shared.roles import Role
 
 from services.audit.application import AuditLog
+from services.audit.policy import EPOCH
+from services.audit.store import Verdicts, ViolationQuery
 
 
 def _log(request: Request) -> AuditLog:
@@ -83,16 +87,55 @@ class EvidenceLeaf(BaseModel):
     inclusion_proof: list[str]
 
 
+class FindingView(BaseModel):
+    leaf_index: int
+    message: str
+
+
+class RuleView(BaseModel):
+    """One conduct rule's verdict; `not_evaluated` for a rule the audit does not judge yet."""
+
+    rule: str
+    verdict: Literal["pass", "fail", "not_applicable", "not_evaluated"]
+    evidence: list[int]
+    findings: list[FindingView]
+
+
+class Compliance(BaseModel):
+    """Every rule C1..C14 over the loan's leaves below `tree_size`, a signed checkpoint's."""
+
+    loan_id: str
+    tree_size: int
+    pack: str
+    rules: list[RuleView]
+
+
+class ViolationView(BaseModel):
+    loan_id: str
+    rule: str
+    leaf_index: int
+    time: str
+    message: str
+
+
+class Violations(BaseModel):
+    violations: list[ViolationView]
+    next: str | None
+
+
 class Evidence(BaseModel):
     """A self-contained bundle: the loan's leaves, each with its inclusion proof against the
-    signed checkpoint whose note is included. Forbidding other keys makes a bundle that grows
-    without this model fail loudly in the tests rather than lose what it added."""
+    signed checkpoint whose note is included, and the verdicts judged over those leaves.
+    Forbidding other keys makes a bundle that grows without this model fail loudly in the tests
+    rather than lose what it added."""
 
     model_config = ConfigDict(extra="forbid")
     format: str
     loan_id: str
     checkpoint: str
     leaves: list[EvidenceLeaf]
+    pack: str
+    verdicts: list[RuleView]
 
 
 def _latest(log: AuditLog) -> tuple[int, str]:
@@ -148,3 +191,45 @@ def evidence(loan_id: LoanId, log: LogDep, user: AuditorDep) -> Any:
     if bundle is None:
         raise HTTPException(404, f"no signed evidence for loan {loan_id} yet")
     return bundle
+
+
+NO_VERDICTS = "No signed leaves for the loan yet (or no checkpoint signed)."
+
+
+@router.get("/loans/{loan_id}/compliance", response_model=Compliance,
+            responses=error_responses(401, 403, 404, 422, meaning={404: NO_VERDICTS}))
+def compliance(loan_id: LoanId, log: LogDep, user: AuditorDep) -> Any:
+    verdicts = log.compliance(loan_id)
+    if verdicts is None:
+        raise HTTPException(404, f"no signed leaves for loan {loan_id} yet")
+    return _compliance_of(verdicts)
+
+
+def _compliance_of(verdicts: Verdicts) -> Compliance:
+    return Compliance(loan_id=verdicts.loan_id, tree_size=verdicts.tree_size,
+                      pack=verdicts.pack, rules=[RuleView.model_validate(rule)
+                                                 for rule in verdicts.rules])
+
+
+Cursor = Annotated[str, Query(
+    max_length=18, pattern=r"^[0-9]{1,18}$", examples=["42"],
+    description="Opaque: the `next` of the previous page.")]
+
+
+@router.get("/violations", response_model=Violations,
+            responses=error_responses(401, 403, 422))
+def violations(log: LogDep, user: AuditorDep,
+               since: Annotated[Time | None, Query(
+                   description="Only violations whose event time is at or after this.")] = None,
+               rule: Annotated[RuleId | None, Query(examples=["C1"])] = None,
+               lender_id: Annotated[Ident | None, Query()] = None,
+               cursor: Cursor | None = None,
+               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Any:
+    """Every finding of a failed rule across the portfolio, in the order they were found."""
+    since_us = None if since is None else (since - EPOCH) // timedelta(microseconds=1)
+    query = ViolationQuery(after=int(cursor) if cursor else 0, limit=limit, since_us=since_us,
+                           rule=rule, lender_id=lender_id)
+    found, after = log.violations(query)
+    return Violations(violations=[ViolationView(
+        loan_id=v.loan_id, rule=v.rule, leaf_index=v.leaf_index, time=v.time,
+        message=v.message) for v in found], next=None if after is None else str(after))

@@ -1,5 +1,6 @@
 """The audit application: every consumed event, exactly as received, appended once; signed
-checkpoints over the Merkle tree; proofs pinned to a checkpoint's size."""
+checkpoints over the Merkle tree; proofs pinned to a checkpoint's size; each loan's compliance
+verdicts kept up to date as its leaves arrive."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +25,9 @@ from shared.tlog import Checkpoint, b64encode
 from services.audit import merkle
 from services.audit.domain import CheckpointGuard, Signing
 from services.audit.handlers import leaf_of
+from services.audit.policy import NOT_ABOUT_A_LOAN, judge_loan, still_holds
 from services.audit.signer import sign_note
-from services.audit.store import Leaf, LogStore
+from services.audit.store import Leaf, LogStore, Verdicts, Violation, ViolationQuery
 
 BUNDLE_FORMAT = "dunwell-evidence/v1"
 
@@ -33,6 +36,12 @@ log = logging.getLogger(__name__)
 CONFLICTING = prometheus_client.Counter(
     "dunwell_audit_conflicting_duplicates_total",
     "Events consumed again under a logged id but with other bytes (the first is kept)")
+JUDGING_FAILED = prometheus_client.Counter(
+    "dunwell_audit_judging_failures_total",
+    "Batches after which the compliance verdicts could not be brought up to date")
+# At most this many leaves' loans are judged after one batch: a store from before verdicts, or
+# one whose default pack changed, catches up a slice at a time instead of holding up the log.
+JUDGE_SLICE = 5000
 
 
 class ForkedLog(RuntimeError):
@@ -44,11 +53,12 @@ class AuditLog:
     position commit together; checkpoints are signed over the tree as it grows."""
 
     def __init__(self, store: LogStore, origin: str, signer: Ed25519PrivateKey,
-                 vkey: str) -> None:
+                 vkey: str, pack: str = "cn") -> None:
         self.store = store
         self.origin = origin
         self.signer = signer
         self.vkey = vkey
+        self.pack = pack  # the installation's pack, for loans that name no jurisdiction
         self.guard = CheckpointGuard()
         self._behind_logged = False
         self._fork_logged = False
@@ -95,6 +105,7 @@ class AuditLog:
             CONFLICTING.inc()
             log.warning("event %s was logged before with other bytes; the first is kept",
                         event_id)
+        self._judge_after_batch()
         return Applied(dict(Counter(topic_of[event_id] for event_id in committed.appended)),
                        letters)
 
@@ -108,6 +119,63 @@ class AuditLog:
 
     def mark_sent(self, keys: Sequence[str]) -> None:
         self.store.mark_sent(keys)
+
+    # --- compliance verdicts ---
+
+    def _judge_after_batch(self) -> None:
+        """The log goes on even if judging fails: the leaves are committed, and the verdicts
+        catch up after the next batch (what is judged is marked only once stored)."""
+        try:
+            self.judge_pending()
+        except Exception:  # a fault in a rule must never stop the log
+            JUDGING_FAILED.inc()
+            log.exception("compliance verdicts could not be brought up to date")
+
+    def judge_pending(self) -> int:
+        """Judge again each loan with a leaf that its stored verdicts do not cover yet; returns
+        how many loans were judged.
+
+        Judging per loan is enough: every rule reads one loan's leaves and nothing else (the
+        leaf's subject is its loan), so a new leaf can change its own loan's verdicts and no
+        other's. The cost is the touched loans' leaves, found by the store's index of leaves by
+        loan, never a scan of the log.
+        """
+        start, size = self.store.judged_to(self.pack), self.store.size
+        if start >= size:
+            return 0
+        end = min(size, start + JUDGE_SLICE)
+        loans = self.store.subjects_between(start, end, sorted(NOT_ABOUT_A_LOAN))
+        judged = [judge_loan(loan, self.store.leaves_of(loan), size, self.pack)
+                  for loan in loans]
+        self.store.record_verdicts(judged, self.pack, end)
+        return len(judged)
+
+    def verdicts_at(self, loan_id: str, size: int) -> Verdicts | None:
+        """The loan's verdicts over its leaves below `size`; None when it has none there.
+
+        The stored verdicts answer when the loan has the same leaves below both sizes; else the
+        loan is judged over that prefix, which costs one loan's leaves.
+        """
+        leaves = self.timeline(loan_id)
+        if not any(leaf.leaf_index < size for leaf in leaves):
+            return None
+        stored = self.store.verdicts_of(loan_id)
+        if stored is not None and still_holds(stored.tree_size, stored.default_pack, size,
+                                              self.pack, [leaf.leaf_index for leaf in leaves]):
+            return replace(stored, tree_size=size)
+        return judge_loan(loan_id, leaves, size, self.pack)
+
+    def compliance(self, loan_id: str) -> Verdicts | None:
+        """The loan's verdicts pinned to the latest signed checkpoint."""
+        latest = self.latest()
+        return None if latest is None else self.verdicts_at(loan_id, latest[0])
+
+    def violations(self, query: ViolationQuery) -> tuple[list[Violation], int | None]:
+        """A page of violations and the id to go on after, None at the end."""
+        rows = self.store.violations(replace(query, limit=query.limit + 1))
+        more = len(rows) > query.limit
+        page = rows[:query.limit]
+        return [violation for _, violation in page], page[-1][0] if more else None
 
     # --- checkpoints ---
 
@@ -159,13 +227,15 @@ class AuditLog:
         return [b64encode(h) for h in merkle.consistency_proof(first, second, self.store)]
 
     def evidence(self, loan_id: str) -> dict[str, Any] | None:
-        """The loan's leaves, each with an inclusion proof against one signed checkpoint."""
+        """The loan's leaves, each with an inclusion proof against one signed checkpoint, and
+        the verdicts judged over exactly those leaves (which `dunwell verify` re-derives)."""
         latest = self.latest()
         if latest is None:
             return None
         size, note = latest
         leaves = [leaf for leaf in self.timeline(loan_id) if leaf.leaf_index < size]
-        if not leaves:
+        verdicts = self.verdicts_at(loan_id, size)
+        if not leaves or verdicts is None:
             return None
         return {
             "format": BUNDLE_FORMAT, "loan_id": loan_id, "checkpoint": note,
@@ -173,4 +243,5 @@ class AuditLog:
                         "leaf": base64.b64encode(leaf.data or b"").decode(),
                         "inclusion_proof": self.inclusion(leaf.leaf_index, size)}
                        for leaf in leaves],
+            "pack": verdicts.pack, "verdicts": verdicts.rules,
         }

@@ -77,7 +77,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
         raise SystemExit(f"the signer key is for {name!r}, not the origin {settings.origin!r}")
     public = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     audit = AuditLog(LogStore(settings.store_path("audit")), settings.origin, signer,
-                     encode_vkey(name, public))
+                     encode_vkey(name, public), pack=settings.pack)
 
     def start_checkpointer(runtime: Runtime, beat: Callable[[], None]) -> Loop:
         return checkpointer(audit, clock, settings.checkpoint_interval_seconds,

@@ -1,77 +1,64 @@
-"""The audit's verdicts on the conduct rules (DOMAIN.md, C1–C14), judged from the log alone.
+"""The audit's verdicts on the conduct rules, for one loan: the store's leaves in, verdicts out.
 
-This is where each rule's check lives, written apart from the services that enforce it: a
-check reads the loan's leaves (the events exactly as logged) and the pack's numbers, and
-answers pass, fail or not applicable with the leaf indices of its evidence. A rule that has
-no check yet is `not_evaluated` — never `pass`.
+The rules themselves live in `compliance.py` (standard library only, so the offline verifier
+can run them too); this module turns the store's leaves into what they read, and says when
+verdicts judged earlier still answer for a checkpoint. Pure: no store, no clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
-from shared.policy_pack import PolicyPack
+from services.audit.compliance import (
+    RULES,
+    Leaves,
+    event_time,
+    judge,
+    lender_of,
+    pack_of,
+    parse_leaf,
+)
+from services.audit.store import Leaf, Verdicts, Violation
 
-RULES: Mapping[str, str] = {
-    "C1": "contact only inside allowed hours, in the borrower's local time",
-    "C2": "contact frequency is capped",
-    "C3": "no contact on a stopped channel or during an open dispute",
-    "C4": "nothing after payment",
-    "C5": "messages carry the required content from an approved template",
-    "C6": "a field visit only when the escalation criteria hold, with reasons",
-    "C7": "the debtor's data is verified before a visit",
-    "C8": "advance notice of time and place reaches the borrower, and the visit keeps to it",
-    "C9": "a borrower's refusal of a visit is respected",
-    "C10": "only certified, authorised collectors visit, and they show their credentials",
-    "C11": "visits within allowed hours, at the registered address, no entry without consent",
-    "C12": "every visit and call is recorded and its outcome written down",
-    "C13": "no disclosure to third parties",
-    "C14": "complaints are recorded and answered",
-}
+__all__ = ["NOT_ABOUT_A_LOAN", "RULES", "events_of", "judge_loan", "still_holds"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Subjects of these are collectors or agencies, not loans: nothing to judge.
+NOT_ABOUT_A_LOAN = frozenset({"CollectorRegistered", "CollectorRevoked", "AgencyRegistered"})
 
 
-class Verdict(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    NOT_APPLICABLE = "not_applicable"
-    NOT_EVALUATED = "not_evaluated"
+def events_of(leaves: Sequence[Leaf], below: int) -> Leaves:
+    """The leaves below `below` that still hold a readable event (erased bytes judge nothing)."""
+    return [(leaf.leaf_index, event) for leaf in leaves if leaf.leaf_index < below
+            if (event := parse_leaf(leaf.data)) is not None]
 
 
-@dataclass(frozen=True)
-class Finding:
-    leaf_index: int
-    message: str
+def judge_loan(loan_id: str, leaves: Sequence[Leaf], tree_size: int,
+               default_pack: str) -> Verdicts:
+    """Judge one loan's leaves below `tree_size`: every rule, and each finding as a violation."""
+    events = events_of(leaves, tree_size)
+    rules = judge(events, default_pack)
+    lender = lender_of(events)
+    times = {index: event_time(event) for index, event in events}
+    violations = [_violation(loan_id, verdict["rule"], finding["leaf_index"],
+                             finding["message"], times.get(finding["leaf_index"]), lender)
+                  for verdict in rules for finding in verdict["findings"]]
+    return Verdicts(loan_id, tree_size, pack_of(events, default_pack), default_pack, rules,
+                    tuple(violations))
 
 
-@dataclass(frozen=True)
-class RuleVerdict:
-    rule: str
-    verdict: Verdict
-    evidence: tuple[int, ...] = ()
-    findings: tuple[Finding, ...] = ()
+def _violation(loan_id: str, rule: str, leaf_index: int, message: str,
+               moment: datetime | None, lender: str | None) -> Violation:
+    moment = moment or EPOCH
+    at_us = (moment - EPOCH) // timedelta(microseconds=1)
+    return Violation(loan_id, rule, leaf_index, moment.astimezone(UTC).isoformat().replace(
+        "+00:00", "Z"), at_us, message, lender)
 
 
-@dataclass(frozen=True)
-class LoggedEvent:
-    """One leaf of a loan's timeline, decoded: what every check reads."""
-
-    leaf_index: int
-    type: str
-    time: str | None
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-Check = Callable[[Sequence[LoggedEvent], PolicyPack], RuleVerdict]
-
-# Each rule's check, by id. Empty until the issues that enforce the rules add their checks.
-CHECKS: Mapping[str, Check] = {}
-
-
-def judge(events: Sequence[LoggedEvent], pack: PolicyPack) -> list[RuleVerdict]:
-    """A verdict for every rule, C1 to C14, in order."""
-    return [CHECKS[rule](events, pack) if rule in CHECKS
-            else RuleVerdict(rule, Verdict.NOT_EVALUATED)
-            for rule in RULES]
+def still_holds(judged_size: int, judged_pack: str, size: int, default_pack: str,
+                indices: Sequence[int]) -> bool:
+    """Verdicts judged over the leaves below `judged_size` answer for `size` when the loan has
+    the same leaves below both, under the same default pack."""
+    low, high = sorted((judged_size, size))
+    return judged_pack == default_pack and not any(low <= index < high for index in indices)

@@ -1,8 +1,10 @@
 import os
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.policy_pack import PACKS
 from shared.settings import ServiceSettings
 
 from services.audit.signer import generate_signer
@@ -17,6 +19,15 @@ class Settings(ServiceSettings):
     signer_key: str | None = None
     signer_key_file: Path | None = None
     checkpoint_interval_seconds: float = 0.5
+    # The installation's pack: the rules a loan is judged by when it names no jurisdiction.
+    pack: str = "cn"
+
+    @field_validator("pack")
+    @classmethod
+    def _known_pack(cls, name: str) -> str:
+        if name not in PACKS:
+            raise ValueError(f"unknown policy pack {name!r}; known: {', '.join(PACKS)}")
+        return name
 
     def signer_path(self) -> Path:
         return self.signer_key_file or self.var_dir / "audit-signer.key"

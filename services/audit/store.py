@@ -2,10 +2,15 @@
 
 Leaf bytes live apart from leaf hashes, so a later erasure of one borrower's data leaves every
 hash, node and proof intact. A leaf, its nodes and the Kafka position commit in one transaction.
+
+Beside the log, and derived from it alone: each loan's compliance verdicts with the tree size
+they cover, the violations they found, and how far into the log verdicts have been judged
+(per default pack). Dropping these tables loses nothing: they are judged again from the leaves.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,11 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shared.store import DeadLetter, decode_headers, encode_headers
 
 from services.audit import merkle
+from services.audit.compliance import RuleVerdict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS leaves (
@@ -56,6 +62,30 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     headers TEXT NOT NULL,
     sent INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS verdicts (
+    loan_id TEXT PRIMARY KEY,
+    tree_size INTEGER NOT NULL,
+    pack TEXT NOT NULL,
+    default_pack TEXT NOT NULL,
+    rules TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS violations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    loan_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    leaf_index INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    at_us INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    lender_id TEXT
+);
+CREATE INDEX IF NOT EXISTS violations_by_loan ON violations (loan_id);
+CREATE INDEX IF NOT EXISTS violations_by_rule ON violations (rule, id);
+CREATE INDEX IF NOT EXISTS violations_by_lender ON violations (lender_id, id);
+CREATE TABLE IF NOT EXISTS verdicts_judged (
+    default_pack TEXT PRIMARY KEY,
+    tree_size INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -93,6 +123,40 @@ class NewLeaf:
     event_type: str
     data: bytes
     leaf_hash: bytes
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One finding of a failed rule, placed at its leaf's event time."""
+
+    loan_id: str
+    rule: str
+    leaf_index: int
+    time: str
+    at_us: int  # the time in microseconds since the epoch, for `since`
+    message: str
+    lender_id: str | None
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """A loan's verdicts over its leaves with index below `tree_size`, and what they found."""
+
+    loan_id: str
+    tree_size: int
+    pack: str
+    default_pack: str  # the installation's pack they were judged under
+    rules: list[RuleVerdict]
+    violations: tuple[Violation, ...] = ()
+
+
+@dataclass(frozen=True)
+class ViolationQuery:
+    after: int = 0  # the id of the last violation already seen
+    limit: int = 100
+    since_us: int | None = None
+    rule: str | None = None
+    lender_id: str | None = None
 
 
 class LogStore:
@@ -260,6 +324,86 @@ class LogStore:
                 "SELECT event_id, leaf_hash FROM leaves WHERE event_id IN ("
                 + ",".join("?" * len(chunk)) + ")", chunk))
         return found
+
+    # --- compliance verdicts: derived from the leaves, kept beside them ---
+
+    def judged_to(self, default_pack: str) -> int:
+        """Verdicts under `default_pack` are judged for every loan with a leaf below this."""
+        row = self._db.execute("SELECT tree_size FROM verdicts_judged WHERE default_pack=?",
+                               (default_pack,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def subjects_between(self, start: int, end: int, skip_types: Sequence[str]) -> list[str]:
+        """The subjects of leaves start..end-1, but for leaves of `skip_types`: a range of the
+        primary key, so bounded by the leaves asked for, never the log."""
+        marks = ",".join("?" * len(skip_types)) or "''"
+        rows = self._db.execute(
+            f"SELECT DISTINCT subject FROM leaves WHERE leaf_index >= ? AND leaf_index < ? "
+            f"AND event_type NOT IN ({marks})", (start, end, *skip_types)).fetchall()
+        return sorted(str(row[0]) for row in rows)
+
+    def verdicts_of(self, loan_id: str) -> Verdicts | None:
+        row = self._db.execute("SELECT tree_size, pack, default_pack, rules FROM verdicts "
+                               "WHERE loan_id=?", (loan_id,)).fetchone()
+        if row is None:
+            return None
+        return Verdicts(loan_id, int(row[0]), str(row[1]), str(row[2]),
+                        cast(list[RuleVerdict], json.loads(row[3])))
+
+    def record_verdicts(self, judged: Sequence[Verdicts], default_pack: str,
+                        judged_to: int) -> None:
+        """Each loan's verdicts and violations, and how far the log is judged, at once.
+
+        Verdicts never go back to a smaller tree; a violation found again keeps its id, so a
+        reader paging by id never sees one twice, and one no longer found is removed.
+        """
+        with self._transaction() as db:
+            for verdicts in judged:
+                row = db.execute("SELECT tree_size, default_pack FROM verdicts WHERE loan_id=?",
+                                 (verdicts.loan_id,)).fetchone()
+                if row is not None and row[1] == default_pack and row[0] > verdicts.tree_size:
+                    continue
+                db.execute("INSERT INTO verdicts (loan_id, tree_size, pack, default_pack, rules)"
+                           " VALUES (?, ?, ?, ?, ?) ON CONFLICT(loan_id) DO UPDATE SET "
+                           "tree_size=excluded.tree_size, pack=excluded.pack, "
+                           "default_pack=excluded.default_pack, rules=excluded.rules",
+                           (verdicts.loan_id, verdicts.tree_size, verdicts.pack,
+                            verdicts.default_pack, json.dumps(verdicts.rules)))
+                self._replace_violations(db, verdicts.loan_id, verdicts.violations)
+            db.execute("INSERT INTO verdicts_judged (default_pack, tree_size) VALUES (?, ?) "
+                       "ON CONFLICT(default_pack) DO UPDATE SET "
+                       "tree_size=MAX(tree_size, excluded.tree_size)", (default_pack, judged_to))
+
+    @staticmethod
+    def _replace_violations(db: sqlite3.Connection, loan_id: str,
+                            found: Sequence[Violation]) -> None:
+        kept = {(str(r[1]), int(r[2]), str(r[3])): int(r[0]) for r in db.execute(
+            "SELECT id, rule, leaf_index, message FROM violations WHERE loan_id=?", (loan_id,))}
+        wanted = {(v.rule, v.leaf_index, v.message): v for v in found}
+        db.executemany("DELETE FROM violations WHERE id=?",
+                       [(row_id,) for key, row_id in kept.items() if key not in wanted])
+        db.executemany(
+            "INSERT INTO violations (loan_id, rule, leaf_index, time, at_us, message, lender_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(v.loan_id, v.rule, v.leaf_index, v.time, v.at_us, v.message, v.lender_id)
+             for key, v in sorted(wanted.items(), key=lambda item: (item[0][1], item[0][0]))
+             if key not in kept])
+
+    def violations(self, query: ViolationQuery) -> list[tuple[int, Violation]]:
+        """Violations after the id `query.after`, in id order (the order they were found)."""
+        where: list[str] = ["id > ?"]
+        params: list[int | str] = [query.after]
+        for clause, value in (("at_us >= ?", query.since_us), ("rule = ?", query.rule),
+                              ("lender_id = ?", query.lender_id)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        rows = self._db.execute(
+            "SELECT id, loan_id, rule, leaf_index, time, at_us, message, lender_id FROM "
+            f"violations WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            (*params, query.limit)).fetchall()
+        return [(int(r[0]), Violation(r[1], r[2], int(r[3]), r[4], int(r[5]), r[6], r[7]))
+                for r in rows]
 
     def ping(self) -> int:
         return int(self._db.execute("SELECT 1").fetchone()[0])

@@ -1,0 +1,253 @@
+"""The audit's compliance routes in process: leaves appended through the audit application,
+verdicts read from /compliance and /violations, pinned to signed checkpoints, and the evidence
+bundle's verdicts re-derived offline by `dunwell verify`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from shared.auth import Role
+from shared.events import CloudEvent
+from tests.service.records import consumer_record, tracking_of
+from tests.unit.audit.loans import LOAN, at_local, opened, overdue, sent
+
+from services.audit.application import AuditLog
+from services.audit.store import ViolationQuery
+
+Headers = Callable[..., dict[str, str]]
+OFFSETS = itertools.count()
+
+
+@pytest.fixture
+def audit(build: Callable[[str], FastAPI]) -> Iterator[TestClient]:
+    with TestClient(build("audit")) as client:
+        yield client
+
+
+def log_of(client: TestClient) -> AuditLog:
+    service: AuditLog = client.app.state.service  # type: ignore[attr-defined]
+    return service
+
+
+def append(client: TestClient, *events: dict[str, Any]) -> list[int]:
+    """Each event consumed as the audit consumes it; returns their leaf indices."""
+    log = log_of(client)
+    indices = []
+    for event in events:
+        envelope = CloudEvent.model_validate(event)
+        record = consumer_record(envelope, "audit.test", offset=next(OFFSETS))
+        indices.append(log.store.size)
+        assert log.process(tracking_of(record), record, envelope, envelope.payload())
+    return indices
+
+
+def sign(client: TestClient) -> int:
+    log = log_of(client)
+    log.sign_checkpoint(at_local("2026-10-14 12:00"))
+    latest = log.latest()
+    assert latest is not None
+    return latest[0]
+
+
+def honest() -> list[dict[str, Any]]:
+    at = at_local("2026-10-14 10:00")
+    return [overdue(), opened(at), sent(at)]
+
+
+def rogue() -> dict[str, Any]:
+    return sent(at_local("2026-10-14 23:00"))
+
+
+def compliance(client: TestClient, auditor: dict[str, str], loan: str = LOAN) -> Any:
+    response = client.get(f"/v1/loans/{loan}/compliance", headers=auditor)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def auditor(token: Headers) -> dict[str, str]:
+    return token(Role.AUDITOR, "auditor-1")
+
+
+def verdicts(answer: Any) -> dict[str, str]:
+    return {rule["rule"]: rule["verdict"] for rule in answer["rules"]}
+
+
+def test_an_honest_loan_only_passes(audit: TestClient, auditor: dict[str, str]) -> None:
+    append(audit, *honest())
+    size = sign(audit)
+    answer = compliance(audit, auditor)
+    assert (answer["loan_id"], answer["tree_size"], answer["pack"]) == (LOAN, size, "cn")
+    assert [rule["rule"] for rule in answer["rules"]] == [f"C{n}" for n in range(1, 15)]
+    assert set(verdicts(answer).values()) <= {"pass", "not_applicable", "not_evaluated"}
+    assert verdicts(answer)["C1"] == "pass" and answer["rules"][0]["evidence"] == [2]
+    listed = audit.get("/v1/violations", headers=auditor).json()
+    assert listed == {"violations": [], "next": None}
+
+
+def test_a_rogue_reminder_fails_c1_and_is_listed(audit: TestClient,
+                                                 auditor: dict[str, str]) -> None:
+    append(audit, *honest())
+    [index] = append(audit, rogue())
+    sign(audit)
+    c1 = compliance(audit, auditor)["rules"][0]
+    assert c1["verdict"] == "fail"
+    assert [finding["leaf_index"] for finding in c1["findings"]] == [index]
+    assert "23:00 local time" in c1["findings"][0]["message"]
+    [violation] = audit.get("/v1/violations", headers=auditor).json()["violations"]
+    assert violation == {"loan_id": LOAN, "rule": "C1", "leaf_index": index,
+                         "time": "2026-10-14T15:00:00Z",
+                         "message": c1["findings"][0]["message"]}
+
+
+def test_violations_filter_by_rule_lender_and_time(audit: TestClient,
+                                                   auditor: dict[str, str]) -> None:
+    append(audit, *honest(), rogue())
+
+    def listed(**query: str) -> int:
+        response = audit.get("/v1/violations", params=query, headers=auditor)
+        assert response.status_code == 200, response.text
+        return len(response.json()["violations"])
+
+    assert listed(rule="C1") == 1 and listed(rule="C2") == 0
+    assert listed(lender_id="lender-1") == 1 and listed(lender_id="lender-2") == 0
+    assert listed(since="2026-10-14T15:00:00Z") == 1
+    assert listed(since="2026-10-14T23:00:01+08:00") == 0
+
+
+def test_violations_page_by_an_opaque_cursor(audit: TestClient, auditor: dict[str, str]) -> None:
+    late = [sent(at_local(f"2026-10-{day} 23:00")) for day in range(14, 19)]
+    append(audit, *honest(), *late)
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = audit.get("/v1/violations", params=params, headers=auditor).json()
+        seen += [violation["leaf_index"] for violation in page["violations"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == [3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("query", [
+    {"rule": "C15"}, {"rule": "c1"}, {"rule": "C0"}, {"limit": "0"}, {"limit": "501"},
+    {"since": "yesterday"}, {"since": "2026-10-14T15:00:00"}, {"cursor": "abc"},
+    {"cursor": "1" * 19}])
+def test_bad_violation_queries_are_422(audit: TestClient, auditor: dict[str, str],
+                                       query: dict[str, str]) -> None:
+    response = audit.get("/v1/violations", params=query, headers=auditor)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_verdicts_are_pinned_to_the_signed_checkpoint(audit: TestClient,
+                                                      auditor: dict[str, str]) -> None:
+    append(audit, *honest())
+    size = sign(audit)
+    [index] = append(audit, rogue())
+    stored = log_of(audit).store.verdicts_of(LOAN)
+    assert stored is not None and stored.tree_size == index + 1  # judged as it arrived
+    before = compliance(audit, auditor)
+    assert (before["tree_size"], verdicts(before)["C1"]) == (size, "pass")
+    after = sign(audit)
+    assert (compliance(audit, auditor)["tree_size"], verdicts(compliance(audit, auditor))["C1"]) \
+        == (after, "fail")
+
+
+def test_compliance_is_404_without_signed_leaves(audit: TestClient,
+                                                 auditor: dict[str, str]) -> None:
+    assert audit.get(f"/v1/loans/{LOAN}/compliance", headers=auditor).status_code == 404
+    append(audit, *honest())
+    assert audit.get(f"/v1/loans/{LOAN}/compliance", headers=auditor).status_code == 404
+    sign(audit)
+    assert audit.get("/v1/loans/L-none/compliance", headers=auditor).status_code == 404
+
+
+def test_only_auditors_read_compliance(audit: TestClient, token: Headers) -> None:
+    append(audit, *honest())
+    sign(audit)
+    lender = token(Role.LENDER, "lender-1")
+    assert audit.get(f"/v1/loans/{LOAN}/compliance", headers=lender).status_code == 403
+    assert audit.get("/v1/violations", headers=lender).status_code == 403
+    assert audit.get("/v1/violations").status_code == 401
+
+
+def test_a_store_without_verdicts_catches_up(audit: TestClient, auditor: dict[str, str]) -> None:
+    append(audit, *honest(), rogue())
+    log = log_of(audit)
+    with log.store._transaction() as db:  # a store from before verdicts were kept
+        db.execute("DELETE FROM verdicts")
+        db.execute("DELETE FROM violations")
+        db.execute("DELETE FROM verdicts_judged")
+    assert audit.get("/v1/violations", headers=auditor).json()["violations"] == []
+    assert log.judge_pending() == 1
+    assert len(audit.get("/v1/violations", headers=auditor).json()["violations"]) == 1
+    assert log.judge_pending() == 0
+
+
+def test_a_loans_violation_keeps_its_place_when_judged_again(
+        audit: TestClient, auditor: dict[str, str]) -> None:
+    append(audit, *honest(), rogue())
+    store = log_of(audit).store
+    [(row_id, violation)] = store.violations(ViolationQuery())
+    append(audit, sent(at_local("2026-10-15 10:00")))  # the loan is judged again
+    assert store.violations(ViolationQuery()) == [(row_id, violation)]
+    page = audit.get("/v1/violations", params={"cursor": str(row_id)}, headers=auditor).json()
+    assert page == {"violations": [], "next": None}
+
+
+# --- the evidence bundle carries the verdicts; `dunwell verify` re-derives them ------------
+
+
+def bundle_of(client: TestClient, auditor: dict[str, str], path: Path) -> dict[str, Any]:
+    response = client.get(f"/v1/loans/{LOAN}/evidence", headers=auditor)
+    assert response.status_code == 200, response.text
+    bundle: dict[str, Any] = response.json()
+    path.write_text(json.dumps(bundle))
+    return bundle
+
+
+def verify(path: Path, vkey: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dunwell.cli", "verify", str(path),
+                           "--key", vkey], capture_output=True, text=True, timeout=120)
+
+
+def test_the_bundle_verdicts_verify_and_an_edit_names_the_rule(
+        audit: TestClient, auditor: dict[str, str], tmp_path: Path) -> None:
+    append(audit, *honest(), rogue())
+    sign(audit)
+    bundle = bundle_of(audit, auditor, tmp_path / "bundle.json")
+    assert bundle["pack"] == "cn"
+    assert bundle["verdicts"] == compliance(audit, auditor)["rules"]
+    vkey = log_of(audit).vkey
+    good = verify(tmp_path / "bundle.json", vkey)
+    assert good.returncode == 0, good.stderr
+    assert "every verdict re-derived from the leaves" in good.stdout
+    bundle["verdicts"][0].update(verdict="pass", findings=[])
+    (tmp_path / "edited.json").write_text(json.dumps(bundle))
+    edited = verify(tmp_path / "edited.json", vkey)
+    assert edited.returncode == 1
+    assert "C1: bundle says pass, leaves say fail" in edited.stderr
+
+
+def test_an_older_bundle_without_verdicts_still_verifies(
+        audit: TestClient, auditor: dict[str, str], tmp_path: Path) -> None:
+    append(audit, *honest())
+    sign(audit)
+    bundle = bundle_of(audit, auditor, tmp_path / "bundle.json")
+    del bundle["verdicts"], bundle["pack"]
+    (tmp_path / "old.json").write_text(json.dumps(bundle))
+    result = verify(tmp_path / "old.json", log_of(audit).vkey)
+    assert result.returncode == 0, result.stderr
+    assert "no verdicts: none were checked" in result.stdout
+
