@@ -195,9 +195,11 @@ def start_stack(var_dir: Path, extra_env: dict[str, str] | None = None) -> Stack
     stack = Stack(var_dir=var_dir, broker=broker, broker_port=port,
                   ports={name: devstack.free_port() for name in devstack.SERVICES})
     try:
+        simulated = (extra_env or {}).get("DUNWELL_CLOCK") == "simulated"
         stack.sinks = devstack.start_sinks(
             var_dir, stack.url("reminder"), stack.logs, receipt_delay=0.2,
-            ports={"provider": devstack.free_port(), "smtp": devstack.free_port()})
+            ports={"provider": devstack.free_port(), "smtp": devstack.free_port()},
+            provider_options=["--clock-file", str(var_dir / "clock.json")] if simulated else ())
         # In extra_env, so that a replica a test starts with it uses the same sinks.
         stack.extra_env = {**stack.sinks.reminder_env(), **(extra_env or {})}
         stack.start()

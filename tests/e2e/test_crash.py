@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import httpx
 
 from shared.auth import Role
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, sms_per_loan
 from tests.helpers import loan_body, wait_for, zone_at_local_hour
 
 LOANS = 200
 
 
 def _sms_per_loan(stack: Stack, loan_ids: set[str]) -> Counter[str]:
-    path = stack.var_dir / "sms-gateway.jsonl"
-    counts: Counter[str] = Counter()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            text = json.loads(line)["text"]
-            loan_id = text.split(":", 1)[0].removeprefix("Loan ")
-            if loan_id in loan_ids:
-                counts[loan_id] += 1
-    return counts
+    return Counter({loan: n for loan, n in sms_per_loan(stack).items() if loan in loan_ids})
 
 
 def _sent_in_timeline(stack: Stack, audit: httpx.Client, loan_id: str) -> int:

@@ -78,7 +78,7 @@ def _types(stack: Stack, loan_id: str) -> list[str]:
 
 
 def _sms_keys(var_dir: Path) -> Counter[str]:
-    path = var_dir / "sms-gateway.jsonl"
+    path = var_dir / "outbox" / "sms.jsonl"
     return Counter(json.loads(line)["idempotency_key"] for line in path.read_text().splitlines())
 
 
