@@ -132,6 +132,8 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     # aiokafka tells every join and subscription at INFO (the incarnation check alone would
     # write a line every two seconds), and every failed connection while a broker is away.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # One line per request to a channel provider is noise; its failures are logged by us.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(OncePer("aiokafka", 10.0))
     # Open connections get 2 s to finish; the loops then have their own bounded stop, so

@@ -36,7 +36,7 @@ def test_daytime_loan_gets_reminder_in_causal_order(stack: Stack) -> None:
     assert opened["causationid"] == overdue["id"]
     assert sent["causationid"] == opened["id"]
     assert {opened["correlationid"], sent["correlationid"]} == {overdue["id"]}
-    assert sent["cloudevent"]["data"]["template_id"] == "sms.first_reminder"
+    assert sent["cloudevent"]["data"]["template_id"] == "sms.reminder"
     assert "ContactBlocked" not in _types(events)
     with stack.client("reminder", Role.OPS) as ops:
         view = ops.get(f"/v1/loans/{loan_id}/reminders").json()
