@@ -218,14 +218,19 @@ def pipeline(count: int, table: Table) -> dict[str, Any]:
                              source="/bench", time=now_utc(), causation_id=None,
                              correlation_id=None).encode()
             raw = asyncio.run(raw_broker(bootstrap, count, value))
-            urls = {}
+            ports = {name: devstack.free_port() for name in devstack.SERVICES}
+            urls = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
+            # The real channels: SMS through the provider sink, which posts receipts back.
+            sinks = devstack.start_sinks(
+                var_dir, urls["reminder"], var_dir / "logs",
+                ports={"provider": devstack.free_port(), "smtp": devstack.free_port()})
+            processes += [sinks.provider, sinks.smtp]
             for name in devstack.SERVICES:
-                service_port = devstack.free_port()
-                env = devstack.service_env(name, service_port, var_dir, bootstrap,
-                                           {"DUNWELL_LOG_LEVEL": "WARNING"})
+                env = devstack.service_env(name, ports[name], var_dir, bootstrap,
+                                           {"DUNWELL_LOG_LEVEL": "WARNING",
+                                            **sinks.reminder_env()})
                 processes.append(devstack.start_service(name, env, var_dir / "logs"))
-                urls[name] = f"http://127.0.0.1:{service_port}"
-            for process, name in zip(processes, devstack.SERVICES, strict=True):
+            for process, name in zip(processes[2:], devstack.SERVICES, strict=True):
                 devstack.wait_ready(urls[name], process)
             e2e = asyncio.run(end_to_end(urls, var_dir, count))
             kafka = asyncio.run(from_kafka(bootstrap, var_dir, count))

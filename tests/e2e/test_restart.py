@@ -90,9 +90,9 @@ def test_stop_and_start_keeps_cases_reminders_and_audit(run_command: RunCommand)
     with view.client("escalation", Role.LENDER) as lender:
         for body in day + night:
             assert lender.post("/v1/loans/overdue", json=body).status_code == 202
-    for body in day:
-        wait_for(lambda body=body: "ReminderSent" in _types(view, body["loan_id"]),
-                 what="ReminderSent")
+    for body in day:  # sent, and its receipt back from the provider sink
+        wait_for(lambda body=body: "ReminderDelivered" in _types(view, body["loan_id"]),
+                 what="ReminderSent and ReminderDelivered")
     for body in night:
         wait_for(lambda body=body: "ContactBlocked" in _types(view, body["loan_id"]),
                  what="C1 block")

@@ -81,3 +81,27 @@ def test_production_refuses_a_simulated_clock(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DUNWELL_CLOCK", "simulated")
     with pytest.raises(ValidationError, match="refused in production"):
         ServiceSettings()
+
+
+def test_the_clock_command_moves_time_forward_only(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from dunwell.cli import app
+
+    monkeypatch.setenv("DUNWELL_VAR_DIR", str(tmp_path))
+    runner = CliRunner()
+    moved = runner.invoke(app, ["clock", "set", "2030-01-01T08:00:00+08:00",
+                                "--zone", "Asia/Shanghai"])
+    assert moved.exit_code == 0, moved.output
+    assert moved.output.splitlines() == ["2030-01-01T00:00:00+00:00",
+                                         "2030-01-01T08:00:00+08:00 (Asia/Shanghai)"]
+    assert runner.invoke(app, ["clock", "advance", "2d"]).output.startswith("2030-01-03T00:00")
+    for bad in (["set", "2029-01-01T00:00:00Z"], ["set", "tomorrow"],
+                ["set", "2031-01-01T00:00:00"], ["advance", "-2d"], ["advance", "2x"],
+                ["show", "--zone", "Mars/Olympus"]):
+        refused = runner.invoke(app, ["clock", *bad])
+        assert refused.exit_code == 2, (bad, refused.output)
+    assert SimulatedClock(tmp_path / "clock.json").now() < datetime(2030, 1, 3, 0, 1, tzinfo=UTC)
+    monkeypatch.setenv("DUNWELL_ENVIRONMENT", "production")
+    assert runner.invoke(app, ["clock", "advance", "1d"]).exit_code == 2
