@@ -70,7 +70,9 @@ class Agenda:
             for aggregate_id, kind in claimed:
                 if stop.is_set():
                     break
-                if await self._fire_one(aggregate_id, kind, now):
+                # The clock read for each firing: a batch of slow sends must not be judged
+                # (and recorded) at the time the batch was claimed.
+                if await self._fire_one(aggregate_id, kind, self.clock.now()):
                     done.append(aggregate_id)
             # Released, so what they have due next can be claimed when it falls due.
             await asyncio.to_thread(self.app.extras.release, done, self.owner)

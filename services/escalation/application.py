@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
-from uuid import uuid4
+from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from shared.application import Conflict, ServiceApplication, Unit
 from shared.events import (
@@ -22,6 +22,8 @@ from shared.policy_pack import PolicyPack
 
 from services.escalation import policy
 from services.escalation.domain import CollectionCase, Intake, OtherLendersLoan, ReportedLoan
+
+CEASE_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/cease-requests")
 
 
 class DifferentReport(Exception):
@@ -123,7 +125,9 @@ class Cases(ServiceApplication):
             return False
         if isinstance(data, CeaseContactRequested):
             channels = sorted(str(c) for c in data.channels)
-            case.hold_contact(f"cease:{cause.id}", channels,
+            # Bounded whatever the lender's event id: a CloudEvents id may be 128 characters.
+            hold_id = f"cease:{uuid5(CEASE_NAMESPACE, cause.id)}"
+            case.hold_contact(hold_id, channels,
                               f"the borrower asked to stop contact by {', '.join(channels)}",
                               data.requested_at, True, cause.id)
         else:

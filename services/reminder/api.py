@@ -28,6 +28,7 @@ from shared.roles import Role
 
 from services.reminder.application import (
     Attempt,
+    KeyReused,
     NotFound,
     NotOpen,
     Reminders,
@@ -47,7 +48,14 @@ def _clock(request: Request) -> Clock:
 RemindersDep = Annotated[Reminders, Depends(_reminders)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 ReaderDep = Annotated[Principal, Depends(require(Role.LENDER, Role.OPS, Role.AUDITOR))]
-CollectorDep = Annotated[Principal, Depends(require(Role.COLLECTOR))]
+def _collector(user: Annotated[Principal, Depends(require(Role.COLLECTOR))]) -> Principal:
+    """A collector's token names the collector id its calls are recorded under."""
+    if not 1 <= len(user.subject) <= 64 or not user.subject.strip():
+        raise HTTPException(403, "the token's subject is not a collector id (1-64 characters)")
+    return user
+
+
+CollectorDep = Annotated[Principal, Depends(_collector)]
 ProviderDep = Annotated[Principal, Depends(require(Role.PROVIDER))]
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=128,
@@ -57,6 +65,8 @@ router = APIRouter(tags=["reminder"])
 
 RULE_REFUSED = ("`rule_refused`: a conduct rule refuses it; `details.rule` names it (C1, C2, "
                 "C3, C4, C13) and `details.deferred_until` says when it may be asked again.")
+REUSED = {"code": "idempotency_key_reused",
+          "message": "this Idempotency-Key was used for another request"}
 UNREADABLE = "The body cannot be read as text (it is not UTF-8)."
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
@@ -195,7 +205,7 @@ class PermitOut(BaseModel):
                  400, 401, 403, 404, 409, 413, 422,
                  meaning={400: UNREADABLE, 404: "No such call task for the loan.",
                           409: RULE_REFUSED + " Or `task_not_open`: the task is not open "
-                                              "for calls now."}))
+                                              "for calls now; or `idempotency_key_reused`."}))
 def dial_permit(body: DialPermitIn, reminders: RemindersDep, clock: ClockDep,
                 user: CollectorDep, key: IdempotencyKey = None) -> Any:
     """The pre-dial gate: a dial only with a permit, which the rules may refuse."""
@@ -208,6 +218,8 @@ def dial_permit(body: DialPermitIn, reminders: RemindersDep, clock: ClockDep,
         raise HTTPException(409, refused.as_error()) from refused
     except NotOpen as error:
         raise HTTPException(409, {"code": "task_not_open", "message": str(error)}) from error
+    except KeyReused as error:
+        raise HTTPException(409, REUSED) from error
     return PermitOut(permit_id=permit.permit_id, expires_at=permit.expires_at)
 
 
@@ -234,7 +246,8 @@ class AttemptOut(BaseModel):
                  400, 401, 403, 404, 409, 413, 422,
                  meaning={400: UNREADABLE, 404: "No contact plan for the loan.",
                           409: "`attempt_in_future`: `attempted_at` lies more than five "
-                               "minutes after this service's clock."}))
+                               "minutes after this service's clock; or "
+                               "`idempotency_key_reused`."}))
 def contact_attempt(body: ContactAttemptIn, reminders: RemindersDep, clock: ClockDep,
                     user: CollectorDep, key: IdempotencyKey = None) -> Any:
     """A call's outcome: always recorded as the fact it is. A dial without a recognised
@@ -251,6 +264,8 @@ def contact_attempt(body: ContactAttemptIn, reminders: RemindersDep, clock: Cloc
         attempt_id, recognised = reminders.record_attempt(attempt, user.subject, now, key)
     except NotFound as error:
         raise HTTPException(404, str(error)) from error
+    except KeyReused as error:
+        raise HTTPException(409, REUSED) from error
     return AttemptOut(attempt_id=attempt_id, permit_recognised=recognised)
 
 

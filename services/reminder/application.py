@@ -9,6 +9,7 @@ was delivered.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from shared.application import Conflict, ServiceApplication, Unit
-from shared.errors import describe
+from shared.errors import describe, mask
 from shared.events import CaseClosed, CaseOpened, CloudEvent, ContactHeld, ContactResumed
 from shared.policy_pack import Decision, PolicyPack
 from shared.templates import CURRENT, DEFAULT_LANGUAGE, REESTABLISH_TEMPLATE, approved
@@ -33,6 +34,7 @@ from services.reminder.domain import (
     ContactPlan,
     Debtor,
     Reminder,
+    RequestKey,
     Strategy,
     number_sha256,
 )
@@ -40,8 +42,7 @@ from services.reminder.domain import (
 log = logging.getLogger(__name__)
 
 PERMIT_LIFETIME = timedelta(minutes=10)
-ATTEMPT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://dunwell.dev/contact-attempts")
-PERMIT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://dunwell.dev/dial-permits")
+PERMIT_SKEW = timedelta(minutes=1)  # a dialer's clock a little off the service's
 
 
 class NotFound(LookupError):
@@ -60,6 +61,10 @@ class RuleRefused(Exception):
         return {"code": "rule_refused", "message": str(self),
                 "details": {"rule": self.decision.rule, "reason": self.decision.reason,
                             "deferred_until": until.isoformat() if until else None}}
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key this caller used before for another request (409)."""
 
 
 class NotOpen(Exception):
@@ -161,17 +166,19 @@ class Reminders(ServiceApplication):
         plan: ContactPlan | None = unit.find(ContactPlan.create_id(resumed.loan_id))
         if plan is None:
             return
-        plan.resume(resumed.hold_id)
+        plan.resume(resumed.hold_id, resumed.at)
         unit.save(plan)
         for item in self._pending_of(unit, plan):
             if item.held_by == resumed.hold_id:
-                item.release(now)  # a firing asks the rules again: another hold may remain
+                # Due when the hold lifts (a resolution may be dated later); a firing asks
+                # the rules again then, and another hold may remain.
+                item.release(max(now, resumed.at))
                 unit.save(item)
 
     def _pending_of(self, unit: Unit, plan: ContactPlan) -> list[Reminder | CallTask]:
         items: list[Reminder | CallTask] = [unit.get(i) for i in plan.reminder_ids]
         items += [unit.get(i) for i in plan.task_ids]
-        return [item for item in items if item.status in ("pending", "issued")]
+        return [item for item in items if item.status in ("pending", "sending", "issued")]
 
     # --- the agenda ---
 
@@ -196,7 +203,9 @@ class Reminders(ServiceApplication):
         step = self.strategy.step(plan.step)
         next_due = max(self.strategy.due(plan.step + 1, plan.opened_at), now)
         key = f"{plan.cause}/{plan.step}/{step.channel}"
-        if step.channel == "call":
+        if step.channel in plan.ceased:
+            plan.take_step(None, next_due)  # the borrower asked to stop this channel (C3)
+        elif step.channel == "call":
             task = self._call_task(plan, key, "borrower", None, CURRENT["call"], now)
             plan.add_task(task.id)
             plan.take_step(None, next_due)
@@ -216,9 +225,7 @@ class Reminders(ServiceApplication):
         if not recipient:
             return None  # no address on this channel (an e-mail step for a borrower without)
         template_id, version = CURRENT[channel]
-        deadline = now.astimezone(ZoneInfo(plan.timezone)).date() + timedelta(
-            days=self.pack_of(plan).reminder_deadline_days)
-        content = {**plan.content, "deadline": deadline.isoformat()}
+        content = {**plan.content, "deadline": self._deadline(plan, now)}
         checked = policy.required_content(template_id, version, content, plan.language)
         if not checked.allowed:
             raise ValueError(f"{checked.rule}: {checked.reason}")
@@ -232,6 +239,12 @@ class Reminders(ServiceApplication):
             language=plan.language, party="borrower",
             subject=subject.format(**content) if subject else None)
 
+    def _deadline(self, plan: ContactPlan, now: datetime) -> str:
+        """The repayment deadline a message states, from the day it is sent (C5): a message
+        held or deferred never states a deadline already past."""
+        local_day = now.astimezone(ZoneInfo(plan.timezone)).date()
+        return (local_day + timedelta(days=self.pack_of(plan).reminder_deadline_days)).isoformat()
+
     def _call_task(self, plan: ContactPlan, key: str, phone_kind: str, contact_id: str | None,
                    template: tuple[str, int], now: datetime) -> CallTask:
         return CallTask(key=key, loan_id=plan.loan_id, phone_kind=phone_kind,
@@ -244,7 +257,7 @@ class Reminders(ServiceApplication):
         """C4, then C3, then C1, for anything about to reach the borrower."""
         return policy.first_refusal(
             policy.is_open(plan.open),
-            policy.not_stopped(channel, plan.stopped_on(channel)),
+            policy.not_stopped(channel, plan.stopped_on(channel, now)),
             policy.contact_window(self.pack_of(plan), ZoneInfo(plan.timezone), now))
 
     def send_due(self, reminder_id: UUID, gateways: Mapping[str, Gateway], now: datetime,
@@ -255,10 +268,11 @@ class Reminders(ServiceApplication):
         if reminder.next_due() is None or reminder.due_at > now:
             return
         plan: ContactPlan = unit.get(ContactPlan.create_id(reminder.loan_id))
+        content = {**reminder.content, "deadline": self._deadline(plan, now)}
         decision = policy.first_refusal(
             self._rules_before_contact(plan, reminder.channel, now),
             policy.required_content(reminder.template_id, reminder.template_version,
-                                    reminder.content, reminder.language))
+                                    content, reminder.language))
         if not decision.allowed:
             self._refuse(unit, plan, reminder, decision, now)
             return
@@ -267,7 +281,7 @@ class Reminders(ServiceApplication):
         template = approved(reminder.template_id, reminder.template_version)
         assert template is not None  # C5 above
         message = OutboundMessage(str(reminder_id), reminder.channel, reminder.recipient,
-                                  template.text(reminder.language).format(**reminder.content),
+                                  template.text(reminder.language).format(**content),
                                   subject=reminder.subject, language=reminder.language)
         try:
             provider_id = gateways[reminder.channel].send(message)
@@ -288,7 +302,7 @@ class Reminders(ServiceApplication):
         if decision.until is not None:
             reminder.defer(rule, reason, decision.until)
         elif decision.held:
-            reminder.hold(rule, reason, plan.stopped_on(reminder.channel) or "hold")
+            reminder.hold(rule, reason, plan.stopped_on(reminder.channel, now) or "hold")
         else:
             if reminder.status == SENDING:
                 reminder.abandon(rule, reason, now)
@@ -337,7 +351,7 @@ class Reminders(ServiceApplication):
                 task.defer(decision.rule or "", decision.reason or "", decision.until)
             elif decision.held:
                 task.hold(decision.rule or "", decision.reason or "",
-                          plan.stopped_on("call") or "hold")
+                          plan.stopped_on("call", now) or "hold")
             else:
                 task.cancel(decision.rule or "", decision.reason or "", now, task.cause)
         unit.save(task)
@@ -347,36 +361,50 @@ class Reminders(ServiceApplication):
 
     def permit_dial(self, loan_id: str, task_id: UUID, phone: str, collector_id: str,
                     now: datetime, key: str | None = None) -> Permit:
-        """The pre-dial gate: C4, C3, C13, C1 and C2 asked, in that order, before a dial."""
+        """The pre-dial gate: C4, C3, C13, C1 and C2 asked, in that order, before a dial.
+
+        A permit lasts ten minutes, never past the borrower's hours or the task's window; it
+        counts as a call until it is used or expires. A repeated Idempotency-Key answers the
+        same permit while the case is open and calls are not stopped.
+        """
+        number = number_sha256(phone)
+        fingerprint = json.dumps([loan_id, str(task_id), number])
         for _ in range(5):
             unit = self.unit()
             plan, task = self._plan_and_task(unit, loan_id, task_id)
             debtor = self._debtor(unit, plan)
-            permit_id = (uuid.uuid5(PERMIT_NAMESPACE, f"{collector_id}\x1f{key}") if key
-                         else uuid.uuid4())
-            earlier = debtor.permit_of(permit_id)
-            if earlier is not None:
-                return Permit(permit_id, earlier["expires_at"])
             pack = self.pack_of(plan)
             zone = ZoneInfo(plan.timezone)
-            party, _ = plan.party_of(phone)
-            number = number_sha256(phone)
-            decision = policy.first_refusal(
+            stopped = policy.first_refusal(
                 policy.is_open(plan.open),
-                policy.not_stopped("call", plan.stopped_on("call")),
+                policy.not_stopped("call", plan.stopped_on("call", now)))
+            earlier = self._earlier_request(unit, "permit", collector_id, key, fingerprint)
+            if earlier is not None:
+                if not stopped.allowed:
+                    raise RuleRefused(stopped)
+                permit = debtor.permit_of(earlier)
+                assert permit is not None
+                return Permit(earlier, permit["expires_at"])
+            party, contact_id = plan.party_of(phone)
+            decision = policy.first_refusal(
+                stopped,
                 policy.third_party(pack, task.phone_kind, party, plan.failed_streak,
                                    plan.third_party_calls, task.template_id,
                                    task.template_version),
+                policy.same_contact(task.contact_id, contact_id),
                 policy.contact_window(pack, zone, now),
                 policy.call_caps(pack, zone, now, debtor.dials(now), loan_id, number))
             if not decision.allowed:
                 raise RuleRefused(decision)
-            if not task.open_at(now):
+            if not task.open_at(now) or task.due_until is None:
                 raise NotOpen(f"call task {task_id} is {task.status}, not open for calls now")
-            expires = now + PERMIT_LIFETIME
+            permit_id = uuid.uuid4()
+            expires = min(now + PERMIT_LIFETIME, task.due_until,
+                          policy.window_close(pack, zone, now))
             debtor.permit(permit_id, loan_id, task.id, collector_id, number, party, now,
                           expires, plan.correlation)
             unit.save(debtor)
+            self._remember_request(unit, "permit", collector_id, key, fingerprint, permit_id)
             if party == "contact":
                 plan.third_party_called()
                 unit.save(plan)
@@ -387,38 +415,61 @@ class Reminders(ServiceApplication):
             return Permit(permit_id, expires)
         raise Conflict("the debtor's calls kept changing; ask again")
 
+    def _earlier_request(self, unit: Unit, kind: str, caller: str, key: str | None,
+                         fingerprint: str) -> UUID | None:
+        """What a repeated key answered the first time; KeyReused for another request."""
+        if key is None:
+            return None
+        earlier: RequestKey | None = unit.find(RequestKey.create_id(kind, caller, key))
+        if earlier is None:
+            return None
+        if earlier.fingerprint != fingerprint:
+            raise KeyReused(key)
+        return earlier.result
+
+    def _remember_request(self, unit: Unit, kind: str, caller: str, key: str | None,
+                          fingerprint: str, result: UUID) -> None:
+        if key is not None:
+            unit.save(RequestKey(kind, caller, key, fingerprint, result))
+
     def record_attempt(self, attempt: Attempt, collector_id: str, now: datetime,
                        key: str | None = None) -> tuple[UUID, bool]:
         """A call's outcome, always recorded as the fact it is; (attempt id, whether its
-        permit was recognised). A dial without a valid permit is recorded without one, for
-        the audit to flag."""
-        attempt_id = (uuid.uuid5(ATTEMPT_NAMESPACE, f"{collector_id}\x1f{key}") if key
-                      else uuid.uuid4())
+        permit was recognised). A permit is recognised once, for the collector it was given
+        to, for a dial of its loan and number made while it was valid, on a case still open
+        with calls not stopped; any other dial is recorded without one, for the audit to
+        flag, and counted against the caps from when it was reported."""
+        number = number_sha256(attempt.phone)
+        fingerprint = json.dumps([attempt.loan_id, str(attempt.permit_id), str(attempt.task_id),
+                                  attempt.channel, number, attempt.outcome,
+                                  attempt.attempted_at.isoformat(), attempt.promise],
+                                 sort_keys=True)
         for _ in range(5):
             unit = self.unit()
             plan: ContactPlan | None = unit.find(ContactPlan.create_id(attempt.loan_id))
             if plan is None:
                 raise NotFound(f"no contact plan for loan {attempt.loan_id}")
-            if attempt_id in plan.attempt_ids:
-                return attempt_id, plan.attempt_ids[attempt_id]
+            earlier = self._earlier_request(unit, "attempt", collector_id, key, fingerprint)
+            if earlier is not None:
+                return earlier, plan.attempt_ids.get(earlier, False)
+            attempt_id = uuid.uuid4()
             debtor = self._debtor(unit, plan)
-            number = number_sha256(attempt.phone)
             party, _ = plan.party_of(attempt.phone)
-            permit = debtor.permit_of(attempt.permit_id)
-            recognised = (permit is not None and permit["loan_id"] == attempt.loan_id
-                          and permit["number"] == number)
+            recognised = (plan.open and plan.stopped_on("call", now) is None
+                          and debtor.honours(attempt.permit_id, attempt.loan_id, number,
+                                             collector_id, attempt.attempted_at, PERMIT_SKEW))
+            permit = debtor.permit_of(attempt.permit_id) if recognised else None
             permit_id = attempt.permit_id if recognised else None
-            task_id = attempt.task_id or (UUID(permit["task_id"]) if recognised and permit
-                                          else None)
+            task_id = attempt.task_id or (UUID(permit["task_id"]) if permit else None)
             plan.record_attempt(attempt_id, attempt.channel, attempt.outcome,
                                 attempt.attempted_at, party, permit_id, number, collector_id,
                                 task_id, attempt.promise)
             if party == "contact" and not recognised:
                 plan.third_party_called()
-            if attempt.channel == "call":
-                debtor.attempt(permit_id, attempt.loan_id, number, attempt.outcome,
-                               attempt.attempted_at)
+            debtor.attempt(permit_id, attempt.loan_id, number, attempt.outcome,
+                           attempt.attempted_at if recognised else max(now, attempt.attempted_at))
             unit.save(plan, debtor)
+            self._remember_request(unit, "attempt", collector_id, key, fingerprint, attempt_id)
             self._after_failures(unit, plan, now)
             try:
                 self.commit(unit)
@@ -462,7 +513,8 @@ class Reminders(ServiceApplication):
             reminder: Reminder | None = unit.find(message_id)
             if not isinstance(reminder, Reminder) or reminder.channel != channel:
                 raise NotFound(f"no {channel} message {message_id}")
-            if not reminder.receipt(delivered, at, reason):
+            said = mask(reason)[:500] if reason else None  # a provider's words go on the log
+            if not reminder.receipt(delivered, at, said):
                 raise NotFound(f"{channel} message {message_id} is not recorded as sent")
             unit.save(reminder)
             try:
@@ -504,7 +556,7 @@ class Reminders(ServiceApplication):
             if not task.open_at(now):
                 continue
             plan: ContactPlan = self.repository.get(ContactPlan.create_id(task.loan_id))
-            if plan.open and plan.stopped_on("call") is None:
+            if plan.open and plan.stopped_on("call", now) is None:
                 found.append(task)
                 if len(found) >= limit:
                     break

@@ -98,6 +98,7 @@ class ContactPlan(Aggregate):
         self.reminder_ids: list[UUID] = []
         self.task_ids: list[UUID] = []
         self.holds: dict[str, list[str] | None] = {}
+        self.lifted_at: dict[str, datetime] = {}  # a hold resumed, from this time on
         self.ceased: set[str] = set()
         self.failed_streak = 0
         self.third_party_calls = 0
@@ -170,16 +171,18 @@ class ContactPlan(Aggregate):
         elif hold_id not in self.holds:
             self._held(hold_id, channels)
 
-    def resume(self, hold_id: str) -> None:
-        if hold_id in self.holds:
-            self._resumed(hold_id)
+    def resume(self, hold_id: str, at: datetime) -> None:
+        """The hold is lifted from `at` on (a resolution dated later keeps it until then)."""
+        if hold_id in self.holds and hold_id not in self.lifted_at:
+            self._resumed(hold_id, at)
 
-    def stopped_on(self, channel: str) -> str | None:
-        """Why nothing may go out on `channel` now ("ceased" or a hold id), or None (C3)."""
+    def stopped_on(self, channel: str, now: datetime) -> str | None:
+        """Why nothing may go out on `channel` at `now` ("ceased" or a hold id), or None (C3)."""
         if channel in self.ceased:
             return "ceased"
         for hold_id, channels in self.holds.items():
-            if channels is None or channel in channels:
+            lifted = self.lifted_at.get(hold_id)
+            if (lifted is None or lifted > now) and (channels is None or channel in channels):
                 return hold_id
         return None
 
@@ -247,8 +250,8 @@ class ContactPlan(Aggregate):
         self.holds[hold_id] = channels
 
     @event("Resumed")
-    def _resumed(self, hold_id: str) -> None:
-        del self.holds[hold_id]
+    def _resumed(self, hold_id: str, at: datetime) -> None:
+        self.lifted_at[hold_id] = at
 
     @event("AttemptRecorded")
     def _attempted(self, loan_id: str, attempt_id: UUID, channel: str, outcome: str,
@@ -256,8 +259,12 @@ class ContactPlan(Aggregate):
                    collector_id: str | None, task_id: UUID | None,
                    promise: dict[str, str] | None, correlation: str) -> None:
         self.attempt_ids[attempt_id] = permit_id is not None
-        if party == "borrower":
-            self.failed_streak = self.failed_streak + 1 if outcome in FAILED_OUTCOMES else 0
+        if party == "borrower" and outcome not in FAILED_OUTCOMES:
+            self.failed_streak = 0
+        elif party == "borrower" and permit_id is not None:
+            # Only a dial the gate let through counts towards reaching a contact person (C13):
+            # a failure merely reported cannot unlock a third party.
+            self.failed_streak += 1
 
     @event("ThirdPartyCalled")
     def _third_party_called(self) -> None:
@@ -310,10 +317,11 @@ class Reminder(Aggregate):
         return self.status in (PENDING, SENDING)
 
     def next_due(self) -> datetime | None:
-        """On the agenda while pending and not held; a send cut short by a crash is due again."""
-        if self.status == SENDING:
-            return self.due_at
-        return self.due_at if self.status == PENDING and self.held_by is None else None
+        """On the agenda while pending and not held; a send cut short by a crash is due again
+        (when no hold keeps it waiting: it then goes under the same key once released)."""
+        if self.held_by is not None:
+            return None
+        return self.due_at if self.status in (PENDING, SENDING) else None
 
     def defer(self, rule: str, reason: str, until: datetime) -> None:
         if self.pending:
@@ -322,7 +330,7 @@ class Reminder(Aggregate):
 
     def hold(self, rule: str, reason: str, hold_id: str) -> None:
         """Held (C3, an open dispute) with no time known: off the agenda until released."""
-        if self.status == PENDING and self.held_by is None:
+        if self.status in (PENDING, SENDING) and self.held_by is None:
             self._held(self.loan_id, self.channel, rule, reason, hold_id, self.cause,
                        self.correlation)
 
@@ -590,9 +598,22 @@ class Debtor(Aggregate):
     def permit_of(self, permit_id: UUID | None) -> dict[str, Any] | None:
         return None if permit_id is None else self.permits.get(str(permit_id))
 
+    def honours(self, permit_id: UUID | None, loan_id: str, number: str, collector_id: str,
+                attempted_at: datetime, skew: timedelta) -> bool:
+        """Whether a reported dial was the one this permit allowed: unused, for this loan and
+        number, by the collector it was given to, and made while it was valid."""
+        permit = self.permit_of(permit_id)
+        return (permit is not None and not permit["used"] and permit["loan_id"] == loan_id
+                and permit["number"] == number
+                and permit.get("collector_id", collector_id) == collector_id
+                and permit["at"] - skew <= attempted_at <= permit["expires_at"])
+
     def attempt(self, permit_id: UUID | None, loan_id: str, number: str, outcome: str,
-                at: datetime) -> None:
-        self._attempted(str(permit_id) if permit_id else None, loan_id, number, outcome, at)
+                counted_at: datetime) -> None:
+        """A call counted at `counted_at`: its permit's time, or when it was reported (a dial
+        reported as earlier than it was reported, without a permit, cannot lower a cap)."""
+        self._attempted(str(permit_id) if permit_id else None, loan_id, number, outcome,
+                        counted_at)
 
     @event("Permitted")
     def _permitted(self, loan_id: str, permit_id: UUID, task_id: UUID, collector_id: str,
@@ -600,7 +621,8 @@ class Debtor(Aggregate):
                    correlation: str) -> None:
         self.permits[str(permit_id)] = {"at": permitted_at, "loan_id": loan_id,
                                         "number": number, "expires_at": expires_at,
-                                        "used": False, "task_id": str(task_id)}
+                                        "used": False, "task_id": str(task_id),
+                                        "collector_id": collector_id}
         self._forget_before(permitted_at - COUNTED_FOR)
 
     @event("Attempted")
@@ -615,3 +637,21 @@ class Debtor(Aggregate):
     def _forget_before(self, horizon: datetime) -> None:
         self.attempts = [a for a in self.attempts if a["at"] >= horizon]
         self.permits = {k: p for k, p in self.permits.items() if p["expires_at"] >= horizon}
+
+
+REQUEST_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/request-keys")
+
+
+class RequestKey(Aggregate):
+    """An Idempotency-Key a collector used, with what it asked: the same key with the same
+    request answers as the first time; with another request it is refused."""
+
+    @event("Used")
+    def __init__(self, kind: str, caller: str, key: str, fingerprint: str,
+                 result: UUID) -> None:
+        self.fingerprint = fingerprint
+        self.result = result
+
+    @staticmethod
+    def create_id(kind: str, caller: str, key: str) -> UUID:
+        return uuid5(REQUEST_NAMESPACE, f"{kind}\x1f{caller}\x1f{key}")

@@ -138,6 +138,13 @@ def third_party(pack: PolicyPack, phone_kind: str, party: str, failed_streak: in
     return Decision.allow()
 
 
+def same_contact(task_contact: str | None, dialled_contact: str | None) -> Decision:
+    """C13: a contact person's task reaches that person, not another pre-agreed contact."""
+    if task_contact is not None and dialled_contact is not None and task_contact != dialled_contact:
+        return Decision.refuse("C13", "the number is another contact person's than the task's")
+    return Decision.allow()
+
+
 def first_refusal(*decisions: Decision) -> Decision:
     """The first decision that does not allow, in the order the rules were asked."""
     return next((d for d in decisions if not d.allowed), Decision.allow())

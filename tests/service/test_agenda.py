@@ -178,3 +178,21 @@ async def test_a_firing_that_keeps_failing_is_parked_until_its_aggregate_moves_o
     reminder.defer("C1", "tried later", NOON_SHANGHAI)
     app.save(reminder)
     assert app.extras.parked() == 0
+
+
+async def test_each_firing_reads_the_clock_itself(tmp_path: Path) -> None:
+    """A batch of slow sends is not judged at the time the batch was claimed: a send handed
+    over at 22:03 must not be checked, nor recorded, as 21:58."""
+    app = reminders(tmp_path / "reminder.db")
+    open_cases(app, 3, NOON_SHANGHAI)
+    clock = ManualClock(NOON_SHANGHAI)
+    seen: list[datetime] = []
+
+    def slow_fire(aggregate_id: UUID, kind: str, now: datetime) -> None:
+        seen.append(now)
+        clock.advance(timedelta(minutes=2))  # the provider took its time
+
+    loop = Agenda(app=app, fire=slow_fire, clock=clock, owner="replica-a", idle_seconds=0.05)
+    await run_until([loop], lambda: len(seen) >= 3)
+    assert seen[:3] == [NOON_SHANGHAI + timedelta(minutes=2 * i) for i in range(3)]
+    app.close()

@@ -198,3 +198,28 @@ def test_a_cease_request_holds_its_channels_for_good_and_a_dispute_until_resolve
     assert dispute.channels is None
     assert isinstance(resumed, ContactResumed) and resumed.hold_id == "dispute:D-1"
     assert case.holds == {"cease:ev-9": ["sms"]}
+
+
+def test_a_cease_on_a_lenders_event_with_a_long_id_still_reaches_the_reminder_service() -> None:
+    from shared.events import CeaseContactRequested, Channel, ContactHeld, envelope
+    from shared.policy_pack import CN
+
+    from services.escalation.application import Cases
+
+    cases = Cases(CN, env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    unit = cases.unit()
+    unit.save(CollectionCase(loan_id="L-1", opened_at=OPENED_AT, **report()))
+    cases.commit(unit)
+    request = CeaseContactRequested(loan_id="L-1", channels=[Channel.SMS],
+                                    requested_at=OPENED_AT)
+    event = envelope(request, event_id="x" * 128, source="/lender-1/core", time=OPENED_AT,
+                     causation_id=None, correlation_id=None)
+    unit = cases.unit()
+    assert cases.hold_contact(unit, event, request) is True
+    cases.commit(unit)
+    case = cases.case("L-1")
+    assert case is not None
+    published = [integration_event(cases.mapper.to_domain_event(n))
+                 for n in cases.recorder.select_notifications(1, 100)]
+    (held,) = [p.data for p in published if p and isinstance(p.data, ContactHeld)]
+    assert held.permanent and len(held.hold_id) <= 80

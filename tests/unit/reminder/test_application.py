@@ -37,6 +37,7 @@ from tests.service.records import consumer_record
 
 from services.reminder.application import (
     Attempt,
+    KeyReused,
     NotFound,
     Permit,
     Reminders,
@@ -44,6 +45,7 @@ from services.reminder.application import (
 )
 from services.reminder.channels import ChannelRefused, OutboundMessage
 from services.reminder.domain import CallTask, ContactPlan, Reminder
+from services.reminder.relay import integration_event
 
 SHANGHAI = "Asia/Shanghai"
 DAY = date(2026, 10, 14)
@@ -529,3 +531,142 @@ def test_a_send_cut_short_on_a_case_since_paid_is_abandoned_and_says_so(
     assert abandoned.status == "cancelled" and engine.outbox.sent == []
     assert abandoned.cancelled is not None and abandoned.cancelled["rule"] == "C4"
     assert "the provider may have it" in abandoned.cancelled["reason"]
+
+
+# --- what review found: a permit is one dial, made while it is valid, by its collector ---
+
+
+def test_a_permit_is_honoured_once_by_its_collector_while_it_is_valid(app: Reminders) -> None:
+    engine, task = call_day(app)
+    now = engine.clock.now()
+    permit = app.permit_dial("L-1", task.id, PHONE, "C-7", now)
+
+    def recorded(collector: str, at: datetime) -> bool:
+        return app.record_attempt(Attempt("L-1", "call", PHONE, "no_answer", at,
+                                          permit.permit_id), collector, at)[1]
+
+    assert recorded("C-8", now) is False  # another collector's
+    assert recorded("C-7", now - timedelta(hours=1)) is False  # before it was given
+    assert recorded("C-7", now + timedelta(minutes=1)) is True
+    assert recorded("C-7", now + timedelta(minutes=2)) is False  # used already
+    late = app.permit_dial("L-1", task.id, PHONE, "C-7", now)
+    assert recorded_at(app, late, now + timedelta(minutes=11)) is False  # expired
+
+
+def recorded_at(app: Reminders, permit: Permit, at: datetime) -> bool:
+    return app.record_attempt(Attempt("L-1", "call", PHONE, "no_answer", at, permit.permit_id),
+                              "C-7", at)[1]
+
+
+def test_a_permit_ends_with_the_borrowers_hours(app: Reminders) -> None:
+    engine, task = call_day(app)
+    engine.clock.set(local("21:55", DAY + timedelta(days=6)))
+    permit = app.permit_dial("L-1", task.id, PHONE, "C-7", engine.clock.now())
+    assert permit.expires_at == local("22:00", DAY + timedelta(days=6))
+
+
+def test_calls_reported_as_earlier_without_a_permit_count_from_when_they_were_reported(
+        app: Reminders) -> None:
+    engine, task = call_day(app)
+    yesterday = engine.clock.now() - timedelta(days=1)
+    for _ in range(3):
+        app.record_attempt(Attempt("L-1", "call", PHONE, "answered", yesterday), "C-7",
+                           engine.clock.now())
+    assert refusal(engine, task).decision.rule == "C2"
+
+
+def test_made_up_failures_do_not_unlock_a_contact_person(app: Reminders) -> None:
+    engine, _ = call_day(app, contacts=True)
+    for _ in range(3):
+        app.record_attempt(Attempt("L-1", "call", PHONE, "no_answer", engine.clock.now()),
+                           "C-7", engine.clock.now())
+    engine.run()
+    assert [t.phone_kind for t in engine.tasks()] == ["borrower"]
+    assert engine.plan().failed_streak == 0
+
+
+def test_a_permit_given_before_a_cease_is_not_honoured_after_it(app: Reminders) -> None:
+    engine, task = call_day(app)
+    permit = app.permit_dial("L-1", task.id, PHONE, "C-7", engine.clock.now())
+    engine.deliver(held([Channel.CALL], "cease:3", True, engine.clock.now()))
+    assert recorded_at(app, permit, engine.clock.now()) is False
+
+
+def test_a_repeated_key_answers_the_same_and_another_request_under_it_is_refused(
+        app: Reminders) -> None:
+    engine, task = call_day(app, contacts=True)
+    now = engine.clock.now()
+    first = app.permit_dial("L-1", task.id, PHONE, "C-7", now, key="k")
+    assert app.permit_dial("L-1", task.id, PHONE, "C-7", now, key="k") == first
+    with pytest.raises(KeyReused):
+        app.permit_dial("L-1", task.id, "+8613700000000", "C-7", now, key="k")
+    attempt = Attempt("L-1", "call", PHONE, "no_answer", now, first.permit_id)
+    recorded = app.record_attempt(attempt, "C-7", now, key="a")
+    assert app.record_attempt(attempt, "C-7", now, key="a") == recorded
+    with pytest.raises(KeyReused):
+        app.record_attempt(Attempt("L-1", "call", PHONE, "answered", now), "C-7", now,
+                           key="a")
+    engine.deliver(held([Channel.CALL], "cease:4", True, now))
+    with pytest.raises(RuleRefused):  # a replay does not outlive the cease
+        app.permit_dial("L-1", task.id, PHONE, "C-7", now, key="k")
+
+
+def test_a_resolution_dated_later_keeps_the_hold_until_then(app: Reminders) -> None:
+    engine = open_case(app, local("23:00"))
+    engine.deliver(held(None, "dispute:D-1", False, local("23:30")))
+    resolved_at = local("12:00", DAY + timedelta(days=1))
+    engine.clock.set(local("09:00", DAY + timedelta(days=1)))
+    engine.deliver(event_of(ContactResumed(loan_id="L-1", rule="C3", reason="resolved",
+                                           at=resolved_at, hold_id="dispute:D-1"),
+                            engine.clock.now(), "ev-resumed"))
+    engine.run()
+    assert engine.outbox.channels() == []
+    engine.at(resolved_at)
+    assert engine.outbox.channels() == ["sms"]
+
+
+def test_a_send_cut_short_under_a_dispute_waits_off_the_agenda(app: Reminders) -> None:
+    engine = Engine(app, ManualClock(local("11:00")))
+    engine.deliver(case_opened(local("11:00")))
+    app.take_step(ContactPlan.create_id("L-1"), engine.clock.now())
+    (reminder,) = engine.reminders()
+    reminder.start_sending(engine.clock.now())
+    app.save(reminder)  # and the process dies here
+    engine.deliver(held(None, "dispute:D-2", False, engine.clock.now()))
+    engine.run()
+    assert app.due(engine.clock.now() + timedelta(days=30)) == []
+    assert app.repository.get(reminder.id).held_by == "dispute:D-2"
+
+
+def test_a_held_message_states_a_deadline_from_the_day_it_goes(app: Reminders) -> None:
+    engine = open_case(app, local("23:00"))
+    engine.deliver(held(None, "dispute:D-3", False, local("23:30")))
+    resumed_at = local("10:00", DAY + timedelta(days=10))
+    engine.clock.set(resumed_at)
+    engine.deliver(event_of(ContactResumed(loan_id="L-1", rule="C3", reason="resolved",
+                                           at=resumed_at, hold_id="dispute:D-3"),
+                            resumed_at, "ev-resumed-3"))
+    engine.run()
+    assert (DAY + timedelta(days=17)).isoformat() in engine.outbox.sent[0].text
+
+
+def test_a_ceased_call_channel_plans_no_call_tasks(app: Reminders) -> None:
+    opened_at = local("10:00")
+    engine = open_case(app, opened_at)
+    engine.deliver(held([Channel.CALL], "cease:5", True, opened_at))
+    for day in range(1, 12):
+        engine.at(opened_at + timedelta(days=day))
+    assert engine.tasks() == []
+
+
+def test_a_receipts_reason_is_masked_before_it_is_logged(app: Reminders) -> None:
+    engine = open_case(app, local("10:00"))
+    (sms,) = engine.reminders()
+    app.receipt("sms", sms.id, False, local("10:01"), "rejected for +8613800000000 wang@x.cn")
+    published = [integration_event(app.mapper.to_domain_event(n))
+                 for n in app.recorder.select_notifications(1, 100)]
+    (failed,) = [p.data for p in published
+                 if p is not None and type(p.data).__name__ == "ReminderFailed"]
+    reason = getattr(failed, "reason", "")
+    assert "rejected for" in reason
+    assert "13800000000" not in reason and "wang@x.cn" not in reason
