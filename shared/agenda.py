@@ -54,9 +54,11 @@ class Agenda:
     pause: timedelta = timedelta(seconds=2)  # between failed firings of one entry
     on_progress: Callable[[], None] = lambda: None
     wake: Wakeup = field(default_factory=Wakeup)
+    concurrency: int = 8  # firings at once (each in a worker thread)
 
     def __post_init__(self) -> None:
         self.app.on_agenda_change(self.wake.set)
+        self._slots = asyncio.Semaphore(self.concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.wake.bind()
@@ -66,14 +68,9 @@ class Agenda:
         while not stop.is_set():
             now = self.clock.now()
             claimed = await asyncio.to_thread(self._claim, now)
-            done = []
-            for aggregate_id, kind in claimed:
-                if stop.is_set():
-                    break
-                # The clock read for each firing: a batch of slow sends must not be judged
-                # (and recorded) at the time the batch was claimed.
-                if await self._fire_one(aggregate_id, kind, self.clock.now()):
-                    done.append(aggregate_id)
+            fired = await asyncio.gather(*(self._fire_in_turn(aggregate_id, kind, stop)
+                                           for aggregate_id, kind in claimed))
+            done = [aggregate_id for aggregate_id in fired if aggregate_id is not None]
             # Released, so what they have due next can be claimed when it falls due.
             await asyncio.to_thread(self.app.extras.release, done, self.owner)
             self.on_progress()
@@ -105,6 +102,20 @@ class Agenda:
         else:
             log.warning("firing %s %s failed (%s); attempt %d of %d", kind, aggregate_id,
                         describe(error), failures + 1, self.attempts)
+
+    async def _fire_in_turn(self, aggregate_id: UUID, kind: str,
+                            stop: asyncio.Event) -> UUID | None:
+        """Fire one claimed entry when a slot is free; its id once it may be released.
+
+        Entries of one claim are distinct aggregates, so up to `concurrency` fire at once:
+        a send waits on its provider, not on the sends before it. The clock is read for each
+        firing, so a slow batch is never judged (nor recorded) at the time it was claimed.
+        """
+        async with self._slots:
+            if stop.is_set():
+                return None
+            fired = await self._fire_one(aggregate_id, kind, self.clock.now())
+        return aggregate_id if fired else None
 
     async def _fire_one(self, aggregate_id: UUID, kind: str, now: datetime) -> bool:
         """Fire one claimed entry; False when it stays claimed until its lease runs out."""

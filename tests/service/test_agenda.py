@@ -192,7 +192,8 @@ async def test_each_firing_reads_the_clock_itself(tmp_path: Path) -> None:
         seen.append(now)
         clock.advance(timedelta(minutes=2))  # the provider took its time
 
-    loop = Agenda(app=app, fire=slow_fire, clock=clock, owner="replica-a", idle_seconds=0.05)
+    loop = Agenda(app=app, fire=slow_fire, clock=clock, owner="replica-a", idle_seconds=0.05,
+                  concurrency=1)  # one at a time: each turn reads the clock when it comes
     await run_until([loop], lambda: len(seen) >= 3)
     assert seen[:3] == [NOON_SHANGHAI + timedelta(minutes=2 * i) for i in range(3)]
     app.close()
