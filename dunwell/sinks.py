@@ -4,7 +4,8 @@
   takes `{idempotency_key, channel, to, text, language}`, keeps the first message per key (a
   repeat is answered with the first one's `provider_id`), appends it to
   `<outbox>/<channel>.jsonl` (fsynced before the answer), and later posts a delivery receipt
-  to the reminder service, as a real provider's callback would.
+  to the reminder service, as a real provider's callback would; the receipts still to post
+  are kept in `<outbox>/receipts.jsonl`, so a stop loses none.
 - The SMTP sink (aiosmtpd) keeps every mail in a Maildir.
 
 Both run as one process each, so any number of reminder replicas share them; `python -m
@@ -14,11 +15,14 @@ dunwell.sinks provider|smtp ...` starts one, and SIGTERM stops it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
+import io
 import json
 import logging
 import mailbox
 import os
+import re
 import signal
 import socket
 import threading
@@ -42,6 +46,9 @@ log = logging.getLogger("dunwell.sinks")
 
 CHANNELS = ("sms", "push")
 MAX_BODY = 64 * 1024
+BODY_SECONDS = 5.0  # how long a request's body may take, in all, once its headers came
+LINGER_SECONDS = 1.0  # how long what follows a request refused mid-way is read and dropped
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 # --- the outbox ---------------------------------------------------------------------------------
@@ -51,7 +58,8 @@ class Outbox:
     """The messages the provider accepted: one JSON line each, per channel, first per key wins.
 
     The sink is one process, so a lock in it orders every replica's sends; what the files hold
-    is read back at start, so a restarted sink still answers a repeat with the first id.
+    is read back at start, so a restarted sink still answers a repeat with the first id. A line
+    a crash left half-written is passed over, and the next one starts on a line of its own.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -61,11 +69,17 @@ class Outbox:
         self._accepted: dict[tuple[str, str], str] = {}
         for channel in CHANNELS:
             for entry in read_jsonl(self.path(channel)):
-                self._accepted.setdefault((channel, entry["idempotency_key"]),
-                                          entry["provider_id"])
+                key, provider_id = entry.get("idempotency_key"), entry.get("provider_id")
+                if isinstance(key, str) and isinstance(provider_id, str):
+                    self._accepted.setdefault((channel, key), provider_id)
 
     def path(self, channel: str) -> Path:
         return self.folder / f"{channel}.jsonl"
+
+    @property
+    def receipts_path(self) -> Path:
+        """Where the receipts still to post are kept, next to the messages."""
+        return self.folder / "receipts.jsonl"
 
     def accept(self, message: dict[str, str], at: datetime) -> tuple[str, bool]:
         """The provider id, and whether the message is new (False: a repeat of its key)."""
@@ -77,27 +91,45 @@ class Outbox:
             provider_id = f"prov-{uuid.uuid4().hex[:16]}"
             entry = {**message, "provider_id": provider_id,
                      "accepted_at": at.isoformat(timespec="milliseconds")}
-            self._append(message["channel"], json.dumps(entry, ensure_ascii=False) + "\n")
+            append_line(self.path(message["channel"]), json.dumps(entry, ensure_ascii=False))
             self._accepted[key] = provider_id
             return provider_id, True
 
-    def _append(self, channel: str, line: str) -> None:
-        with self.path(channel).open("a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+
+def append_line(path: Path, line: str) -> None:
+    """`line` appended to a JSON Lines file and fsynced; on a line of its own when the file
+    ends inside one (a write a crash cut short), which is thus left alone, not glued to."""
+    with path.open("ab+") as handle:
+        handle.seek(0, os.SEEK_END)
+        data = line.encode("utf-8") + b"\n"
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                data = b"\n" + data
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The entries of a JSON Lines file; a last line cut short by a crash is passed over."""
+    """The entries of a JSON Lines file. A line that cannot be read (cut short by a crash, not
+    UTF-8, not a JSON object) is passed over, and the lines after it are read as usual."""
     if not path.exists():
         return []
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
+    entries, unreadable = [], 0
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
             continue
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):
+            entry = None
+        if isinstance(entry, dict):
+            entries.append(entry)
+        else:
+            unreadable += 1
+    if unreadable:
+        log.warning("passed over %d unreadable lines of %s", unreadable, path)
     return entries
 
 
@@ -111,23 +143,35 @@ class Receipt:
     body: dict[str, str] = field(compare=False)
     attempt: int = field(default=1, compare=False)
     not_found: int = field(default=0, compare=False)  # of the attempts, those answered 404
+    unauthorized: int = field(default=0, compare=False)  # those answered 401
 
 
 @dataclass(frozen=True)
 class ReceiptPolicy:
     """When to post a receipt and how long to keep trying: while the reminder service is
-    down or failing (5xx), and a few times on a 404 (the send may not be recorded yet)."""
+    down or failing (5xx), and a few times on a 404 (the send may not be recorded yet) or a 401
+    (the token may be being renewed)."""
 
     delay: float = 0.5
     first_pause: float = 0.5
     longest_pause: float = 10.0
     attempts: int = 12
     attempts_on_404: int = 5
+    attempts_on_401: int = 5
+
+
+PENDING, POSTED, GIVEN_UP = "pending", "posted", "given_up"
 
 
 class Receipts:
     """Receipts posted to `{reminder_url}/v1/receipts/{channel}` by a few worker threads, each
-    one due at its time, so one that must wait never holds back the others."""
+    one due at its time, so one that must wait never holds back the others.
+
+    With a journal (`keep_in`, which the provider sink does next to its outbox) each receipt's
+    state is kept on disk: pending when expected (fsynced before the send is answered), then
+    posted or given up. Receipts still pending at a stop are posted after the next start, and a
+    repeated send of a key whose receipt was never posted schedules it again.
+    """
 
     def __init__(self, reminder_url: str, token: Callable[[], str],
                  policy: ReceiptPolicy | None = None, now: Callable[[], datetime] | None = None,
@@ -139,6 +183,9 @@ class Receipts:
         self._due: list[Receipt] = []
         self._ready = threading.Condition()
         self._stopping = False
+        self._states: dict[tuple[str, str], str] = {}
+        self._kept = threading.Lock()  # the states and the journal
+        self.journal: Path | None = None
         self._client = httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0))
         # The latest receipts the reminder service took, for tests; bounded for a long run.
         self.posted: deque[dict[str, str]] = deque(maxlen=1000)
@@ -147,11 +194,47 @@ class Receipts:
         for worker in self._workers:
             worker.start()
 
+    def keep_in(self, journal: Path) -> None:
+        """Keep the receipts' states in `journal` from now on; the ones it holds as pending
+        (left by an earlier run) are scheduled. Compacts it to one line per receipt."""
+        with self._kept:
+            if self.journal is not None:
+                return
+            entries = [e for e in read_jsonl(journal)
+                       if isinstance(e.get("channel"), str)
+                       and isinstance(e.get("message_id"), str)
+                       and e.get("state") in (PENDING, POSTED, GIVEN_UP)]
+            latest: dict[tuple[str, str], dict[str, Any]] = {}
+            for entry in entries:
+                latest[(entry["channel"], entry["message_id"])] = entry
+            _rewrite(journal, latest.values())
+            self.journal = journal
+            replayed = []
+            for key, entry in latest.items():
+                if key in self._states:
+                    continue  # expected in this run already
+                state, body = entry["state"], entry.get("body")
+                if state == PENDING and isinstance(body, dict):
+                    replayed.append(Receipt(time.monotonic() + self.policy.delay, key[0],
+                                            {k: str(v) for k, v in body.items()}))
+                elif state == PENDING:
+                    state = GIVEN_UP  # nothing to post: a repeated send schedules it anew
+                self._states[key] = state
+        for receipt in replayed:
+            self._put(receipt)
+        if replayed:
+            log.info("%d receipts left pending by the last run are due again", len(replayed))
+
     def expect(self, channel: str, message_id: str, failed_reason: str | None = None) -> None:
-        """A receipt for a message just accepted, due after the policy's delay."""
+        """A receipt for a message just accepted, due after the policy's delay; nothing when
+        that message's receipt is already pending or posted (a repeated send)."""
         body = {"message_id": message_id, "status": "failed" if failed_reason else "delivered"}
         if failed_reason:
             body["reason"] = failed_reason
+        with self._kept:
+            if self._states.get((channel, message_id)) in (PENDING, POSTED):
+                return
+            self._record(channel, message_id, PENDING, body)
         self._put(Receipt(time.monotonic() + self.policy.delay, channel, body))
 
     def close(self) -> None:
@@ -162,8 +245,30 @@ class Receipts:
         for worker in self._workers:
             worker.join(timeout=8)
         self._client.close()
-        if left:
+        if left and self.journal is not None:
+            log.info("stopped with %d receipts not yet posted; they are kept for the next "
+                     "start", left)
+        elif left:
             log.warning("stopped with %d receipts not yet posted", left)
+
+    def _record(self, channel: str, message_id: str, state: str,
+                body: dict[str, str] | None = None) -> None:
+        """The receipt's new state, in memory and in the journal. Holds `_kept`."""
+        self._states[(channel, message_id)] = state
+        if self.journal is None:
+            return
+        entry: dict[str, Any] = {"channel": channel, "message_id": message_id, "state": state}
+        if body is not None:
+            entry["body"] = body
+        try:
+            append_line(self.journal, json.dumps(entry, ensure_ascii=False))
+        except OSError as error:
+            log.error("the receipts journal %s could not be written: %s", self.journal,
+                      error.strerror)
+
+    def _settled(self, receipt: Receipt, state: str) -> None:
+        with self._kept:
+            self._record(receipt.channel, receipt.body["message_id"], state)
 
     def _put(self, receipt: Receipt) -> None:
         with self._ready:
@@ -197,18 +302,26 @@ class Receipts:
         else:
             why = str(status)
         if 200 <= status < 300:
+            self._settled(receipt, POSTED)
             self.posted.append(receipt.body)
             return
         if self._again(receipt, status):
             return
+        self._settled(receipt, GIVEN_UP)
         log.warning("receipt for %s given up after %d attempts (%s)",
                     receipt.body["message_id"], receipt.attempt, why)
 
     def _again(self, receipt: Receipt, status: int) -> bool:
         """Schedule another try when the answer may change; False when it will not."""
         not_found = receipt.not_found + (status == 404)
+        unauthorized = receipt.unauthorized + (status == 401)
         if status == 404:
             worth_it = not_found < self.policy.attempts_on_404
+        elif status == 401:
+            worth_it = unauthorized < self.policy.attempts_on_401
+            if worth_it:
+                log.warning("receipt for %s: the reminder service refused the provider token "
+                            "(401); trying again", receipt.body["message_id"])
         else:
             worth_it = status == 0 or status >= 500
         if not worth_it or receipt.attempt >= self.policy.attempts:
@@ -216,8 +329,25 @@ class Receipts:
         pause = min(self.policy.first_pause * 2 ** (receipt.attempt - 1),
                     self.policy.longest_pause)
         self._put(Receipt(time.monotonic() + pause, receipt.channel, receipt.body,
-                          receipt.attempt + 1, not_found))
+                          receipt.attempt + 1, not_found, unauthorized))
         return True
+
+
+def _rewrite(path: Path, entries: Iterable[dict[str, Any]]) -> None:
+    """`path` replaced, atomically, by `entries` as JSON Lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as handle:
+        for entry in entries:
+            handle.write(json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def token_from(path: Path) -> Callable[[], str]:
@@ -254,6 +384,8 @@ class ProviderSink:
                  now: Callable[[], datetime] | None = None) -> None:
         self.outbox = outbox
         self.receipts = receipts
+        if receipts is not None:
+            receipts.keep_in(outbox.receipts_path)  # pending receipts outlive a stop
         self.behaviour = behaviour or Behaviour()
         self.requests = 0  # every POST /v1/messages seen, for tests counting retries
         self._now = now or (lambda: datetime.now(UTC))
@@ -294,13 +426,18 @@ class ProviderSink:
         if message["to"] in self.behaviour.refuse_to:
             raise Refusal(HTTPStatus.BAD_REQUEST, "recipient_refused",
                           "the provider does not deliver to this recipient")
-        provider_id, new = self.outbox.accept(message, self._now())
+        try:
+            provider_id, new = self.outbox.accept(message, self._now())
+        except OSError as error:
+            log.error("the outbox could not be written: %s", error.strerror)
+            raise Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable",
+                          "the message could not be kept; try again") from None
         if new:
             log.info("accepted %s %s as %s", message["channel"], message["idempotency_key"],
                      provider_id)
-            if self.receipts is not None:
-                failed = "unreachable" if message["to"] in self.behaviour.fail_to else None
-                self.receipts.expect(message["channel"], message["idempotency_key"], failed)
+        if self.receipts is not None:  # a repeat: again, unless its receipt is under way
+            failed = "unreachable" if message["to"] in self.behaviour.fail_to else None
+            self.receipts.expect(message["channel"], message["idempotency_key"], failed)
         return (HTTPStatus.CREATED if new else HTTPStatus.OK), provider_id
 
     def _count_and_maybe_busy(self) -> None:
@@ -341,11 +478,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """Every request is answered with JSON, a malformed one with a 4xx: never a dropped
+    connection, never a handler left waiting for a body that does not come."""
+
     protocol_version = "HTTP/1.1"
     timeout = 30  # an idle kept-alive connection is closed after this
+    left_unread = False  # a body refused before it was read in full: the connection ends
 
     def do_POST(self) -> None:
         if self.path.split("?", 1)[0] != "/v1/messages":
+            self._end_after_answer()  # its body is not read
             self._answer(HTTPStatus.NOT_FOUND, _error("not_found", "no such route"))
             return
         sink = cast(_Server, self.server).sink
@@ -358,16 +500,59 @@ class _Handler(BaseHTTPRequestHandler):
                 else {}
             self._answer(refusal.status, _error(refusal.code, str(refusal)), extra)
             return
+        except Exception:  # logged: a request is answered, whatever went wrong
+            log.exception("a send could not be taken")
+            self.close_connection = True
+            self._answer(HTTPStatus.INTERNAL_SERVER_ERROR,
+                         _error("internal", "the send could not be taken; try again"))
+            return
         self._answer(status, {"provider_id": provider_id})
 
     def _body(self) -> Any:
-        length = int(self.headers.get("content-length") or 0)
+        """The request's JSON body, or Refusal. A body whose end is not known (no usable
+        Content-Length), too large, or cut short also ends the connection after the answer:
+        what follows on it could not be told apart from the next request."""
+        if self.headers.get("transfer-encoding"):
+            self._end_after_answer()
+            raise Refusal(HTTPStatus.BAD_REQUEST, "invalid", "send the body with Content-Length")
+        given = {value.strip() for value in self.headers.get_all("content-length") or ["0"]}
+        said = given.pop() if len(given) == 1 else ""
+        if not _DIGITS.fullmatch(said):  # not a number, negative, or two that differ
+            self._end_after_answer()
+            raise Refusal(HTTPStatus.BAD_REQUEST, "invalid", "Content-Length is not a length")
+        length = int(said)
         if length > MAX_BODY:
+            self._end_after_answer()
             raise Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large", "body too large")
+        data = self._read(length)
+        if len(data) < length:
+            self._end_after_answer()
+            raise Refusal(HTTPStatus.BAD_REQUEST, "invalid", "the body is shorter than "
+                          "Content-Length")
         try:
-            return json.loads(self.rfile.read(length) or b"null")
-        except ValueError:
+            return json.loads(data or b"null")
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise Refusal(HTTPStatus.BAD_REQUEST, "invalid", "the body is not JSON") from None
+
+    def _read(self, length: int) -> bytes:
+        """Up to `length` bytes of body, as many as come within BODY_SECONDS in all."""
+        data, deadline = bytearray(), time.monotonic() + BODY_SECONDS
+        reader = cast(io.BufferedReader, self.rfile)
+        try:
+            while len(data) < length and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                chunk = reader.read1(length - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:  # the body did not come in time, or the client went
+            pass
+        finally:
+            self.connection.settimeout(self.timeout)
+        return bytes(data)
+
+    def _end_after_answer(self) -> None:
+        self.close_connection = self.left_unread = True
 
     def _answer(self, status: HTTPStatus, body: dict[str, Any],
                 headers: dict[str, str] | None = None) -> None:
@@ -377,8 +562,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("connection", "close")
         self.end_headers()
         self.wfile.write(data)
+
+    def finish(self) -> None:
+        """After an answer that ends the connection, what the client still sends is read and
+        dropped for a moment before it closes: closed with data unread, the connection would be
+        reset, and the client might lose the answer."""
+        super().finish()
+        if not self.left_unread:
+            return
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_SECONDS)
+            deadline, drained = time.monotonic() + LINGER_SECONDS, 0
+            while time.monotonic() < deadline and drained < 4 * MAX_BODY:
+                chunk = self.connection.recv(MAX_BODY)
+                if not chunk:
+                    break
+                drained += len(chunk)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Requests are logged by the sink itself (by key, never by recipient)."""

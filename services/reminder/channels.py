@@ -6,17 +6,20 @@ answers a repeat with the first one's id) or by whoever reads the mail (the Mess
 made from the key). An adapter tells two kinds of failure apart: `ChannelError`, which may
 pass (the reminder is tried again later), and `ChannelRefused`, the provider's no for this
 message (not retried). Neither carries the recipient or the text: exceptions and logs name
-the reminder id and the provider's status only.
+the reminder id, the provider's status and at most its short error code, never what else a
+provider's answer says (it may quote the message back).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -24,11 +27,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, parseaddr
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import httpx
 
@@ -37,8 +41,6 @@ from shared.errors import describe, mask
 from services.reminder.settings import Settings
 
 log = logging.getLogger(__name__)
-
-REASON_LIMIT = 160
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class ChannelError(Exception):
 
 
 class ChannelRefused(ChannelError):
-    """The provider said no to this message (a 4xx, an SMTP 5xx): trying again won't help."""
+    """The provider said no to this message (HTTP 400, 413, 415 or 422; an SMTP 5xx about the
+    recipient or the message): trying again won't help."""
 
 
 class Gateway(Protocol):
@@ -65,14 +68,14 @@ class Gateway(Protocol):
         ...
 
 
-def _reason(text: str) -> str:
-    """A provider's words, masked (they may echo a number or an address) and cut short."""
-    return mask(" ".join(text.split()))[:REASON_LIMIT]
-
-
 # --- HTTP: the SMS gateway and the push service ----------------------------------------------
 
+REFUSED = frozenset({400, 413, 415, 422})  # the provider's no to this message itself
 RETRYABLE = frozenset({408, 429})
+ANSWER_LIMIT = 64 * 1024  # a provider's answer is `{provider_id}` or an error: short
+# A provider's own error code, the one thing taken from an answer's body: an identifier that
+# starts with a letter (so no number), and is not a word of the message (checked at use).
+_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,15 @@ class Retry:
 class HttpGateway:
     """A provider's JSON API: `POST {base_url}/v1/messages`, answered `{provider_id}`.
 
-    Connection errors, timeouts, 408, 429 and 5xx are tried again with backoff; any other
-    4xx is the provider's refusal and raised at once as ChannelRefused.
+    - Connection errors, timeouts, 408, 429 and 5xx are tried again with backoff.
+    - 400, 413, 415 and 422 say the message itself is unacceptable: ChannelRefused, at once.
+    - Any other answer (401, 403, 404, 405, a redirect, another 4xx) is this installation's
+      fault, a wrong URL or token: ChannelError at once (the reminder is tried again later,
+      once it is fixed), logged as an error so an operator sees it.
+
+    One send, every try and pause included, ends within `retry.deadline`: each try's reads
+    are cut off at the deadline however the provider trickles its answer. Only the status and
+    a provider's short error code are ever told, never what its answer says.
     """
 
     def __init__(self, base_url: str, token: str | None = None, *,
@@ -101,7 +111,9 @@ class HttpGateway:
         self._timeouts = (connect_timeout, read_timeout)
         self._sleep = sleep
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(headers=headers, transport=transport)
+        # No kept-alive connections: each try has its own, which the deadline can cut off.
+        self._client = httpx.Client(headers=headers, transport=transport,
+                                    limits=httpx.Limits(max_keepalive_connections=0))
 
     def close(self) -> None:
         self._client.close()
@@ -112,6 +124,12 @@ class HttpGateway:
             try:
                 return self._attempt(message, deadline)
             except ChannelRefused:
+                raise
+            except _Misdirected as error:
+                log.error("%s send of %s: %s, an answer about the request, not the message: "
+                          "check this installation's gateway URL (%s) and token; the reminder "
+                          "is tried again later", message.channel, message.idempotency_key,
+                          error, _shown(self.url))
                 raise
             except ChannelError as error:
                 pause = self._pause(attempt, error)
@@ -124,18 +142,26 @@ class HttpGateway:
 
     def _attempt(self, message: OutboundMessage, deadline: float) -> str:
         """One POST; the provider id, or ChannelError / ChannelRefused saying what happened."""
-        left = max(deadline - time.monotonic(), 0.1)
+        channel, left = message.channel, deadline - time.monotonic()
+        if left <= 0:
+            raise ChannelError(f"{channel} provider: no time left within the send's deadline")
         connect, read = (min(limit, left) for limit in self._timeouts)
-        body = {"idempotency_key": message.idempotency_key, "channel": message.channel,
+        body = {"idempotency_key": message.idempotency_key, "channel": channel,
                 "to": message.to, "text": message.text, "language": message.language}
         try:
-            response = self._client.post(
-                self.url, json=body, headers={"idempotency-key": message.idempotency_key},
-                timeout=httpx.Timeout(read, connect=connect))
+            with _Watchdog(deadline) as watchdog, self._client.stream(
+                    "POST", self.url, json=body,
+                    headers={"idempotency-key": message.idempotency_key},
+                    timeout=httpx.Timeout(read, connect=connect, write=left, pool=left),
+                    extensions={"trace": watchdog.trace}) as response:
+                status, answer = response.status_code, _read_until(response, deadline)
+                retry_after = _retry_after(response)
         except httpx.HTTPError as error:
-            raise ChannelError(f"{message.channel} provider unreachable: "
+            if time.monotonic() >= deadline:
+                raise _late(channel, self.retry.deadline) from None
+            raise ChannelError(f"{channel} provider unreachable: "
                                f"{describe(error)}") from None
-        return _provider_id(response, message)
+        return _provider_id(status, answer, retry_after, message)
 
     def _pause(self, attempt: int, error: ChannelError) -> float:
         """Doubling pauses; longer when a busy provider asked for a (short) wait."""
@@ -153,44 +179,121 @@ class _Busy(ChannelError):
         self.retry_after = retry_after
 
 
-def _provider_id(response: httpx.Response, message: OutboundMessage) -> str:
-    status, channel = response.status_code, message.channel
-    if response.is_success:
+class _Misdirected(ChannelError):
+    """An answer that says the request went wrong, not the message: a 3xx, 401, 403, 404…"""
+
+
+class _Watchdog:
+    """Shuts a try's connection down at the deadline, so no read outlives it.
+
+    httpx's read timeout is per read: a provider that sends a byte now and then would hold a
+    try for as long as it likes. The connection's socket is taken as it is opened (a copy of
+    its descriptor: it outlives a TLS wrap) and shut at the deadline, which ends any read.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._fired = False
+        self._timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx's trace extension: every new connection of the try is watched."""
+        if not event.endswith("connect_tcp.complete"):
+            return
+        stream = info.get("return_value")
+        opened = getattr(stream, "get_extra_info", lambda _: None)("socket")
+        if not isinstance(opened, socket.socket):
+            return
         try:
-            provider_id = response.json()["provider_id"]
-        except (ValueError, KeyError, TypeError):
+            watched = socket.socket(fileno=os.dup(opened.fileno()))
+        except OSError:
+            return  # unwatched, the try still ends within its per-read timeouts
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close()
+            self._socket = watched
+            if self._fired:
+                self._shut()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
+def _read_until(response: httpx.Response, deadline: float) -> bytes:
+    """The answer's body, at most ANSWER_LIMIT of it, read before the deadline."""
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        if time.monotonic() >= deadline:
+            raise httpx.ReadTimeout("the answer did not end within the deadline")
+        data += chunk
+        if len(data) >= ANSWER_LIMIT:
+            break
+    return bytes(data)
+
+
+def _late(channel: str, budget: float) -> ChannelError:
+    return ChannelError(f"{channel} provider gave no full answer within the send's "
+                        f"{budget:g} s")
+
+
+def _provider_id(status: int, answer: bytes, retry_after: float | None,
+                 message: OutboundMessage) -> str:
+    channel = message.channel
+    if 200 <= status < 300:
+        try:
+            provider_id = json.loads(answer)["provider_id"]
+        except (ValueError, KeyError, TypeError, RecursionError):
             provider_id = None
         if not isinstance(provider_id, str) or not provider_id:
             # It may have the message: a retry under the same key is safe and tells us.
             raise ChannelError(f"{channel} provider answered {status} without a provider_id")
         return provider_id
-    reason = _scrubbed(_error_text(response), message)
+    said = f"{status}, code {code}" if (code := _error_code(answer, message)) else f"{status}"
+    if status in REFUSED:
+        raise ChannelRefused(f"{channel} provider refused the message ({said})")
     if status in RETRYABLE or status >= 500:
-        raise _Busy(f"{channel} provider answered {status}: {reason}",
-                    _retry_after(response))
-    raise ChannelRefused(f"{channel} provider refused the message ({status}): {reason}")
+        raise _Busy(f"{channel} provider answered {said}", retry_after)
+    raise _Misdirected(f"{channel} provider answered {said}")
 
 
-def _error_text(response: httpx.Response) -> str:
-    """The provider's reason: `{"error": {"message"}}`, FastAPI's `detail`, or the text."""
+def _error_code(answer: bytes, message: OutboundMessage) -> str | None:
+    """The provider's error code (`{"error": {"code"}}`, `{"error": "…"}`, `{"code"}`) when
+    it is shaped like an identifier and is none of the message's words; else None. Nothing
+    else of an answer is told: a provider may quote the message back, whole or in part."""
     try:
-        body = response.json()
-    except ValueError:
-        return response.text or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error")
-        found = error.get("message") if isinstance(error, dict) else body.get("detail")
-        if found:
-            return found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
-    return json.dumps(body, ensure_ascii=False)
-
-
-def _scrubbed(text: str, message: OutboundMessage) -> str:
-    """A provider may quote the message back: its recipient and text never go further."""
-    for said, name in ((message.text, "<text>"), (message.to, "<to>")):
-        if said:
-            text = text.replace(said, name)
-    return _reason(text)
+        body = json.loads(answer)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    said = (message.text, message.to, message.subject or "")
+    for found in (error.get("code") if isinstance(error, dict) else error, body.get("code"),
+                  body.get("error_code")):
+        if (isinstance(found, str) and _CODE.fullmatch(found) and mask(found) == found
+                and not any(found.lower() in words.lower() for words in said)):
+            return found
+    return None
 
 
 def _retry_after(response: httpx.Response, ceiling: float = 2.0) -> float | None:
@@ -202,9 +305,17 @@ def _retry_after(response: httpx.Response, ceiling: float = 2.0) -> float | None
     return seconds if 0 <= seconds <= ceiling else None
 
 
+def _shown(url: str) -> str:
+    """The gateway's URL for a log line: without a user or password in it."""
+    return str(httpx.URL(url).copy_with(username=None, password=None))
+
+
 # --- SMTP: e-mail ------------------------------------------------------------------------------
 
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+# An enhanced status code (RFC 3463), the one thing taken from a relay's words: the rest may
+# quote the address or the message.
+_ENHANCED = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?!\S)")
 
 
 def message_id(idempotency_key: str) -> str:
@@ -228,41 +339,56 @@ class SmtpGateway:
 
     A 5xx about the recipient or the message is the relay's refusal (ChannelRefused); a 5xx
     about our sender, greeting or login is this installation's fault and passes once it is
-    fixed, as do 4xx answers and broken connections (ChannelError).
+    fixed, as do 4xx answers and broken connections (ChannelError). A domain in another
+    script is sent IDNA-encoded (`xn--…`); an address whose own part is not ASCII needs a relay
+    that offers SMTPUTF8, and is refused by one that does not.
     """
 
     def __init__(self, server: SmtpServer, mail_from: str) -> None:
         self.server = server
         self.mail_from = mail_from
-        self._envelope_from = parseaddr(mail_from)[1] or mail_from
+        self._envelope_from = _ascii_domain(parseaddr(mail_from)[1] or mail_from)
 
     def send(self, message: OutboundMessage) -> str:
         mail = self.compose(message)
+        recipient = _address_of(mail)
         try:
             with smtplib.SMTP(self.server.host, self.server.port,
                               timeout=self.server.timeout) as smtp:
                 self._open(smtp)
-                smtp.send_message(mail, self._envelope_from, [message.to])
+                if not recipient.isascii() and not smtp.has_extn("smtputf8"):
+                    raise ChannelRefused("the recipient's address is not ASCII and the relay "
+                                         "does not offer SMTPUTF8")
+                smtp.send_message(mail, self._envelope_from, [recipient])
         except smtplib.SMTPRecipientsRefused as error:
             code, text = next(iter(error.recipients.values()), (0, b""))
             raise _smtp_failure("the recipient", code, text) from None
         except smtplib.SMTPDataError as error:
             raise _smtp_failure("the message", error.smtp_code, error.smtp_error) from None
+        except smtplib.SMTPResponseException as error:  # this installation's, or passing
+            raise ChannelError(f"e-mail relay answered {_said(error.smtp_code, error.smtp_error)}"
+                               f" about {_SESSION.get(type(error), 'the session')}") from None
         except (smtplib.SMTPException, OSError) as error:
             raise ChannelError(f"e-mail relay: {describe(error)}") from None
         return str(mail["Message-ID"])
 
     def compose(self, message: OutboundMessage) -> EmailMessage:
-        """The mail as sent: UTF-8 subject (RFC 2047) and body (base64), keyed Message-ID."""
+        """The mail as sent: UTF-8 subject (RFC 2047) and body (base64), keyed Message-ID,
+        one recipient whose domain is ASCII (IDNA)."""
         mail = EmailMessage(policy=SMTP_POLICY)
         try:
             mail["From"] = self.mail_from
-            mail["To"] = message.to
             mail["Subject"] = message.subject or ""
+            mail["To"] = message.to
+            addresses = mail["To"].addresses
+            if len(addresses) != 1 or not addresses[0].username or not addresses[0].domain:
+                raise ValueError("not one address")
+            address = addresses[0]
+            del mail["To"]
+            mail["To"] = Address(address.display_name, address.username,
+                                 _ascii_domain(address.domain))
         except (ValueError, IndexError, HeaderParseError):
             raise ChannelRefused("not a usable e-mail address or subject") from None
-        if "@" not in message.to:
-            raise ChannelRefused("not a usable e-mail address")
         mail["Message-ID"] = message_id(message.idempotency_key)
         mail["Date"] = formatdate(usegmt=True)
         mail.set_content(message.text, charset="utf-8", cte="base64")
@@ -279,9 +405,38 @@ class SmtpGateway:
             smtp.login(self.server.username, self.server.password or "")
 
 
-def _smtp_failure(what: str, code: int, text: bytes | str) -> ChannelError:
+_SESSION: dict[type[smtplib.SMTPResponseException], str] = {
+    smtplib.SMTPSenderRefused: "our sender", smtplib.SMTPHeloError: "the greeting",
+    smtplib.SMTPAuthenticationError: "the login", smtplib.SMTPConnectError: "the connection"}
+
+
+def _ascii_domain(address: str) -> str:
+    """`address` (or a bare domain) with its domain IDNA-encoded when it is not ASCII;
+    ValueError when it cannot be."""
+    local, at, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:
+        encoded = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError("not a usable domain") from None
+    return f"{local}{at}{encoded}"
+
+
+def _address_of(mail: EmailMessage) -> str:
+    """The envelope recipient: the To header's one address, as `local@domain`."""
+    return str(mail["To"].addresses[0].addr_spec)
+
+
+def _said(code: int, text: bytes | str) -> str:
+    """A relay's answer as told: its code, and its enhanced status code if it gave one."""
     words = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    summary = f"e-mail relay answered {code} about {what}: {_reason(words)}"
+    enhanced = _ENHANCED.match(words)
+    return f"{code} {enhanced.group(1)}" if enhanced else str(code)
+
+
+def _smtp_failure(what: str, code: int, text: bytes | str) -> ChannelError:
+    summary = f"e-mail relay answered {_said(code, text)} about {what}"
     return ChannelRefused(summary) if 500 <= code < 600 else ChannelError(summary)
 
 
