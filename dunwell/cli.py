@@ -170,8 +170,9 @@ def verify(
         ..., help="An evidence bundle (JSON) from /v1/loans/{id}/evidence."),
     key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
 ) -> None:
-    """Verify a bundle offline: signature, every inclusion proof, consistency if present,
-    and every compliance verdict, re-derived from the bundle's leaves."""
+    """Verify a bundle offline: signature, every inclusion proof, that every leaf is an
+    event of the bundle's loan, consistency if present, and every compliance verdict,
+    re-derived from the bundle's leaves."""
     from shared.tlog import main as verify_offline
 
     from services.audit.compliance import rederive

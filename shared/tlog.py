@@ -5,11 +5,11 @@ offline evidence verifier ships this module on its own to auditors: with this on
 
     python tlog.py BUNDLE.json --key KEY
 
-verifies an evidence bundle's proofs (`dunwell verify` is the same check, and re-derives the
-bundle's compliance verdicts from its leaves too: the rules are handed in as a `Judge`, since
-this file alone knows none). Nothing here holds a private key: signing lives with the audit
-service (services/audit/signer.py), which builds on the formats defined here (key IDs, key
-names, note framing).
+verifies an evidence bundle's proofs and that its leaves are its loan's (`dunwell verify` is
+the same check, and re-derives the bundle's compliance verdicts from its leaves too: the rules
+are handed in as a `Judge`, since this file alone knows none). Nothing here holds a private
+key: signing lives with the audit service (services/audit/signer.py), which builds on the
+formats defined here (key IDs, key names, note framing).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ _MAX_SIZE = 2**64 - 1
 _T = TypeVar("_T")
 
 # The rules, handed in: a loan's leaves (index, bytes) and the installation's pack in, the
-# loan's pack and its verdicts ({rule, verdict, evidence, findings}) out.
+# loan's pack and its verdicts ({rule, verdict, evidence, findings}) out. A ValueError it
+# raises is a failure; one with a `leaf_index` attribute names that leaf.
 Judge = Callable[[Sequence[tuple[int, bytes]], str],
                  tuple[str, Sequence[Mapping[str, object]]]]
 
@@ -436,7 +437,8 @@ def verify_bundle(
     later_checkpoint_note: str | None = None,
     consistency_proof: Sequence[bytes] | None = None,
 ) -> Checkpoint:
-    """Verify a dunwell evidence bundle end to end; returns the latest verified checkpoint.
+    """Verify a dunwell evidence bundle's proofs end to end; returns the latest verified
+    checkpoint. (Whose leaves they are is `verify_loan`'s to check, after this.)
 
     Unknown JSON keys are ignored (no proof covers them); explicit later-checkpoint
     arguments are checked against the bundle's own checkpoint.
@@ -463,6 +465,45 @@ def verify_bundle(
         later = _verify_extension(checkpoint, later_checkpoint_note, consistency_proof, vkey)
         latest = later if later.size >= latest.size else latest
     return latest
+
+
+# --- the bundle's leaves are its loan's -------------------------------------------------------
+
+
+def verify_loan(bundle: Mapping[str, object]) -> None:
+    """Every leaf of a bundle whose proofs have verified is an event of the bundle's loan: its
+    CloudEvent `subject`, and its `data.loan_id` where it has one, are the bundle's `loan_id`.
+
+    The proofs show that each leaf is in the log, not whose it is: without this, another
+    loan's bundle relabelled, or another loan's leaf spliced in, would verify (and would be
+    judged as this loan's). The first leaf that is not this loan's is named.
+    """
+    loan_id = _field(bundle, "loan_id", str, "bundle")
+    for index, data in _bundle_leaves(bundle):
+        problem = _not_of_loan(data, loan_id)
+        if problem is not None:
+            raise VerificationError(f"leaf {index} {problem}, not of the bundle's loan "
+                                    f"{_shown(loan_id)}", leaf_index=index)
+
+
+def _not_of_loan(data: bytes, loan_id: str) -> str | None:
+    """Why the leaf is not an event of `loan_id`; None when it is."""
+    try:
+        event = json.loads(data)
+    except (ValueError, RecursionError):
+        return "is not a JSON CloudEvent"
+    if not isinstance(event, dict):
+        return "is not a JSON CloudEvent"
+    subject = event.get("subject")
+    if not isinstance(subject, str):
+        return "has no subject"
+    if subject != loan_id:
+        return f"is an event of {_shown(subject)}"
+    payload = event.get("data")
+    if isinstance(payload, dict) and "loan_id" in payload and payload["loan_id"] != loan_id:
+        named = payload["loan_id"]
+        return f"has data.loan_id {_shown(named) if isinstance(named, str) else repr(named)[:32]}"
+    return None
 
 
 # --- compliance verdicts, re-derived from the bundle's leaves ----------------------------------
@@ -549,11 +590,13 @@ def _verdict_note(bundle: Mapping[str, object], judge: Judge | None) -> list[str
 
 def main(argv: Sequence[str] | None = None, judge: Judge | None = None) -> int:
     """Verify a bundle offline; 0 when all holds, 1 naming the first failure (or every verdict
-    the leaves contradict), 2 bad input. With `judge`, the verdicts are re-derived too."""
+    the leaves contradict), 2 bad input. Every leaf must be an event of the bundle's loan.
+    With `judge`, the verdicts are re-derived too."""
     parser = argparse.ArgumentParser(
         prog="tlog.py", description="Verify a dunwell evidence bundle offline: the checkpoint's "
-        "signature, every leaf's inclusion proof, and consistency with a later checkpoint if "
-        "the bundle carries one. (`dunwell verify` also re-derives the bundle's verdicts.)")
+        "signature, every leaf's inclusion proof, that every leaf is an event of the bundle's "
+        "loan, and consistency with a later checkpoint if the bundle carries one. "
+        "(`dunwell verify` also re-derives the bundle's verdicts.)")
     parser.add_argument("bundle", type=Path, help="the bundle (JSON) from /v1/loans/{id}/evidence")
     parser.add_argument("--key", required=True,
                         help="the log's public key (vkey text), or a file holding it")
@@ -570,13 +613,15 @@ def main(argv: Sequence[str] | None = None, judge: Judge | None = None) -> int:
         return 2
     try:
         checkpoint = verify_bundle(bundle, vkey)
+        verify_loan(bundle)
         verdicts = _verdict_note(bundle, judge)
     except (VerificationError, ValueError) as error:
         where = ""
-        if isinstance(error, VerificationError) and error.leaf_index is not None:
-            where = f" (first failing leaf index {error.leaf_index})"
-        elif isinstance(error, VerificationError) and error.size is not None:
-            where = f" (size {error.size})"
+        leaf_index, size = getattr(error, "leaf_index", None), getattr(error, "size", None)
+        if isinstance(leaf_index, int):
+            where = f" (first failing leaf index {leaf_index})"
+        elif isinstance(size, int):
+            where = f" (size {size})"
         print(f"FAILED{where}: {error}", file=sys.stderr)
         return 1
     if isinstance(verdicts, list):

@@ -25,7 +25,13 @@ from shared.tlog import Checkpoint, b64encode
 from services.audit import merkle
 from services.audit.domain import CheckpointGuard, Signing
 from services.audit.handlers import leaf_of
-from services.audit.policy import NOT_ABOUT_A_LOAN, judge_loan, still_holds
+from services.audit.policy import (
+    NOT_ABOUT_A_LOAN,
+    Unjudgeable,
+    judge_loan,
+    judging_version,
+    still_holds,
+)
 from services.audit.signer import sign_note
 from services.audit.store import Leaf, LogStore, Verdicts, Violation, ViolationQuery
 
@@ -39,6 +45,10 @@ CONFLICTING = prometheus_client.Counter(
 JUDGING_FAILED = prometheus_client.Counter(
     "dunwell_audit_judging_failures_total",
     "Batches after which the compliance verdicts could not be brought up to date")
+LOAN_NOT_JUDGED = prometheus_client.Counter(
+    "dunwell_audit_loans_not_judged_total",
+    "Loans whose verdicts could not be judged (a rule raised on their leaves): skipped, and "
+    "judged again with their next leaf")
 # At most this many leaves' loans are judged after one batch: a store from before verdicts, or
 # one whose default pack changed, catches up a slice at a time instead of holding up the log.
 JUDGE_SLICE = 5000
@@ -138,32 +148,64 @@ class AuditLog:
         Judging per loan is enough: every rule reads one loan's leaves and nothing else (the
         leaf's subject is its loan), so a new leaf can change its own loan's verdicts and no
         other's. The cost is the touched loans' leaves, found by the store's index of leaves by
-        loan, never a scan of the log.
+        loan, never a scan of the log. After an upgrade of the rules or a change of AUDIT_PACK
+        the log is judged again from its first leaf, a slice a batch; a loan whose stored
+        verdicts already cover its leaves under these rules is not judged twice.
+
+        Each loan is judged on its own: one whose leaves a rule cannot read is logged (by leaf
+        index, never its data), counted and skipped, and the others go on.
         """
-        start, size = self.store.judged_to(self.pack), self.store.size
+        judged_as = judging_version(self.pack)
+        start, size = self.store.judged_to(self.pack, judged_as), self.store.size
         if start >= size:
             return 0
         end = min(size, start + JUDGE_SLICE)
-        loans = self.store.subjects_between(start, end, sorted(NOT_ABOUT_A_LOAN))
-        judged = [judge_loan(loan, self.store.leaves_of(loan), size, self.pack)
-                  for loan in loans]
-        self.store.record_verdicts(judged, self.pack, end)
+        judged = []
+        for loan in self.store.subjects_between(start, end, sorted(NOT_ABOUT_A_LOAN)):
+            leaves = self.store.leaves_of(loan)
+            stored = self.store.verdicts_of(loan)
+            if stored is not None and still_holds(stored, size, self.pack,
+                                                  [leaf.leaf_index for leaf in leaves]):
+                continue
+            verdicts = self._judged(loan, leaves, size)
+            if verdicts is not None:
+                judged.append(verdicts)
+        self.store.record_verdicts(judged, self.pack, judged_as, end)
         return len(judged)
+
+    def _judged(self, loan_id: str, leaves: Sequence[Leaf], size: int) -> Verdicts | None:
+        """One loan's verdicts; None, logged and counted, when they cannot be judged."""
+        try:
+            return judge_loan(loan_id, leaves, size, self.pack)
+        except Unjudgeable as failure:
+            LOAN_NOT_JUDGED.inc()
+            log.warning("a loan's verdicts could not be judged: %s raised %s at leaf %s; they "
+                        "stay as they were until its next leaf", failure.rule,
+                        type(failure.cause).__name__, failure.leaf_index)
+        except Exception as error:  # noqa: BLE001 - one loan must never stop the others
+            LOAN_NOT_JUDGED.inc()
+            log.warning("a loan's verdicts could not be judged (%s, from its leaves up to %d); "
+                        "they stay as they were until its next leaf", type(error).__name__,
+                        leaves[-1].leaf_index if leaves else -1)
+        return None
 
     def verdicts_at(self, loan_id: str, size: int) -> Verdicts | None:
         """The loan's verdicts over its leaves below `size`; None when it has none there.
 
-        The stored verdicts answer when the loan has the same leaves below both sizes; else the
-        loan is judged over that prefix, which costs one loan's leaves.
+        The stored verdicts answer when the loan has the same leaves below both sizes and they
+        were judged under the same default pack and rules; else the loan is judged over that
+        prefix, which costs one loan's leaves. A rule that raises on these leaves answers
+        `not_evaluated` with a finding "could not be judged", never `pass`; the others are
+        judged all the same.
         """
         leaves = self.timeline(loan_id)
         if not any(leaf.leaf_index < size for leaf in leaves):
             return None
         stored = self.store.verdicts_of(loan_id)
-        if stored is not None and still_holds(stored.tree_size, stored.default_pack, size,
-                                              self.pack, [leaf.leaf_index for leaf in leaves]):
+        if stored is not None and still_holds(stored, size, self.pack,
+                                              [leaf.leaf_index for leaf in leaves]):
             return replace(stored, tree_size=size)
-        return judge_loan(loan_id, leaves, size, self.pack)
+        return judge_loan(loan_id, leaves, size, self.pack, strict=False)
 
     def compliance(self, loan_id: str) -> Verdicts | None:
         """The loan's verdicts pinned to the latest signed checkpoint."""

@@ -10,6 +10,10 @@ Judged by event time: the times the data states (`sent_at`, `attempted_at`, ...)
 audit happened to consume an event. The borrower's local time is the zone of the loan's latest
 LoanOverdue/CaseOpened logged before the act.
 
+A rule that raises on a loan's leaves (leaves no schema allows: `channels: 5`, a year the
+clock cannot hold) is `Unjudgeable`, naming the leaf at which judging first fails; never a
+silent verdict.
+
 Standard library only (and the two stdlib-only registers it reads, shared/policy_pack.py and
 shared/templates.py): `dunwell verify` re-derives an evidence bundle's verdicts offline with
 this same module, next to shared/tlog.py, with nothing else installed but `cryptography`.
@@ -17,18 +21,30 @@ this same module, next to shared/tlog.py, with nothing else installed but `crypt
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from functools import cache
+from pathlib import Path
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.policy_pack import PACKS, PolicyPack
-from shared.templates import DEBT_CONTENT, REESTABLISH, REMINDER, REQUIRED_CONTENT, approved
+from shared.templates import (
+    APPROVED,
+    DEBT_CONTENT,
+    REESTABLISH,
+    REMINDER,
+    REQUIRED_CONTENT,
+    Template,
+    approved,
+)
 
 Event = Mapping[str, Any]  # one CloudEvent as logged, parsed from the leaf's JSON
 Leaves = Sequence[tuple[int, Event]]  # one loan's leaves, in log order
@@ -40,8 +56,11 @@ RULES = tuple(f"C{n}" for n in range(1, 15))
 SENT, ATTEMPT = "ReminderSent", "ContactAttemptRecorded"
 TASK, PERMIT = "CallTaskIssued", "DialPermitted"
 OPENINGS = ("LoanOverdue", "CaseOpened")  # the events that say who the borrower is and where
-ANSWERED = frozenset({"answered", "promise_to_pay"})  # a conversation took place
-FAILED = frozenset({"no_answer", "wrong_number"})  # the borrower was not reached
+# C2, as the pre-dial gate counts them (services/reminder ANSWERED_OUTCOMES): a call the
+# borrower picked up, even to refuse, is an answered call and a conversation; every other
+# outcome (`no_answer`, `wrong_number`, none) is an unanswered dial of its number.
+ANSWERED = frozenset({"answered", "promise_to_pay", "refused"})
+FAILED = frozenset({"no_answer", "wrong_number"})  # C13: the borrower was not reached
 WEEK = timedelta(days=7)
 
 # The data's own time of each event type; any other type is placed at its envelope's time.
@@ -57,6 +76,49 @@ TIME_FIELD = {
 # For a pack without these fields (packs before they were added), the numbers as shipped.
 THIRD_PARTY_CAP = {"us": 1}
 QUIET = {"us": WEEK}
+
+
+def _rules_digest() -> str:
+    """sha256 over the source text of the rules and of the two registers they read, so that
+    any change to them (a rule, a pack's number, a template) is a new version of the rules
+    without anyone having to remember to bump one."""
+    digest = hashlib.sha256()
+    for name in (__name__, PolicyPack.__module__, approved.__module__):
+        module_file = getattr(sys.modules.get(name), "__file__", None)
+        try:
+            text = Path(module_file).read_bytes() if module_file else None
+        except OSError:
+            text = None
+        digest.update(name.encode() + b"\0")
+        # Without its source (a frozen build), what the module holds stands in for it.
+        digest.update(text if text is not None else repr(
+            (sorted(PACKS.items()), sorted(APPROVED.items()))).encode())
+    return digest.hexdigest()
+
+
+RULES_DIGEST = _rules_digest()  # computed once, at import
+
+
+def rules_version(pack: str) -> str:
+    """The version of the rules a loan judged under `pack` was judged with: the pack's own
+    `version` and the digest of the rules' source. Verdicts stored under another are stale."""
+    known = PACKS.get(pack)
+    return f"{known.version if known is not None else pack}/{RULES_DIGEST[:16]}"
+
+
+class Unjudgeable(ValueError):
+    """A rule raised on a loan's leaves: `leaf_index` is the leaf at which judging fails (the
+    rule raises on the leaves, in log order, up to it, and not on those before it); None when
+    the rule raises on no leaves at all."""
+
+    def __init__(self, rule: str, leaf_index: int | None, cause: BaseException) -> None:
+        self.rule, self.leaf_index, self.cause = rule, leaf_index, cause
+        where = "the loan" if leaf_index is None else f"leaf {leaf_index}"
+        said = str(cause)
+        said = said if len(said) <= 120 else said[:117] + "..."
+        super().__init__(f"{where} cannot be judged: {rule} raised {type(cause).__name__}"
+                         + (f" ({said})" if said else "") + ", so it is not an event the "
+                         "rules can read")
 
 
 class Finding(TypedDict):
@@ -238,7 +300,12 @@ def c1_contact_hours(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
 def c2_frequency(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
     """Calls are capped by every number the pack has: answered calls a borrower-local day,
     unanswered dials of one number a local day, attempts in any seven days, and the quiet
-    after a conversation (us: seven days); and none is dialled without a permit."""
+    after a conversation (us: seven days); and none is dialled without a permit.
+
+    Outcomes are classed as the pre-dial gate classes them (`ANSWERED`; anything else is an
+    unanswered dial). The caps are judged over this loan's own calls: the gate counts the
+    answered calls and a number's dials across every loan of the debtor, which no one loan's
+    leaves show. So `pass` means no cap was broken by this loan's calls alone."""
     found = facts(leaves)
     calls = [fact for fact in found if fact.type == ATTEMPT and fact.channel() == "call"]
     ordered = _in_time_order(calls)
@@ -267,7 +334,7 @@ def _daily_caps(ordered: Sequence[tuple[datetime, Fact]], pack: PolicyPack,
             if answered[day] > pack.max_answered_calls_per_day:
                 findings.append(_finding(call, f"answered call {answered[day]} on {day} local "
                                                f"(at most {pack.max_answered_calls_per_day})"))
-        elif outcome == "no_answer":
+        else:  # no_answer, wrong_number, or an outcome the gate does not know: unanswered
             number = call.text("number_sha256") or "an unknown number"
             unanswered[number, day] += 1
             if unanswered[number, day] > pack.max_unanswered_per_number_per_day:
@@ -293,7 +360,8 @@ def _weekly_cap(ordered: Sequence[tuple[datetime, Fact]], pack: PolicyPack) -> l
 
 def _quiet_after_conversation(ordered: Sequence[tuple[datetime, Fact]],
                               pack: PolicyPack) -> list[Finding]:
-    """No attempt within the pack's quiet period after an answered call (us: 7 x 24 h)."""
+    """No attempt within the pack's quiet period after a conversation (an answered, promised
+    or refused call; us: 7 x 24 h)."""
     quiet = getattr(pack, "quiet_after_conversation", QUIET.get(pack.name, timedelta(0)))
     if not isinstance(quiet, timedelta) or quiet <= timedelta(0):
         return []
@@ -333,26 +401,28 @@ class Stop:
 def stops(found: Sequence[Fact]) -> list[Stop]:
     """Cease requests and permanent holds (forever, on their channels), open disputes (every
     channel, until resolved) and holds (their channels or all, until resumed), by their own
-    times."""
+    times: taken in time order, so a ContactResumed (DisputeResolved) ends only a span that
+    began before it, whatever the order they were logged in. One without a readable time
+    ends nothing."""
     result: list[Stop] = []
     opened: dict[tuple[str, str], Stop] = {}
-    for fact in found:
-        if fact.type == "CeaseContactRequested" and fact.time is not None:
+    for moment, fact in _in_time_order(found):
+        if fact.type == "CeaseContactRequested":
             channels = frozenset(str(c) for c in fact.data.get("channels") or ())
-            result.append(Stop(fact.index, fact.time, None, channels,
+            result.append(Stop(fact.index, moment, None, channels,
                                f"the borrower asked to stop {', '.join(sorted(channels))}"))
-        elif fact.type == "ContactHeld" and fact.data.get("permanent") is True \
-                and fact.time is not None:
+        elif fact.type == "ContactHeld" and fact.data.get("permanent") is True:
             result.append(_opened_stop(fact))  # a cease: no ContactResumed lifts it
-        elif fact.type in ("DisputeOpened", "ContactHeld") and fact.time is not None:
+        elif fact.type in ("DisputeOpened", "ContactHeld"):
             key = _span_key(fact)
             if key not in opened:
                 opened[key] = _opened_stop(fact)
         elif fact.type in ("DisputeResolved", "ContactResumed"):
-            stop = opened.pop(_span_key(fact), None)
-            if stop is not None:
-                result.append(Stop(stop.index, stop.start, fact.time or stop.start,
-                                   stop.channels, stop.why))
+            key = _span_key(fact)
+            stop = opened.get(key)
+            if stop is not None and stop.start < moment:
+                del opened[key]
+                result.append(Stop(stop.index, stop.start, moment, stop.channels, stop.why))
     return result + list(opened.values())
 
 
@@ -392,21 +462,43 @@ def c3_stopped_contact(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
 # --- C4: nothing after the case closed -------------------------------------------------------
 
 
+def _paid_up(value: object) -> bool:
+    """A `remaining_overdue` of nothing left ("0", "0.00"): the payment closes the case."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return False
+    try:
+        remaining = Decimal(str(value).strip())
+    except InvalidOperation:
+        return False
+    return remaining.is_finite() and remaining <= 0
+
+
+def closes(fact: Fact) -> bool:
+    """A CaseClosed, or a PaymentReceived that leaves nothing overdue (the escalation service
+    closes the case on it; the close counts from `paid_at`, not from when CaseClosed came)."""
+    return fact.type == "CaseClosed" or (
+        fact.type == "PaymentReceived" and _paid_up(fact.data.get("remaining_overdue")))
+
+
 def closures(found: Sequence[Fact]) -> list[tuple[Fact, datetime | None]]:
-    """Each CaseClosed with the time the case was opened again after it (None: still closed)."""
+    """Each close with the time the case was opened again after it (None: still closed), by
+    event time: a CaseOpened reopens only if its time is after the close's, whatever the order
+    they were logged in."""
     result: list[tuple[Fact, datetime | None]] = []
     current: Fact | None = None
-    for fact in found:
-        if fact.type == "CaseClosed" and fact.time is not None and current is None:
+    for moment, fact in _in_time_order(found):
+        if current is None and closes(fact):
             current = fact
-        elif fact.type == "CaseOpened" and current is not None:
-            result.append((current, fact.time))
+        elif current is not None and fact.type == "CaseOpened" \
+                and current.time is not None and moment > current.time:
+            result.append((current, moment))
             current = None
     return result + ([(current, None)] if current is not None else [])
 
 
 def c4_nothing_after_closing(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
-    """Nothing is sent, dialled, permitted or tasked after the case closed, until it reopens."""
+    """Nothing is sent, dialled, permitted or tasked after the case closed (a CaseClosed, or a
+    payment leaving nothing overdue), until it reopens."""
     found = facts(leaves)
     spans = closures(found)
     if not spans:
@@ -463,7 +555,9 @@ def template_problems(template_id: str, version: int) -> tuple[str, ...]:
 
 def c5_templates(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
     """Every message and call task names an approved template of its channel, whose every
-    language shows what its kind requires."""
+    language shows what its kind requires; one directed at the borrower (party or phone_kind
+    `borrower`, or none) uses a `reminder` template, since a `reestablish` one lacks what the
+    borrower must be shown. (A contact's template is judged by C13.)"""
     acts = [fact for fact in facts(leaves) if fact.type in (SENT, TASK)]
     findings = []
     for act in acts:
@@ -478,7 +572,20 @@ def c5_templates(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
         if template is not None and template.channel != channel:
             findings.append(_finding(act, f"template {named[0]} v{named[1]} is approved for "
                                           f"{template.channel}, not {channel}"))
+        if template is not None and template.kind == REESTABLISH \
+                and _whom(act) in (None, "borrower"):
+            missing = _not_shown(template)
+            findings.append(_finding(act, f"{act.type} to the borrower with {REESTABLISH} "
+                                          f"template {named[0]} v{named[1]}, one for a contact "
+                                          f"person" + (f" that lacks {', '.join(missing)}"
+                                                       if missing else "")))
     return _verdict("C5", (act.index for act in acts), findings)
+
+
+def _not_shown(template: Template) -> list[str]:
+    """The required items some language of the template does not show."""
+    return [item for item in REQUIRED_CONTENT
+            if any(item not in template.fields(language) for language in template.texts)]
 
 
 # --- C13: no disclosure to third parties ------------------------------------------------------
@@ -569,16 +676,73 @@ def not_evaluated(rule: str) -> RuleVerdict:
     return RuleVerdict(rule=rule, verdict=NOT_EVALUATED, evidence=[], findings=[])
 
 
-def judge(leaves: Leaves, default_pack: str) -> list[RuleVerdict]:
-    """A verdict for every rule, C1 to C14 in order, under the loan's pack."""
+def judge(leaves: Leaves, default_pack: str, *, strict: bool = True) -> list[RuleVerdict]:
+    """A verdict for every rule, C1 to C14 in order, under the loan's pack.
+
+    A rule that raises is `Unjudgeable` (naming the leaf); with `strict=False` it answers
+    instead `not_evaluated` with one finding, "could not be judged", at that leaf, and the
+    other rules are judged all the same."""
     rules = PACKS[pack_of(leaves, default_pack)]
-    return [CHECKS[rule](leaves, rules) if rule in CHECKS else not_evaluated(rule)
-            for rule in RULES]
+    verdicts = []
+    for rule in RULES:
+        if rule not in CHECKS:
+            verdicts.append(not_evaluated(rule))
+            continue
+        try:
+            verdicts.append(_checked(rule, leaves, rules))
+        except Unjudgeable as failure:
+            if strict:
+                raise
+            verdicts.append(_not_judged(failure, leaves))
+    return verdicts
+
+
+def _not_judged(failure: Unjudgeable, leaves: Leaves) -> RuleVerdict:
+    """A rule that raised, as a verdict: never `pass`, and the leaf it raised on."""
+    where = failure.leaf_index
+    if where is None:
+        where = leaves[0][0] if leaves else 0
+    message = f"could not be judged: the rule raised {type(failure.cause).__name__} on this leaf"
+    return RuleVerdict(rule=failure.rule, verdict=NOT_EVALUATED, evidence=[],
+                       findings=[Finding(leaf_index=where, message=message)])
+
+
+def _checked(rule: str, leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    check = CHECKS[rule]
+    try:
+        return check(leaves, pack)
+    except Exception as cause:  # a leaf the rule cannot read: name it
+        raise Unjudgeable(rule, _first_failing(check, leaves, pack), cause) from cause
+
+
+def _first_failing(check: Check, leaves: Leaves, pack: PolicyPack) -> int | None:
+    """A leaf ending a prefix (in log order) on which `check` raises while the prefix before
+    it does not, found by halving: `leaves[:low]` is judged and `leaves[:high]` raises
+    throughout. When a leaf that breaks a rule breaks every longer prefix too (as a leaf the
+    rule cannot read does), this is the first such leaf."""
+    def raises(count: int) -> bool:
+        try:
+            check(leaves[:count], pack)
+        except Exception:  # noqa: BLE001 - whatever it raised on the whole, it raises here
+            return True
+        return False
+
+    if raises(0):
+        return None
+    low, high = 0, len(leaves)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if raises(middle):
+            high = middle
+        else:
+            low = middle
+    return leaves[high - 1][0]
 
 
 def rederive(leaves: Sequence[tuple[int, bytes]], default_pack: str
              ) -> tuple[str, list[RuleVerdict]]:
-    """The pack and verdicts of raw leaf bytes: what `dunwell verify` compares a bundle with."""
+    """The pack and verdicts of raw leaf bytes: what `dunwell verify` compares a bundle with.
+    Leaves the rules cannot read raise `Unjudgeable` (a ValueError naming the leaf)."""
     if default_pack not in PACKS:
         raise ValueError(f"unknown policy pack {default_pack!r}")
     parsed = [(index, event) for index, data in leaves

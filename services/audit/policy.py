@@ -2,7 +2,8 @@
 
 The rules themselves live in `compliance.py` (standard library only, so the offline verifier
 can run them too); this module turns the store's leaves into what they read, and says when
-verdicts judged earlier still answer for a checkpoint. Pure: no store, no clock.
+verdicts judged earlier still answer for a checkpoint: over the same leaves, under the same
+default pack and the same version of the rules. Pure: no store, no clock.
 """
 
 from __future__ import annotations
@@ -10,18 +11,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from shared.policy_pack import PACKS
+
 from services.audit.compliance import (
+    FAIL,
     RULES,
+    RULES_DIGEST,
     Leaves,
+    Unjudgeable,
     event_time,
     judge,
     lender_of,
     pack_of,
     parse_leaf,
+    rules_version,
 )
 from services.audit.store import Leaf, Verdicts, Violation
 
-__all__ = ["NOT_ABOUT_A_LOAN", "RULES", "events_of", "judge_loan", "still_holds"]
+__all__ = ["NOT_ABOUT_A_LOAN", "RULES", "Unjudgeable", "events_of", "judge_loan",
+           "judging_version", "still_holds"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Subjects of these are collectors or agencies, not loans: nothing to judge.
@@ -35,30 +43,47 @@ def events_of(leaves: Sequence[Leaf], below: int) -> Leaves:
 
 
 def judge_loan(loan_id: str, leaves: Sequence[Leaf], tree_size: int,
-               default_pack: str) -> Verdicts:
-    """Judge one loan's leaves below `tree_size`: every rule, and each finding as a violation."""
+               default_pack: str, *, strict: bool = True) -> Verdicts:
+    """Judge one loan's leaves below `tree_size`: every rule, and each finding of a failed rule
+    as a violation. A rule that raises is `Unjudgeable`; with `strict=False` it is instead
+    `not_evaluated` with a finding "could not be judged" (which is not a violation)."""
     events = events_of(leaves, tree_size)
-    rules = judge(events, default_pack)
+    rules = judge(events, default_pack, strict=strict)
     lender = lender_of(events)
     times = {index: event_time(event) for index, event in events}
     violations = [_violation(loan_id, verdict["rule"], finding["leaf_index"],
                              finding["message"], times.get(finding["leaf_index"]), lender)
-                  for verdict in rules for finding in verdict["findings"]]
-    return Verdicts(loan_id, tree_size, pack_of(events, default_pack), default_pack, rules,
-                    tuple(violations))
+                  for verdict in rules if verdict["verdict"] == FAIL
+                  for finding in verdict["findings"]]
+    pack = pack_of(events, default_pack)
+    return Verdicts(loan_id, tree_size, pack, default_pack, rules, tuple(violations),
+                    rules_version=rules_version(pack))
 
 
 def _violation(loan_id: str, rule: str, leaf_index: int, message: str,
                moment: datetime | None, lender: str | None) -> Violation:
-    moment = moment or EPOCH
-    at_us = (moment - EPOCH) // timedelta(microseconds=1)
-    return Violation(loan_id, rule, leaf_index, moment.astimezone(UTC).isoformat().replace(
-        "+00:00", "Z"), at_us, message, lender)
+    try:
+        utc = (moment or EPOCH).astimezone(UTC)
+    except (OverflowError, ValueError):  # a time the clock cannot place in UTC
+        utc = EPOCH
+    at_us = (utc - EPOCH) // timedelta(microseconds=1)
+    return Violation(loan_id, rule, leaf_index, utc.isoformat().replace("+00:00", "Z"), at_us,
+                     message, lender)
 
 
-def still_holds(judged_size: int, judged_pack: str, size: int, default_pack: str,
-                indices: Sequence[int]) -> bool:
-    """Verdicts judged over the leaves below `judged_size` answer for `size` when the loan has
-    the same leaves below both, under the same default pack."""
-    low, high = sorted((judged_size, size))
-    return judged_pack == default_pack and not any(low <= index < high for index in indices)
+def judging_version(default_pack: str) -> str:
+    """What the catch-up over the whole log is judged under: the default pack and the version
+    of every pack and of the rules. A change of any (an upgrade, another AUDIT_PACK) judges
+    the log again from its first leaf."""
+    packs = ",".join(f"{name}={PACKS[name].version}" for name in sorted(PACKS))
+    return f"{default_pack}/{packs}/{RULES_DIGEST[:16]}"
+
+
+def still_holds(stored: Verdicts, size: int, default_pack: str, indices: Sequence[int]) -> bool:
+    """Verdicts judged over the leaves below `stored.tree_size` answer for `size` when the loan
+    has the same leaves below both, under the same default pack and the same version of the
+    rules (the rules' source and the loan's pack's `version`)."""
+    low, high = sorted((stored.tree_size, size))
+    return stored.default_pack == default_pack \
+        and stored.rules_version == rules_version(stored.pack) \
+        and not any(low <= index < high for index in indices)

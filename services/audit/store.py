@@ -4,8 +4,10 @@ Leaf bytes live apart from leaf hashes, so a later erasure of one borrower's dat
 hash, node and proof intact. A leaf, its nodes and the Kafka position commit in one transaction.
 
 Beside the log, and derived from it alone: each loan's compliance verdicts with the tree size
-they cover, the violations they found, and how far into the log verdicts have been judged
-(per default pack). Dropping these tables loses nothing: they are judged again from the leaves.
+they cover and the version of the rules they were judged with, the violations they found, and
+how far into the log verdicts have been judged (under one default pack and version of the
+rules: another starts again from the first leaf). Dropping these tables loses nothing: they
+are judged again from the leaves.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
     tree_size INTEGER NOT NULL,
     pack TEXT NOT NULL,
     default_pack TEXT NOT NULL,
-    rules TEXT NOT NULL
+    rules TEXT NOT NULL,
+    rules_version TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS violations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -84,9 +87,14 @@ CREATE INDEX IF NOT EXISTS violations_by_rule ON violations (rule, id);
 CREATE INDEX IF NOT EXISTS violations_by_lender ON violations (lender_id, id);
 CREATE TABLE IF NOT EXISTS verdicts_judged (
     default_pack TEXT PRIMARY KEY,
-    tree_size INTEGER NOT NULL
+    tree_size INTEGER NOT NULL,
+    rules_version TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 """
+# Columns added since the first stores: added to an older store when it is opened. Its rows get
+# the empty version, which no rules have, so they are judged again.
+ADDED_COLUMNS = (("verdicts", "rules_version", "TEXT NOT NULL DEFAULT ''"),
+                 ("verdicts_judged", "rules_version", "TEXT NOT NULL DEFAULT ''"))
 
 
 def nodes_query(count: int) -> str:
@@ -148,6 +156,7 @@ class Verdicts:
     default_pack: str  # the installation's pack they were judged under
     rules: list[RuleVerdict]
     violations: tuple[Violation, ...] = ()
+    rules_version: str = ""  # compliance.rules_version(pack) when they were judged
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,9 @@ class LogStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._lock = threading.RLock()
         self._size = int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
 
@@ -327,10 +339,11 @@ class LogStore:
 
     # --- compliance verdicts: derived from the leaves, kept beside them ---
 
-    def judged_to(self, default_pack: str) -> int:
-        """Verdicts under `default_pack` are judged for every loan with a leaf below this."""
-        row = self._db.execute("SELECT tree_size FROM verdicts_judged WHERE default_pack=?",
-                               (default_pack,)).fetchone()
+    def judged_to(self, default_pack: str, rules_version: str) -> int:
+        """Verdicts under `default_pack` and this version of the rules are judged for every
+        loan with a leaf below this (0 when the store was judged under others)."""
+        row = self._db.execute("SELECT tree_size FROM verdicts_judged WHERE default_pack=? AND "
+                               "rules_version=?", (default_pack, rules_version)).fetchone()
         return 0 if row is None else int(row[0])
 
     def subjects_between(self, start: int, end: int, skip_types: Sequence[str]) -> list[str]:
@@ -343,45 +356,61 @@ class LogStore:
         return sorted(str(row[0]) for row in rows)
 
     def verdicts_of(self, loan_id: str) -> Verdicts | None:
-        row = self._db.execute("SELECT tree_size, pack, default_pack, rules FROM verdicts "
-                               "WHERE loan_id=?", (loan_id,)).fetchone()
+        row = self._db.execute("SELECT tree_size, pack, default_pack, rules, rules_version "
+                               "FROM verdicts WHERE loan_id=?", (loan_id,)).fetchone()
         if row is None:
             return None
         return Verdicts(loan_id, int(row[0]), str(row[1]), str(row[2]),
-                        cast(list[RuleVerdict], json.loads(row[3])))
+                        cast(list[RuleVerdict], json.loads(row[3])), rules_version=str(row[4]))
 
     def record_verdicts(self, judged: Sequence[Verdicts], default_pack: str,
-                        judged_to: int) -> None:
+                        rules_version: str, judged_to: int) -> None:
         """Each loan's verdicts and violations, and how far the log is judged, at once.
 
-        Verdicts never go back to a smaller tree; a violation found again keeps its id, so a
-        reader paging by id never sees one twice, and one no longer found is removed.
+        Verdicts judged alike (same default pack, same rules) never go back to a smaller tree;
+        a violation found again keeps its id, so a reader paging by id never sees one twice,
+        and one no longer found (under other rules, another default pack) is removed. How far
+        the log is judged is kept for one default pack and version of the rules only: after a
+        change of either, the log is judged again from its first leaf.
         """
         with self._transaction() as db:
             for verdicts in judged:
-                row = db.execute("SELECT tree_size, default_pack FROM verdicts WHERE loan_id=?",
-                                 (verdicts.loan_id,)).fetchone()
-                if row is not None and row[1] == default_pack and row[0] > verdicts.tree_size:
+                row = db.execute("SELECT tree_size, default_pack, rules_version FROM verdicts "
+                                 "WHERE loan_id=?", (verdicts.loan_id,)).fetchone()
+                if row is not None and (row[1], row[2]) == (verdicts.default_pack,
+                                                            verdicts.rules_version) \
+                        and row[0] > verdicts.tree_size:
                     continue
-                db.execute("INSERT INTO verdicts (loan_id, tree_size, pack, default_pack, rules)"
-                           " VALUES (?, ?, ?, ?, ?) ON CONFLICT(loan_id) DO UPDATE SET "
-                           "tree_size=excluded.tree_size, pack=excluded.pack, "
-                           "default_pack=excluded.default_pack, rules=excluded.rules",
+                db.execute("INSERT INTO verdicts (loan_id, tree_size, pack, default_pack, rules,"
+                           " rules_version) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(loan_id) DO "
+                           "UPDATE SET tree_size=excluded.tree_size, pack=excluded.pack, "
+                           "default_pack=excluded.default_pack, rules=excluded.rules, "
+                           "rules_version=excluded.rules_version",
                            (verdicts.loan_id, verdicts.tree_size, verdicts.pack,
-                            verdicts.default_pack, json.dumps(verdicts.rules)))
+                            verdicts.default_pack, json.dumps(verdicts.rules),
+                            verdicts.rules_version))
                 self._replace_violations(db, verdicts.loan_id, verdicts.violations)
-            db.execute("INSERT INTO verdicts_judged (default_pack, tree_size) VALUES (?, ?) "
-                       "ON CONFLICT(default_pack) DO UPDATE SET "
-                       "tree_size=MAX(tree_size, excluded.tree_size)", (default_pack, judged_to))
+            db.execute("DELETE FROM verdicts_judged WHERE default_pack != ? OR rules_version != ?",
+                       (default_pack, rules_version))
+            db.execute("INSERT INTO verdicts_judged (default_pack, tree_size, rules_version) "
+                       "VALUES (?, ?, ?) ON CONFLICT(default_pack) DO UPDATE SET "
+                       "tree_size=MAX(tree_size, excluded.tree_size)",
+                       (default_pack, judged_to, rules_version))
 
     @staticmethod
     def _replace_violations(db: sqlite3.Connection, loan_id: str,
                             found: Sequence[Violation]) -> None:
+        """The loan's violations become `found`: each one kept keeps its id but takes the
+        lender as now known (a violation found before the loan's LoanOverdue gets its lender
+        once that is logged)."""
         kept = {(str(r[1]), int(r[2]), str(r[3])): int(r[0]) for r in db.execute(
             "SELECT id, rule, leaf_index, message FROM violations WHERE loan_id=?", (loan_id,))}
         wanted = {(v.rule, v.leaf_index, v.message): v for v in found}
         db.executemany("DELETE FROM violations WHERE id=?",
                        [(row_id,) for key, row_id in kept.items() if key not in wanted])
+        db.executemany("UPDATE violations SET lender_id=? WHERE id=? AND lender_id IS NOT ?",
+                       [(wanted[key].lender_id, row_id, wanted[key].lender_id)
+                        for key, row_id in kept.items() if key in wanted])
         db.executemany(
             "INSERT INTO violations (loan_id, rule, leaf_index, time, at_us, message, lender_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",

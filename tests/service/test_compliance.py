@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from shared.auth import Role
 from shared.events import CloudEvent
 from tests.service.records import consumer_record, tracking_of
-from tests.unit.audit.loans import LOAN, at_local, opened, overdue, sent
+from tests.unit.audit.loans import LOAN, at_local, attempt, opened, overdue, sent
 
 from services.audit.application import AuditLog
 from services.audit.store import ViolationQuery
@@ -206,6 +206,114 @@ def test_a_loans_violation_keeps_its_place_when_judged_again(
     assert page == {"violations": [], "next": None}
 
 
+def as_loan(loan: str, *events: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events, made another loan's."""
+    moved = []
+    for event in events:
+        copy = json.loads(json.dumps(event))
+        copy["subject"] = copy["data"]["loan_id"] = loan
+        copy["id"] = f"{loan}-{event['id']}"
+        moved.append(copy)
+    return moved
+
+
+def listed(client: TestClient, auditor: dict[str, str], **query: str) -> list[Any]:
+    response = client.get("/v1/violations", params=query, headers=auditor)
+    assert response.status_code == 200, response.text
+    found: list[Any] = response.json()["violations"]
+    return found
+
+
+def test_a_loan_that_cannot_be_judged_holds_up_no_other(
+        audit: TestClient, auditor: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import prometheus_client
+
+    from services.audit import compliance as rules
+
+    real = rules.CHECKS["C5"]
+
+    def faulty(leaves: Any, pack: Any) -> Any:
+        if any(event.get("subject") == "L-poison" for _, event in leaves):
+            raise TypeError("a fault in a rule, on one loan")
+        return real(leaves, pack)
+
+    def failures() -> float:
+        return prometheus_client.REGISTRY.get_sample_value(
+            "dunwell_audit_loans_not_judged_total") or 0.0
+
+    monkeypatch.setitem(rules.CHECKS, "C5", faulty)
+    before = failures()
+    append(audit, *as_loan("L-poison", *honest(), rogue()))
+    append(audit, *as_loan("L-other", *honest(), rogue()))
+    log = log_of(audit)
+    assert failures() > before
+    assert [(v["loan_id"], v["rule"]) for v in listed(audit, auditor)] == [("L-other", "C1")]
+    assert log.judge_pending() == 0  # the log is judged to its end: nothing held up
+    sign(audit)
+    answer = verdicts(compliance(audit, auditor, "L-poison"))
+    assert (answer["C1"], answer["C5"]) == ("fail", "not_evaluated")
+    c5 = compliance(audit, auditor, "L-poison")["rules"][4]
+    assert [f["leaf_index"] for f in c5["findings"]] == [0]
+    assert c5["findings"][0]["message"].startswith("could not be judged")
+
+
+def test_stored_verdicts_are_judged_again_under_new_rules(
+        build: Callable[[str], FastAPI], auditor: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+    from datetime import time
+
+    from shared import policy_pack
+
+    late = sent(at_local("2026-10-14 21:30"))  # in the cn hours as shipped, [08:00, 22:00)
+    with TestClient(build("audit")) as client:
+        append(client, *honest(), late)
+        sign(client)
+        assert verdicts(compliance(client, auditor))["C1"] == "pass"
+    tighter = replace(policy_pack.CN, version="cn-2099.1",
+                      contact_hours=policy_pack.DailyWindow(time(8), time(21)))
+    monkeypatch.setitem(policy_pack.PACKS, "cn", tighter)  # a release with a tighter cn pack
+    with TestClient(build("audit")) as client:
+        assert verdicts(compliance(client, auditor))["C1"] == "fail"  # judged on request
+        assert listed(client, auditor) == []
+        log = log_of(client)
+        assert log.judge_pending() == 1  # the catch-up judges every loan again, once
+        assert [v["rule"] for v in listed(client, auditor)] == ["C1"]
+        assert log.judge_pending() == 0
+
+
+def test_a_violation_takes_the_lender_once_known(audit: TestClient,
+                                                 auditor: dict[str, str]) -> None:
+    append(audit, attempt(at_local("2026-10-14 10:00"), "no_answer", permit=False))
+    assert len(listed(audit, auditor, rule="C2")) == 1  # a dial without a permit
+    assert listed(audit, auditor, rule="C2", lender_id="lender-1") == []
+    append(audit, overdue(lender="lender-1"))
+    assert len(listed(audit, auditor, rule="C2", lender_id="lender-1")) == 1
+    append(audit, overdue(lender="lender-2"))  # the loan's latest says another lender
+    assert listed(audit, auditor, rule="C2", lender_id="lender-1") == []
+    assert len(listed(audit, auditor, rule="C2", lender_id="lender-2")) == 1
+
+
+def test_after_a_pack_switch_violations_agree_with_compliance(
+        build: Callable[[str], FastAPI], auditor: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    late = sent(at_local("2026-10-14 21:30"))  # outside the us hours, inside the cn ones
+    with TestClient(build("audit")) as client:
+        append(client, *honest(), late)
+        sign(client)
+        assert listed(client, auditor) == []
+    monkeypatch.setenv("AUDIT_PACK", "us")
+    with TestClient(build("audit")) as client:
+        log_of(client).judge_pending()
+        assert verdicts(compliance(client, auditor))["C1"] == "fail"
+        assert [v["rule"] for v in listed(client, auditor)] == ["C1"]
+    monkeypatch.setenv("AUDIT_PACK", "cn")
+    with TestClient(build("audit")) as client:
+        log_of(client).judge_pending()
+        assert verdicts(compliance(client, auditor))["C1"] == "pass"
+        assert listed(client, auditor) == []
+
+
 # --- the evidence bundle carries the verdicts; `dunwell verify` re-derives them ------------
 
 
@@ -251,3 +359,19 @@ def test_an_older_bundle_without_verdicts_still_verifies(
     assert result.returncode == 0, result.stderr
     assert "no verdicts: none were checked" in result.stdout
 
+
+
+def test_a_bundle_of_another_loan_does_not_verify(audit: TestClient, auditor: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    append(audit, *as_loan("L-bad", *honest(), rogue()))
+    [good_first, *_] = append(audit, *as_loan("L-good", *honest()))
+    sign(audit)
+    response = audit.get("/v1/loans/L-good/evidence", headers=auditor)
+    assert response.status_code == 200, response.text
+    relabelled = dict(response.json(), loan_id="L-bad")
+    (tmp_path / "relabelled.json").write_text(json.dumps(relabelled))
+    result = verify(tmp_path / "relabelled.json", log_of(audit).vkey)
+    assert result.returncode == 1
+    expected = (f"FAILED (first failing leaf index {good_first}): leaf {good_first} is an "
+                f"event of L-good, not of the bundle's loan L-bad")
+    assert expected in result.stderr

@@ -25,6 +25,7 @@ from shared.events import (
     DisputeResolved,
     EventData,
     LoanOverdue,
+    PaymentReceived,
     ReminderSent,
     envelope,
 )
@@ -139,3 +140,8 @@ def resumed(at: datetime, hold_id: str = "H-1") -> dict[str, Any]:
 
 def closed(at: datetime) -> dict[str, Any]:
     return logged(CaseClosed(loan_id=LOAN, reason="paid", closed_at=at), at)
+
+
+def paid(at: datetime, remaining: str = "0") -> dict[str, Any]:
+    return logged(PaymentReceived(loan_id=LOAN, amount=Decimal("1200.50"), currency="CNY",
+                                  paid_at=at, remaining_overdue=Decimal(remaining)), at)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from tests.unit.audit.loans import (
     leaves,
     opened,
     overdue,
+    paid,
     permit,
     resumed,
     sent,
@@ -171,6 +173,28 @@ def test_c2_cn_has_no_quiet_after_a_conversation_but_a_weekly_cap() -> None:
     assert failing(c2_frequency(in_zone(SHANGHAI, *week), CN)) == [len(week)]
 
 
+def test_c2_a_refused_call_is_an_answered_call_as_the_gate_counts_it() -> None:
+    three = calls("answered", "2026-10-14 09:00", "2026-10-14 10:00", "2026-10-14 11:00")
+    refused = calls("refused", "2026-10-14 12:00")
+    assert failing(c2_frequency(in_zone(SHANGHAI, *three, *refused), CN)) == [4]
+    # ... and not an unanswered dial of its number.
+    six = calls("no_answer", *(f"2026-10-14 {h:02d}:00" for h in range(9, 15)))
+    assert c2_frequency(in_zone(SHANGHAI, *six, *refused), CN)["verdict"] == "pass"
+
+
+def test_c2_a_wrong_number_is_an_unanswered_dial_of_that_number() -> None:
+    six = calls("no_answer", *(f"2026-10-14 {h:02d}:00" for h in range(9, 15)))
+    wrong = calls("wrong_number", "2026-10-14 16:00")
+    assert failing(c2_frequency(in_zone(SHANGHAI, *six, *wrong), CN)) == [7]
+    seven_wrong = calls("wrong_number", *(f"2026-10-14 {h:02d}:00" for h in range(9, 16)))
+    assert failing(c2_frequency(in_zone(SHANGHAI, *seven_wrong), CN)) == [7]
+
+
+def test_c2_us_a_refused_call_is_a_conversation() -> None:
+    refused = us_calls(0, outcome="refused")
+    assert failing(c2_frequency(in_zone(NEW_YORK, *refused, *us_calls(2)), US)) == [2]
+
+
 def test_c2_a_dial_without_a_permit_is_a_finding() -> None:
     rogue = attempt(at_local("2026-10-14 10:00"), "answered", permit=False)
     result = c2_frequency(in_zone(SHANGHAI, rogue), CN)
@@ -241,6 +265,16 @@ def test_c3_a_permanent_hold_is_not_lifted_by_a_resume() -> None:
     assert failing(c3_stopped_contact(history, CN)) == [3]
 
 
+def test_c3_a_resume_dated_before_its_hold_lifts_nothing() -> None:
+    hold, before = at_local("2026-10-14 10:00"), at_local("2026-10-01 10:00")
+    history = in_zone(SHANGHAI, held(hold), resumed(before), sent(hold + timedelta(hours=2)))
+    assert failing(c3_stopped_contact(history, CN)) == [3]
+    # Logged before the hold but dated after it, a resume lifts it from its own time.
+    history = in_zone(SHANGHAI, resumed(hold + timedelta(hours=1)), held(hold),
+                      sent(hold + timedelta(minutes=30)), sent(hold + timedelta(hours=2)))
+    assert failing(c3_stopped_contact(history, CN)) == [3]
+
+
 def test_c3_not_applicable_without_cease_dispute_or_hold() -> None:
     assert c3_stopped_contact(in_zone(SHANGHAI, sent(at_local("2026-10-14 10:00"))),
                               CN)["verdict"] == "not_applicable"
@@ -263,6 +297,31 @@ def test_c4_a_reopened_case_may_be_contacted_again() -> None:
     history = in_zone(SHANGHAI, closed(close), opened(again),
                       sent(again + timedelta(hours=1)))
     assert c4_nothing_after_closing(history, CN)["verdict"] == "pass"
+
+
+@pytest.mark.parametrize("remaining", ["0", "0.00"])
+def test_c4_a_payment_leaving_nothing_overdue_closes_the_case(remaining: str) -> None:
+    pay = at_local("2026-10-14 10:00")
+    history = in_zone(SHANGHAI, paid(pay, remaining), sent(pay + timedelta(hours=1)))
+    result = c4_nothing_after_closing(history, CN)
+    assert failing(result) == [2] and "leaf 1" in result["findings"][0]["message"]
+    # From the payment's own time, not from a CaseClosed logged later.
+    history = in_zone(SHANGHAI, paid(pay, remaining), sent(pay + timedelta(hours=1)),
+                      closed(pay + timedelta(hours=2)))
+    assert failing(c4_nothing_after_closing(history, CN)) == [2]
+
+
+def test_c4_a_partial_payment_closes_nothing() -> None:
+    pay = at_local("2026-10-14 10:00")
+    history = in_zone(SHANGHAI, paid(pay, "50.00"), sent(pay + timedelta(hours=1)))
+    assert c4_nothing_after_closing(history, CN)["verdict"] == "not_applicable"
+
+
+def test_c4_a_case_opened_dated_before_the_close_does_not_reopen_it() -> None:
+    close = at_local("2026-10-14 10:00")
+    history = in_zone(SHANGHAI, closed(close), opened(at_local("2026-10-01 10:00")),
+                      sent(close + timedelta(days=1)))
+    assert failing(c4_nothing_after_closing(history, CN)) == [3]
 
 
 def test_c4_not_applicable_when_never_closed() -> None:
@@ -300,6 +359,23 @@ def test_c5_a_template_of_another_channel_fails() -> None:
 def test_c5_a_call_task_names_an_approved_call_template() -> None:
     history = in_zone(SHANGHAI, task(at_local("2026-10-14 10:00"), template=("sms.reminder", 1)))
     assert failing(c5_templates(history, CN)) == [1]
+
+
+def test_c5_a_borrower_is_never_sent_a_reestablish_template() -> None:
+    at = at_local("2026-10-14 10:00")
+    reestablish = ("contact.reestablish", 1)
+    history = in_zone(SHANGHAI, task(at, template=reestablish),
+                      task(at, phone_kind="contact", template=reestablish))
+    result = c5_templates(history, CN)
+    assert failing(result) == [1]
+    assert "to the borrower with reestablish template contact.reestablish v1" in \
+        result["findings"][0]["message"]
+    assert "lacks amount" in result["findings"][0]["message"]
+    # A message that names no party is the borrower's too.
+    message = sent(at, "call", template=reestablish)
+    assert failing(c5_templates(in_zone(SHANGHAI, message), CN)) == [1]
+    assert failing(c5_templates(in_zone(SHANGHAI, sent(at, "call", template=reestablish,
+                                                       party="contact")), CN)) == []
 
 
 def test_c5_content_rules_by_kind(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -422,3 +498,85 @@ def test_rederive_reads_raw_leaf_bytes_and_skips_what_is_not_an_event() -> None:
     assert pack == "cn" and failing(verdicts[0]) == [2]
     with pytest.raises(ValueError, match="unknown policy pack"):
         rederive(raw, "xx")
+
+
+# --- what the rules cannot read ---------------------------------------------------------------
+
+
+def raw(*events: dict[str, Any]) -> list[tuple[int, bytes]]:
+    import json
+
+    return [(index, json.dumps(event).encode()) for index, event in enumerate(events)]
+
+
+SHANGHAI_LOAN = {"type": "LoanOverdue", "time": "2026-10-14T00:00:00Z",
+                 "data": {"borrower": {"timezone": SHANGHAI}}}
+ODD_LEAVES = {
+    "channels-int": {"type": "CeaseContactRequested", "time": "2026-10-14T00:00:00Z",
+                     "data": {"channels": 5, "requested_at": "2026-10-14T00:00:00Z"}},
+    "year-9999": {"type": "ReminderSent", "time": "9999-12-31T23:59:59-05:00",
+                  "data": {"channel": "sms", "sent_at": "9999-12-31T23:59:59-05:00"}},
+    "year-1": {"type": "ContactAttemptRecorded", "time": "0001-01-01T00:00:00+05:00",
+               "data": {"channel": "call", "outcome": "answered", "permit_id": "p",
+                        "attempted_at": "0001-01-01T00:00:00+05:00"}},
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD_LEAVES.values()), ids=list(ODD_LEAVES))
+def test_a_leaf_the_rules_cannot_read_is_named(odd: dict[str, Any]) -> None:
+    later = sent(at_local("2026-10-14 10:00"))
+    # A ValueError with a `leaf_index`: what tlog.main reports as a failure naming the leaf.
+    with pytest.raises(ValueError, match=r"^leaf 1 cannot be judged") as info:
+        rederive(raw(SHANGHAI_LOAN, odd, later), "cn")
+    assert getattr(info.value, "leaf_index", None) == 1
+
+
+def test_judged_leniently_a_rule_that_raises_is_never_a_pass() -> None:
+    at = at_local("2026-10-14 10:00")
+    events = leaves(overdue(), ODD_LEAVES["channels-int"], sent(at))
+    verdicts = {v["rule"]: v for v in judge(events, "cn", strict=False)}
+    assert verdicts["C3"]["verdict"] == "not_evaluated"
+    assert failing(verdicts["C3"]) == [1]
+    assert verdicts["C3"]["findings"][0]["message"].startswith("could not be judged")
+    assert (verdicts["C1"]["verdict"], verdicts["C5"]["verdict"]) == ("pass", "pass")
+
+
+def test_the_rules_version_follows_the_packs_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from shared.policy_pack import PACKS
+
+    from services.audit.compliance import rules_version
+
+    before = rules_version("cn")
+    assert before.startswith(f"{CN.version}/") and before != rules_version("us")
+    monkeypatch.setitem(PACKS, "cn", replace(CN, version="cn-2099.1"))
+    assert rules_version("cn") != before
+
+
+def test_the_rules_version_follows_the_rules_source(tmp_path: Path) -> None:
+    """A changed number in a copy of the pack register is another version of the rules, with
+    no version to bump by hand."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    for name in ("services/audit/compliance.py", "shared/policy_pack.py",
+                 "shared/templates.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / name, tmp_path / name)
+    for package in ("shared", "services", "services/audit"):
+        (tmp_path / package / "__init__.py").touch()
+
+    def digest() -> str:
+        code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
+                "from services.audit.compliance import RULES_DIGEST; print(RULES_DIGEST)")
+        return subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, check=True,
+                              capture_output=True, text=True, timeout=60).stdout.strip()
+
+    shipped = digest()
+    assert len(shipped) == 64 and shipped == digest()
+    register = tmp_path / "shared/policy_pack.py"
+    register.write_text(register.read_text() + "\n# one more line\n")
+    assert digest() != shipped

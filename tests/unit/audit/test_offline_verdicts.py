@@ -18,6 +18,7 @@ from shared.tlog import leaf_hash, verdict_differences
 from tests.unit.audit.loans import LOAN, at_local, opened, overdue, sent
 from tests.unit.audit.logs import NOW, VKEY, open_log
 
+from services.audit.application import AuditLog
 from services.audit.compliance import rederive
 from services.audit.store import NewLeaf
 
@@ -153,3 +154,87 @@ def test_malformed_verdicts_are_verification_errors(tmp_path: Path,
     mutate(bundle)
     with pytest.raises(VerificationError):
         verdict_differences(bundle, rederive)
+
+
+# --- the bundle's leaves are its loan's, and ones the rules cannot read are named ----------
+
+
+def _log_of(tmp_path: Path, events: list[tuple[str, bytes]]) -> AuditLog:
+    """A signed log of these (subject, leaf bytes), appended as they are."""
+    log = open_log(tmp_path / "audit.db")
+    for offset, (subject, data) in enumerate(events):
+        event = json.loads(data)
+        log.store.append(NewLeaf(event["id"], subject, event["type"], data, leaf_hash(data)),
+                         ("kafka/inc/t/0", offset))
+    log.judge_pending()
+    assert log.sign_checkpoint(NOW) is not None
+    return log
+
+
+def _of(loan: str, event: dict[str, Any]) -> tuple[str, bytes]:
+    moved = json.loads(json.dumps(event))
+    moved["subject"] = moved["data"]["loan_id"] = loan
+    moved["id"] = f"{loan}-{event['id']}"
+    return loan, json.dumps(moved).encode()
+
+
+def _loans(tmp_path: Path) -> AuditLog:
+    at = at_local("2026-10-14 10:00")
+    honest = [overdue(), opened(at), sent(at)]
+    return _log_of(tmp_path, [_of("L-good", e) for e in honest]
+                   + [_of("L-bad", e) for e in [*honest, sent(at_local("2026-10-14 23:00"))]])
+
+
+def test_a_bundle_relabelled_for_another_loan_fails_at_its_first_leaf(tmp_path: Path) -> None:
+    log = _loans(tmp_path)
+    bundle = log.evidence("L-good")
+    assert bundle is not None and _offline(tmp_path, bundle).returncode == 0
+    bundle["loan_id"] = "L-bad"  # whose own verdicts fail C1
+    result = _offline(tmp_path, bundle)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "FAILED (first failing leaf index 0): leaf 0 is an event of L-good, not of the "
+        "bundle's loan L-bad"), result.stderr
+
+
+def test_a_leaf_of_another_loan_spliced_in_fails_naming_it(tmp_path: Path) -> None:
+    log = _loans(tmp_path)
+    bundle, other = log.evidence("L-bad"), log.evidence("L-good")
+    assert bundle is not None and other is not None
+    # L-good's LoanOverdue in the place of L-bad's own: its proof holds, its subject does not.
+    bundle["leaves"] = [other["leaves"][0], *bundle["leaves"][1:]]
+    result = _offline(tmp_path, bundle)
+    assert result.returncode == 1
+    assert "(first failing leaf index 0): leaf 0 is an event of L-good" in result.stderr
+
+
+def test_a_leaf_whose_data_names_another_loan_fails(tmp_path: Path) -> None:
+    at = at_local("2026-10-14 10:00")
+    _, moved = _of("L-other", sent(at))
+    event = json.loads(moved)
+    event["subject"] = LOAN
+    log = _log_of(tmp_path, [_of(LOAN, overdue()), (LOAN, json.dumps(event).encode())])
+    bundle = log.evidence(LOAN)
+    assert bundle is not None
+    result = _offline(tmp_path, bundle)
+    assert result.returncode == 1
+    expected = ("(first failing leaf index 1): leaf 1 has data.loan_id L-other, not of the "
+                "bundle's loan")
+    assert expected in result.stderr
+
+
+def test_a_leaf_the_rules_cannot_read_fails_naming_it(tmp_path: Path) -> None:
+    odd = {"specversion": "1.0", "id": "odd-1", "source": "/dunwell/test",
+           "type": "CeaseContactRequested", "subject": LOAN, "time": "2026-10-14T00:00:00Z",
+           "data": {"loan_id": LOAN, "channels": 5, "requested_at": "2026-10-14T00:00:00Z"}}
+    log = _log_of(tmp_path, [_of(LOAN, overdue()), (LOAN, json.dumps(odd).encode()),
+                             _of(LOAN, sent(at_local("2026-10-14 10:00")))])
+    bundle = log.evidence(LOAN)
+    assert bundle is not None
+    c3 = bundle["verdicts"][2]
+    assert (c3["verdict"], [f["leaf_index"] for f in c3["findings"]]) == ("not_evaluated", [1])
+    result = _offline(tmp_path, bundle)
+    assert result.returncode == 1
+    assert result.stderr.startswith("FAILED (first failing leaf index 1): leaf 1 cannot be "
+                                    "judged: C3 raised TypeError"), result.stderr
+    assert "Traceback" not in result.stderr

@@ -79,3 +79,26 @@ def test_an_id_seen_again_with_other_bytes_is_named_and_not_appended(tmp_path: P
     assert again == Committed((), (first.event_id,))  # the exact repeat is not named
     assert store.size == 1
     store.close()
+
+
+def test_a_store_from_before_rules_versions_has_its_verdicts_judged_again(
+        tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE verdicts (loan_id TEXT PRIMARY KEY, tree_size INTEGER NOT NULL,
+            pack TEXT NOT NULL, default_pack TEXT NOT NULL, rules TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE verdicts_judged (default_pack TEXT PRIMARY KEY,
+            tree_size INTEGER NOT NULL) WITHOUT ROWID;
+        INSERT INTO verdicts VALUES ('LN-1', 3, 'cn', 'cn', '[]');
+        INSERT INTO verdicts_judged VALUES ('cn', 3);
+    """)
+    old.commit()
+    old.close()
+    store = LogStore(path)
+    stored = store.verdicts_of("LN-1")
+    assert stored is not None and stored.rules_version == ""  # no rules have it: stale
+    assert store.judged_to("cn", "") == 3 and store.judged_to("cn", "cn-2026.1/abc") == 0
+    store.record_verdicts([], "cn", "cn-2026.1/abc", 2)
+    assert store.judged_to("cn", "cn-2026.1/abc") == 2 and store.judged_to("cn", "") == 0
+    store.close()
