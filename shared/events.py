@@ -251,6 +251,9 @@ class EventData(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     topic: ClassVar[str]
+    # Optional fields written as null rather than left out when they have no value: the
+    # contract names their absence as a fact (a dial without a permit).
+    nulls: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def event_type(cls) -> str:
@@ -502,10 +505,11 @@ class ContactAttemptRecorded(EventData):
     attempted_at: Time
     collector_id: Ident | None = None
     promise_to_pay: PromiseToPay | None = None
-    permit_id: EventUUID | None = None  # None: dialled without a permit (the audit flags it)
+    permit_id: EventUUID | None = None  # null: dialled without a permit (the audit flags it)
     number_sha256: Sha256Hex | None = None
     party: Party | None = None
     task_id: EventUUID | None = None
+    nulls = ("permit_id",)
 
 
 class CallTaskIssued(EventData):
@@ -813,8 +817,15 @@ def envelope(
         subject=data.subject(),
         causationid=causation_id,
         correlationid=correlation_id,
-        data=data.model_dump(mode="json", exclude_none=True),
+        data=_written(data),
     )
+
+
+def _written(data: EventData) -> dict[str, Any]:
+    """The data as JSON: fields without a value left out, but for those the type writes as
+    null."""
+    written = data.model_dump(mode="json", exclude_none=True)
+    return written | {name: None for name in data.nulls if name not in written}
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -19,9 +19,11 @@ from shared.currencies import ISO_4217
 from shared.events import (
     EVENT_TYPES,
     TIME_ZONES,
+    AttemptOutcome,
     Borrower,
     Channel,
     CloudEvent,
+    ContactAttemptRecorded,
     DecodeError,
     EventData,
     LoanOverdue,
@@ -320,3 +322,16 @@ def test_a_decode_error_never_repeats_personal_data(value: str) -> None:
         with pytest.raises(DecodeError) as refused:
             decode(json.dumps(event).encode())
         assert value not in str(refused.value) and "13800000000" not in str(refused.value)
+
+
+def test_a_dial_without_a_permit_says_so_with_a_null_permit() -> None:
+    """CONTRACT.md: `permit_id` is null when the dial had none, not left out."""
+    attempt = ContactAttemptRecorded(loan_id="L-1", attempt_id=UUID(int=5), channel=Channel.CALL,
+                                     outcome=AttemptOutcome.NO_ANSWER,
+                                     attempted_at=datetime(2026, 10, 14, 3, 0, tzinfo=UTC))
+    event = envelope(attempt, event_id="e-1", source="/dunwell/reminder", time=attempt.attempted_at,
+                     causation_id=None, correlation_id=None)
+    raw = json.loads(event.encode())
+    assert "permit_id" in raw["data"] and raw["data"]["permit_id"] is None
+    assert "collector_id" not in raw["data"]  # other optional fields stay left out
+    assert decode(event.encode())[1] == attempt
