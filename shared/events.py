@@ -384,6 +384,27 @@ class CaseOpened(EventData):
     opened_at: Time
 
 
+class CaseUpdated(EventData):
+    """An addition to v1: the terms of an open case changed (a later LoanOverdue, or a partial
+    payment that lowered the amount overdue), so what reminds the borrower states them as they
+    are now."""
+
+    topic = topics.CASES
+    loan_id: LoanId
+    lender_id: Ident
+    borrower: Borrower
+    amount_overdue: Money
+    currency: Currency
+    due_date: Day
+    days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
+    repayment_channel: Instruction
+    verification_channel: Instruction | None = None
+    contacts: Contacts | None = None
+    language: Language | None = None
+    jurisdiction: Jurisdiction | None = None
+    reason: Literal["reported", "paid"]
+
+
 class CaseEscalated(EventData):
     topic = topics.CASES
     loan_id: LoanId
@@ -706,7 +727,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     cls.event_type(): cls
     for cls in (
         LoanOverdue, PaymentReceived, CeaseContactRequested, DisputeOpened, DisputeResolved,
-        CaseOpened, CaseEscalated, VisitRequested, CaseClosed, ContactHeld, ContactResumed,
+        CaseOpened, CaseUpdated, CaseEscalated, VisitRequested, CaseClosed, ContactHeld,
+        ContactResumed,
         ReminderScheduled, ReminderSent, ReminderDelivered, ReminderFailed, ReminderCancelled,
         ContactAttemptRecorded, ContactBlocked, CallTaskIssued, DialPermitted,
         CollectorRegistered, DebtorVerified, VisitScheduled, VisitNoticeSent,

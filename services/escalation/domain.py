@@ -74,14 +74,18 @@ class CollectionCase(Aggregate):
             raise OtherLendersLoan(self.loan_id)
         if self.status == "closed":
             self._reopened(self.loan_id, terms, stage, at, cause)
-        else:
-            self._updated(terms, cause)
+        elif terms != self.terms:
+            self._changed(self.loan_id, terms, "reported", cause, self.correlation_id)
 
     def record_payment(self, amount: Decimal, remaining: Decimal, paid_at: datetime,
                        closes: bool, cause: str) -> None:
         self._paid(amount, remaining, paid_at, cause)
         if closes and self.status == "open":
             self._closed(self.loan_id, "paid", paid_at, cause, self.correlation_id)
+        elif self.status == "open":
+            # What reminds the borrower must state the amount now overdue, not the opening's.
+            self._changed(self.loan_id, {**self.terms, "amount_overdue": f"{remaining:.2f}"},
+                          "paid", cause, self.correlation_id)
 
     def hold_contact(self, hold_id: str, channels: list[str] | None, reason: str,
                      at: datetime, permanent: bool, cause: str) -> None:
@@ -112,6 +116,12 @@ class CollectionCase(Aggregate):
 
     @event("Updated")
     def _updated(self, terms: dict[str, Any], cause: str) -> None:
+        """Recorded by earlier versions (nothing was published for it); kept to replay them."""
+        self._apply(terms)
+
+    @event("TermsChanged")
+    def _changed(self, loan_id: str, terms: dict[str, Any], reason: str, cause: str,
+                 correlation: str) -> None:
         self._apply(terms)
 
     @event("Reopened")

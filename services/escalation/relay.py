@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.events import EVENT_TYPES, CaseClosed, CaseOpened, ContactHeld, ContactResumed
+from shared.events import (
+    EVENT_TYPES,
+    CaseClosed,
+    CaseOpened,
+    CaseUpdated,
+    ContactHeld,
+    ContactResumed,
+)
 from shared.relay import Publication, is_event
 
 from services.escalation.domain import CollectionCase, Intake
@@ -16,6 +23,9 @@ def integration_event(event: Any) -> Publication | None:
         return Publication(data, causation_id=None, correlation_id=None)
     if is_event(event, CollectionCase, "Opened", "Reopened"):
         return Publication(_opened(event), causation_id=event.cause, correlation_id=event.cause)
+    if is_event(event, CollectionCase, "TermsChanged"):
+        return Publication(CaseUpdated(loan_id=event.loan_id, reason=event.reason, **event.terms),
+                           causation_id=event.cause, correlation_id=event.correlation)
     if is_event(event, CollectionCase, "Closed"):
         return Publication(
             CaseClosed(loan_id=event.loan_id, reason=event.reason, closed_at=event.closed_at),

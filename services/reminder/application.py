@@ -21,7 +21,14 @@ from zoneinfo import ZoneInfo
 
 from shared.application import Conflict, ServiceApplication, Unit
 from shared.errors import describe, mask
-from shared.events import CaseClosed, CaseOpened, CloudEvent, ContactHeld, ContactResumed
+from shared.events import (
+    CaseClosed,
+    CaseOpened,
+    CaseUpdated,
+    CloudEvent,
+    ContactHeld,
+    ContactResumed,
+)
 from shared.policy_pack import Decision, PolicyPack
 from shared.templates import CURRENT, DEFAULT_LANGUAGE, REESTABLISH_TEMPLATE, approved
 
@@ -105,11 +112,11 @@ class Reminders(ServiceApplication):
 
     # --- handlers: what the cases say ---
 
-    def open_plan(self, unit: Unit, cause: CloudEvent, case: CaseOpened, now: datetime) -> None:
-        """A case opened (or opened again): its plan starts its cadence from the case's day 0."""
-        borrower = case.borrower.model_dump(mode="json")
-        contacts = [c.model_dump(mode="json") for c in case.contacts or []]
-        language = str(case.language or DEFAULT_LANGUAGE)
+    def _terms(self, case: CaseOpened | CaseUpdated) -> tuple[dict[str, Any],
+                                                              list[dict[str, Any]], str,
+                                                              str | None, dict[str, str]]:
+        """What a plan keeps of a case's terms: whom to reach, in which language and pack,
+        and what its messages state."""
         content = {
             "loan_id": case.loan_id, "amount": f"{case.amount_overdue:.2f}",
             "currency": case.currency, "repayment_channel": case.repayment_channel,
@@ -117,16 +124,31 @@ class Reminders(ServiceApplication):
             "name": case.borrower.name, "borrower_name": case.borrower.name,
             "lender_name": case.lender_id,
         }
-        jurisdiction = str(case.jurisdiction) if case.jurisdiction else None
+        return (case.borrower.model_dump(mode="json"),
+                [c.model_dump(mode="json") for c in case.contacts or []],
+                str(case.language or DEFAULT_LANGUAGE),
+                str(case.jurisdiction) if case.jurisdiction else None, content)
+
+    def open_plan(self, unit: Unit, cause: CloudEvent, case: CaseOpened, now: datetime) -> None:
+        """A case opened (or opened again): its plan starts its cadence from the case's day 0."""
         correlation = cause.correlationid or cause.id
-        args = (borrower, contacts, language, jurisdiction, content, case.opened_at,
-                self.strategy.version, cause.id, correlation)
+        args = (*self._terms(case), case.opened_at, self.strategy.version, cause.id,
+                correlation)
         plan: ContactPlan | None = unit.find(ContactPlan.create_id(case.loan_id))
         if plan is None:
             plan = ContactPlan(case.loan_id, case.lender_id, *args)
         else:
             plan.reopen(*args)
         unit.save(plan)
+
+    def revise_plan(self, unit: Unit, cause: CloudEvent, updated: CaseUpdated,
+                    now: datetime) -> None:
+        """The case's terms changed (a new amount, a corrected report): later messages, and
+        those still waiting, state them as they are now."""
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(updated.loan_id))
+        if plan is not None and plan.open:
+            plan.revise(*self._terms(updated))
+            unit.save(plan)
 
     def close_plan(self, unit: Unit, cause: CloudEvent, closed: CaseClosed,
                    now: datetime) -> None:
@@ -268,7 +290,9 @@ class Reminders(ServiceApplication):
         if reminder.next_due() is None or reminder.due_at > now:
             return
         plan: ContactPlan = unit.get(ContactPlan.create_id(reminder.loan_id))
-        content = {**reminder.content, "deadline": self._deadline(plan, now)}
+        # The case's terms as they are now (a payment may have lowered the amount since the
+        # step was planned), and a deadline counted from today.
+        content = {**reminder.content, **plan.content, "deadline": self._deadline(plan, now)}
         decision = policy.first_refusal(
             self._rules_before_contact(plan, reminder.channel, now),
             policy.required_content(reminder.template_id, reminder.template_version,

@@ -151,6 +151,13 @@ class ContactPlan(Aggregate):
         if self.open:
             self._closed()
 
+    def revise(self, borrower: dict[str, Any], contacts: list[dict[str, Any]], language: str,
+               jurisdiction: str | None, content: dict[str, str]) -> None:
+        """The case's terms changed: what goes out from now on states them as they are."""
+        if (borrower, contacts, language, jurisdiction, content) != (
+                self.borrower, self.contacts, self.language, self.jurisdiction, self.content):
+            self._revised(borrower, contacts, language, jurisdiction, content)
+
     def take_step(self, issued: UUID | None, next_due: datetime) -> None:
         """The step now due was issued as `issued` (None: skipped, e.g. no e-mail address);
         the one after falls due at `next_due`, but not before this one is done."""
@@ -222,6 +229,15 @@ class ContactPlan(Aggregate):
     @event("Closed")
     def _closed(self) -> None:
         self.open = False
+
+    @event("Revised")
+    def _revised(self, borrower: dict[str, Any], contacts: list[dict[str, Any]], language: str,
+                 jurisdiction: str | None, content: dict[str, str]) -> None:
+        self.borrower = borrower
+        self.contacts = contacts
+        self.language = language
+        self.jurisdiction = jurisdiction
+        self.content = content
 
     @event("Stepped")
     def _stepped(self, issued: UUID | None, next_due: datetime) -> None:

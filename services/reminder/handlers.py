@@ -9,6 +9,7 @@ from shared.consumer import Handler
 from shared.events import (
     CaseClosed,
     CaseOpened,
+    CaseUpdated,
     CloudEvent,
     ContactHeld,
     ContactResumed,
@@ -21,6 +22,11 @@ from services.reminder.application import Reminders
 def on_case_opened(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseOpened,
                    now: datetime) -> None:
     reminders.open_plan(unit, event, data, now)
+
+
+def on_case_updated(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseUpdated,
+                    now: datetime) -> None:
+    reminders.revise_plan(unit, event, data, now)
 
 
 def on_case_closed(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseClosed,
@@ -40,6 +46,7 @@ def on_contact_resumed(reminders: Reminders, unit: Unit, event: CloudEvent,
 
 HANDLERS: dict[type[EventData], Handler] = {
     CaseOpened: on_case_opened,
+    CaseUpdated: on_case_updated,
     CaseClosed: on_case_closed,
     ContactHeld: on_contact_held,
     ContactResumed: on_contact_resumed,

@@ -47,8 +47,9 @@ def audit_log(path: Path) -> AuditLog:
     return AuditLog(LogStore(path), name, signer, vkey="")
 
 
-def overdue_event(clock: ManualClock, event_id: str = "ev-overdue-1") -> CloudEvent:
-    return envelope(LoanOverdue.model_validate(loan_body("L-1")), event_id=event_id,
+def overdue_event(clock: ManualClock, event_id: str = "ev-overdue-1",
+                  dpd: int = 35) -> CloudEvent:
+    return envelope(LoanOverdue.model_validate(loan_body("L-1", dpd=dpd)), event_id=event_id,
                     source="/lender-1/core", time=clock.now(), causation_id=None,
                     correlation_id=None)
 
@@ -142,10 +143,10 @@ def test_escalation_applies_a_new_report_of_the_same_loan(escalation_sink: Handl
                                                           cases: Cases,
                                                           clock: ManualClock) -> None:
     deliver(escalation_sink, overdue_event(clock), topics.LOANS, FIRST)
-    assert deliver(escalation_sink, overdue_event(clock, "ev-overdue-2"), topics.LOANS,
+    assert deliver(escalation_sink, overdue_event(clock, "ev-overdue-2", dpd=36), topics.LOANS,
                    LATER) is True
     case = cases.repository.get(CollectionCase.create_id("L-1"))
-    assert (case.version, case.status) == (2, "open")
+    assert (case.version, case.status, case.days_past_due) == (2, "open", 36)
 
 
 def test_escalation_closes_a_paid_case_once(escalation_sink: HandlerSink, cases: Cases,

@@ -58,7 +58,7 @@ def test_a_second_report_updates_the_case_and_opens_nothing() -> None:
     case = opened_case()
     case.report_overdue(at=OPENED_AT + timedelta(days=30), **report(dpd=65, amount="1500.00",
                                                                      cause="ev-overdue-2"))
-    assert names(case.collect_events()) == ["Updated"]
+    assert names(case.collect_events()) == ["TermsChanged"]
     assert (case.days_past_due, case.amount_overdue) == (65, Decimal("1500.00"))
     assert (case.status, case.opened_at, case.correlation_id) == ("open", OPENED_AT,
                                                                   "ev-overdue-1")
@@ -78,7 +78,7 @@ def test_paying_everything_closes_the_case_as_paid() -> None:
 def test_a_partial_payment_leaves_the_case_open(remaining: str) -> None:
     case = opened_case()
     pay(case, remaining)
-    assert names(case.collect_events()) == ["PaymentRecorded"]
+    assert names(case.collect_events()) == ["PaymentRecorded", "TermsChanged"]
     assert (case.status, case.amount_overdue) == ("open", Decimal(remaining))
 
 
@@ -160,11 +160,23 @@ def test_a_reopened_case_is_published_as_case_opened_in_a_new_correlation() -> N
                                                                       "ev-overdue-3")
 
 
-def test_updates_and_partial_payments_are_not_published() -> None:
+def test_updates_and_partial_payments_are_published_as_the_terms_now() -> None:
+    from shared.events import CaseUpdated
+
     case = opened_case()
+    case.report_overdue(at=OPENED_AT, **report(dpd=35))  # the same terms again: no change
     case.report_overdue(at=OPENED_AT, **report(dpd=40))
     pay(case, "600.00")
-    assert [integration_event(e) for e in case.collect_events()] == [None, None]
+    published = [integration_event(e) for e in case.collect_events()]
+    assert published[1] is None  # the payment itself stays escalation's
+    updates = [p.data for p in published if p is not None]
+    assert all(isinstance(u, CaseUpdated) for u in updates)
+    reported, paid = updates
+    assert isinstance(reported, CaseUpdated) and isinstance(paid, CaseUpdated)
+    assert (reported.reason, reported.days_past_due, reported.amount_overdue) == (
+        "reported", 40, Decimal("1200.50"))
+    assert (paid.reason, paid.days_past_due, paid.amount_overdue) == (
+        "paid", 40, Decimal("600.00"))
 
 
 def test_another_lenders_report_on_the_same_loan_is_refused() -> None:

@@ -23,6 +23,7 @@ from shared.events import (
     Borrower,
     CaseClosed,
     CaseOpened,
+    CaseUpdated,
     Channel,
     CloudEvent,
     Contact,
@@ -670,3 +671,17 @@ def test_a_receipts_reason_is_masked_before_it_is_logged(app: Reminders) -> None
     reason = getattr(failed, "reason", "")
     assert "rejected for" in reason
     assert "13800000000" not in reason and "wang@x.cn" not in reason
+
+
+def test_a_waiting_message_states_the_amount_overdue_now_not_at_the_opening(
+        app: Reminders) -> None:
+    engine = open_case(app, local("23:00"))  # the SMS waits for 08:00
+    opened = case_opened(local("23:00"))
+    terms = {k: v for k, v in opened.data.items() if k not in ("stage", "opened_at")}
+    updated = CaseUpdated.model_validate({**terms, "amount_overdue": "100.00", "reason": "paid"})
+    engine.deliver(event_of(updated, local("23:30"), "ev-updated"))
+    engine.at(local("08:00", DAY + timedelta(days=1)))
+    (sms,) = engine.outbox.sent
+    assert "100.00" in sms.text and "1200.50" not in sms.text
+    engine.at(local("10:00", DAY + timedelta(days=3)))
+    assert "100.00" in engine.outbox.sent[1].text  # and the steps after it
