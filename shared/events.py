@@ -313,8 +313,10 @@ PolicyVersion = Annotated[str, Field(min_length=1, max_length=128)]
 # --- loans.events: written by the lender's core (directly or through the intake API) ---
 
 
-class LoanOverdue(EventData):
-    topic = topics.LOANS
+class LoanTerms(EventData):
+    """What a lender reports of an overdue loan: the fields of LoanOverdue, which CaseOpened and
+    CaseUpdated carry on whole (not an event type of its own)."""
+
     loan_id: LoanId
     lender_id: Ident
     borrower: Borrower
@@ -327,6 +329,12 @@ class LoanOverdue(EventData):
     contacts: Contacts | None = None
     language: Language | None = None
     jurisdiction: Jurisdiction | None = None
+
+
+class LoanOverdue(LoanTerms):
+    """An overdue loan, as the lender's core reports it (again, to correct it)."""
+
+    topic = topics.LOANS
 
 
 class PaymentReceived(EventData):
@@ -364,44 +372,20 @@ class DisputeResolved(EventData):
 # --- cases.events: written by escalation ---
 
 
-class CaseOpened(EventData):
+class CaseOpened(LoanTerms):
     """Carries what downstream services need to act on the case, so they never ask escalation."""
 
     topic = topics.CASES
-    loan_id: LoanId
-    lender_id: Ident
-    borrower: Borrower
-    amount_overdue: Money
-    currency: Currency
-    due_date: Day
-    days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
-    repayment_channel: Instruction
-    verification_channel: Instruction | None = None
-    contacts: Contacts | None = None
-    language: Language | None = None
-    jurisdiction: Jurisdiction | None = None
     stage: Code
     opened_at: Time
 
 
-class CaseUpdated(EventData):
+class CaseUpdated(LoanTerms):
     """An addition to v1: the terms of an open case changed (a later LoanOverdue, or a partial
     payment that lowered the amount overdue), so what reminds the borrower states them as they
     are now."""
 
     topic = topics.CASES
-    loan_id: LoanId
-    lender_id: Ident
-    borrower: Borrower
-    amount_overdue: Money
-    currency: Currency
-    due_date: Day
-    days_past_due: Annotated[StrictInt, Field(ge=0, le=36500)]
-    repayment_channel: Instruction
-    verification_channel: Instruction | None = None
-    contacts: Contacts | None = None
-    language: Language | None = None
-    jurisdiction: Jurisdiction | None = None
     reason: Literal["reported", "paid"]
 
 

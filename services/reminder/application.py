@@ -28,6 +28,7 @@ from shared.events import (
     CloudEvent,
     ContactHeld,
     ContactResumed,
+    LoanTerms,
 )
 from shared.policy_pack import Decision, PolicyPack
 from shared.templates import CURRENT, DEFAULT_LANGUAGE, REESTABLISH_TEMPLATE, approved
@@ -112,7 +113,7 @@ class Reminders(ServiceApplication):
 
     # --- handlers: what the cases say ---
 
-    def _terms(self, case: CaseOpened | CaseUpdated) -> tuple[dict[str, Any],
+    def _terms(self, case: LoanTerms) -> tuple[dict[str, Any],
                                                               list[dict[str, Any]], str,
                                                               str | None, dict[str, str]]:
         """What a plan keeps of a case's terms: whom to reach, in which language and pack,
