@@ -42,6 +42,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from shared import topics
@@ -203,6 +204,31 @@ class Channel(StrEnum):
     CALL = "call"
 
 
+class StopChannel(StrEnum):
+    """What a borrower may ask to stop (C3): a channel, or field visits."""
+
+    SMS = "sms"
+    EMAIL = "email"
+    PUSH = "push"
+    CALL = "call"
+    VISIT = "visit"
+
+
+class Via(StrEnum):
+    """How a promise to pay was made."""
+
+    CALL = "call"
+    VISIT = "visit"
+    LENDER = "lender"
+
+
+class HardshipReason(StrEnum):
+    ILLNESS = "illness"
+    UNEMPLOYMENT = "unemployment"
+    DISASTER = "disaster"
+    OTHER = "other"
+
+
 class AddressKind(StrEnum):
     RESIDENCE = "residence"
     WORKPLACE = "workplace"
@@ -243,6 +269,7 @@ class PhoneKind(StrEnum):
 
 
 Channels = Annotated[list[Channel], Field(min_length=1, max_length=len(Channel))]
+StopChannels = Annotated[list[StopChannel], Field(min_length=1, max_length=len(StopChannel))]
 CollectorIds = Annotated[list[Ident], Field(min_length=1, max_length=10)]
 
 
@@ -347,9 +374,11 @@ class PaymentReceived(EventData):
 
 
 class CeaseContactRequested(EventData):
+    """C3: the borrower asked to stop contact on these channels (`visit`: no field visits)."""
+
     topic = topics.LOANS
     loan_id: LoanId
-    channels: Channels
+    channels: StopChannels
     requested_at: Time
 
 
@@ -369,6 +398,186 @@ class DisputeResolved(EventData):
     resolved_at: Time
 
 
+PromiseId = Annotated[str, Field(min_length=1, max_length=80)]
+
+
+class PromiseToPayMade(EventData):
+    """An addition to v1: the borrower promised to pay `amount` by the end of `due_date` (in
+    the borrower's zone). Made to the lender (the intake route) or in a call (`attempt_id`
+    names the ContactAttemptRecorded that carried it)."""
+
+    topic = topics.LOANS
+    loan_id: LoanId
+    promise_id: PromiseId
+    amount: PositiveMoney
+    currency: Currency
+    due_date: Day
+    made_at: Time
+    via: Via
+    attempt_id: EventUUID | None = None
+
+
+class Instalment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    due_date: Day
+    amount: PositiveMoney
+
+
+class RepaymentPlanAgreed(EventData):
+    """An addition to v1: instalments agreed with the borrower, each due by the end of its day."""
+
+    topic = topics.LOANS
+    loan_id: LoanId
+    plan_id: Ident
+    instalments: Annotated[list[Instalment], Field(min_length=1, max_length=120)]
+    currency: Currency
+    agreed_at: Time
+
+
+class HardshipGranted(EventData):
+    """An addition to v1: no contact, no escalation and no DPD ageing until `ends_at` (or a
+    HardshipEnded)."""
+
+    topic = topics.LOANS
+    loan_id: LoanId
+    hardship_id: Ident
+    reason: HardshipReason
+    note: Text
+    starts_at: Time
+    ends_at: Time
+
+
+class HardshipEnded(EventData):
+    """An addition to v1: a hardship pause ended before its `ends_at`."""
+
+    topic = topics.LOANS
+    loan_id: LoanId
+    hardship_id: Ident
+    ended_at: Time
+    note: Text | None = None
+
+
+# --- a lender's escalation strategy (the document of PUT /v1/strategies/{lender_id}) ---
+
+StageName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+Days = Annotated[StrictInt, Field(ge=0, le=36500)]
+Times = Annotated[StrictInt, Field(ge=0, le=1000)]
+
+
+class CadenceStep(BaseModel):
+    """One message or call task, `day` days after the case entered its stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    day: Annotated[StrictInt, Field(ge=0, le=3650)]
+    channel: Channel
+
+
+class Repeat(BaseModel):
+    """After the fixed steps: one on `channel` every `every_days` days from `from_day`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channel: Channel
+    from_day: Annotated[StrictInt, Field(ge=0, le=3650)]
+    every_days: Annotated[StrictInt, Field(ge=1, le=365)] = 1
+
+
+class Cadence(BaseModel):
+    """A stage's contact cadence; days count from the stage's entry. Steps are in day order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    steps: Annotated[list[CadenceStep], Field(max_length=50)] = []
+    repeat: Repeat | None = None
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Cadence:
+        days = [step.day for step in self.steps]
+        if days != sorted(days):
+            raise ValueError("cadence steps must be in day order")
+        if self.repeat is not None and days and self.repeat.from_day < days[-1]:
+            raise ValueError("repeat.from_day comes before the last fixed step")
+        return self
+
+
+class StageEntry(BaseModel):
+    """What a case must show to enter a stage: every figure at or above its minimum."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_dpd: Days = 0
+    min_amount: Money = Decimal("0")
+    min_failed_contacts: Times = 0
+    min_broken_promises: Times = 0
+
+
+class StageDef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: StageName
+    entry: StageEntry = StageEntry()
+    cadence: Cadence
+    requests_visit: StrictBool = False  # entering it asks for a field visit, when C6 holds
+
+
+class VisitThresholds(BaseModel):
+    """C6: a visit only when DPD, amount and consecutive failed contacts reach these (never
+    below the pack's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_dpd: Days
+    min_amount: Money
+    min_failed_contacts: Times
+
+
+class PromiseRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_days_ahead: Annotated[StrictInt, Field(ge=1, le=365)] = 31
+    max_broken_instalments: Annotated[StrictInt, Field(ge=1, le=120)] = 2
+
+
+class HardshipRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_days: Annotated[StrictInt, Field(ge=1, le=366)] = 90
+
+
+class VariantDef(BaseModel):
+    """Champion / challenger: a share of the cases (percent) follows these stages and visit
+    thresholds (the document's own where left out)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: StageName
+    share: Annotated[StrictInt, Field(ge=0, le=100)]
+    stages: Annotated[list[StageDef], Field(min_length=1, max_length=20)] | None = None
+    visit: VisitThresholds | None = None
+
+
+class StrategyDocument(BaseModel):
+    """A lender's escalation strategy on top of its jurisdiction pack. The first stage has no
+    entry criteria (every case starts there); a case moves forward to the furthest stage whose
+    entry criteria it meets, never back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    stages: Annotated[list[StageDef], Field(min_length=1, max_length=20)]
+    visit: VisitThresholds
+    promises: PromiseRules = PromiseRules()
+    hardship: HardshipRules = HardshipRules()
+    variants: Annotated[list[VariantDef], Field(min_length=2, max_length=4)] | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> StrategyDocument:
+        for stages in [self.stages, *(v.stages for v in self.variants or [] if v.stages)]:
+            names = [stage.name for stage in stages]
+            if len(set(names)) != len(names):
+                raise ValueError("stage names must be unique")
+            if stages[0].entry != StageEntry():
+                raise ValueError(f"the first stage ({stages[0].name}) must have no entry "
+                                 f"criteria: every case starts there")
+        if self.variants is not None:
+            names = [variant.name for variant in self.variants]
+            if len(set(names)) != len(names):
+                raise ValueError("variant names must be unique")
+            if sum(variant.share for variant in self.variants) != 100:
+                raise ValueError("variant shares must add up to 100")
+        return self
+
+
 # --- cases.events: written by escalation ---
 
 
@@ -378,6 +587,8 @@ class CaseOpened(LoanTerms):
     topic = topics.CASES
     stage: Code
     opened_at: Time
+    cadence: Cadence | None = None  # the stage's cadence (the reminder's default when absent)
+    policy_version: PolicyVersion | None = None
 
 
 class CaseUpdated(LoanTerms):
@@ -396,6 +607,9 @@ class CaseEscalated(EventData):
     to_stage: Code
     reasons: Reasons
     policy_version: PolicyVersion
+    cadence: Cadence | None = None  # the new stage's cadence, its days counted from `escalated_at`
+    escalated_at: Time | None = None
+    days_past_due: Days | None = None
 
 
 class VisitRequested(EventData):
@@ -403,6 +617,8 @@ class VisitRequested(EventData):
     loan_id: LoanId
     reasons: Reasons
     policy_version: PolicyVersion
+    stage: Code | None = None
+    requested_at: Time | None = None
 
 
 class CaseClosed(EventData):
@@ -423,7 +639,7 @@ class ContactHeld(EventData):
     loan_id: LoanId
     rule: RuleId
     reason: Line
-    channels: Channels | None = None
+    channels: StopChannels | None = None
     at: Time
     hold_id: HoldId
     permanent: StrictBool = False  # a cease-contact request: no ContactResumed lifts it
@@ -434,9 +650,85 @@ class ContactResumed(EventData):
     loan_id: LoanId
     rule: RuleId
     reason: Line
-    channels: Channels | None = None
+    channels: StopChannels | None = None
     at: Time
     hold_id: HoldId
+
+
+class StrategyPublished(EventData):
+    """An addition to v1: a lender's strategy version in force from `published_at` (subject:
+    the lender id)."""
+
+    topic = topics.CASES
+    lender_id: Ident
+    version: Version
+    policy_version: PolicyVersion
+    published_at: Time
+    document: StrategyDocument
+
+    def subject(self) -> str:
+        return self.lender_id
+
+
+class PromiseKept(EventData):
+    """An addition to v1: by the end of its due day (borrower's zone), payments received since
+    the promise reached its amount. An instalment of a plan is a promise with its `plan_id`."""
+
+    topic = topics.CASES
+    loan_id: LoanId
+    promise_id: PromiseId
+    paid: Money
+    due_date: Day
+    decided_at: Time
+    amount: Money | None = None
+    currency: Currency | None = None
+    plan_id: Ident | None = None
+
+
+class PromiseBroken(EventData):
+    topic = topics.CASES
+    loan_id: LoanId
+    promise_id: PromiseId
+    paid: Money
+    due_date: Day
+    decided_at: Time
+    amount: Money | None = None
+    currency: Currency | None = None
+    plan_id: Ident | None = None
+
+
+class Courtesy(BaseModel):
+    """One courtesy reminder the paused cadence still sends, the day before `due_date`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    due_date: Day
+    amount: PositiveMoney
+    currency: Currency
+
+
+PauseReason = Literal["promise", "plan", "hardship"]
+
+
+class CadencePaused(EventData):
+    """An addition to v1: the case's contact cadence stops (a promise or a plan is current, or
+    a hardship pause) until a CadenceResumed with the same `pause_id`. Under a promise or a
+    plan, one courtesy reminder still goes before each due date; under hardship, nothing."""
+
+    topic = topics.CASES
+    loan_id: LoanId
+    pause_id: HoldId
+    reason: PauseReason
+    at: Time
+    until: Time | None = None
+    courtesy: Annotated[list[Courtesy], Field(max_length=120)] = []
+
+
+class CadenceResumed(EventData):
+    topic = topics.CASES
+    loan_id: LoanId
+    pause_id: HoldId
+    reason: PauseReason
+    at: Time
 
 
 # --- reminders.events: written by reminder ---
@@ -711,8 +1003,10 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     cls.event_type(): cls
     for cls in (
         LoanOverdue, PaymentReceived, CeaseContactRequested, DisputeOpened, DisputeResolved,
+        PromiseToPayMade, RepaymentPlanAgreed, HardshipGranted, HardshipEnded,
         CaseOpened, CaseUpdated, CaseEscalated, VisitRequested, CaseClosed, ContactHeld,
-        ContactResumed,
+        ContactResumed, StrategyPublished, PromiseKept, PromiseBroken, CadencePaused,
+        CadenceResumed,
         ReminderScheduled, ReminderSent, ReminderDelivered, ReminderFailed, ReminderCancelled,
         ContactAttemptRecorded, ContactBlocked, CallTaskIssued, DialPermitted,
         CollectorRegistered, DebtorVerified, VisitScheduled, VisitNoticeSent,
