@@ -1,10 +1,10 @@
 """The base of every event-sourced service application, and its unit of work.
 
 A `Unit` is what one store transaction will hold: the aggregates a handler or a command
-saved, the inbox rows of the events consumed, the agenda entries of the saved aggregates,
-dead letters, and the Kafka positions. It is passed explicitly: a handler gets it as an
-argument, a command makes its own (`save`). `commit` writes it all or nothing; a conflict
-with another writer raises `Conflict` and the caller tries again from scratch.
+saved, the inbox rows of the events consumed, the agenda entries and listing rows of the
+saved aggregates, dead letters, and the Kafka positions. It is passed explicitly: a handler
+gets it as an argument, a command makes its own (`save`). `commit` writes it all or nothing;
+a conflict with another writer raises `Conflict` and the caller tries again from scratch.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from shared.store import (
     AgendaEntry,
     DeadLetter,
     Extras,
+    Listing,
     MemoryServiceRecorder,
     SQLiteServiceRecorder,
 )
@@ -49,6 +50,13 @@ class HasAgenda(Protocol):
     """An aggregate with something due later: the agenda keeps one row for it."""
 
     def next_due(self) -> datetime | None: ...
+
+
+@runtime_checkable
+class HasListing(Protocol):
+    """An aggregate found by its owner (a lender's cases): the listing keeps one row for it."""
+
+    def listing(self) -> Listing | None: ...
 
 
 class Unit:
@@ -90,6 +98,11 @@ class Unit:
                 for aggregate_id, aggregate in self._saved.items()
                 if isinstance(aggregate, HasAgenda)]
 
+    def listings(self) -> list[tuple[UUID, Listing | None]]:
+        return [(aggregate_id, aggregate.listing())
+                for aggregate_id, aggregate in self._saved.items()
+                if isinstance(aggregate, HasListing)]
+
     def pending_events(self) -> list[Any]:
         events: list[Any] = []
         for aggregate in self._saved.values():
@@ -98,7 +111,8 @@ class Unit:
 
 
 class ServiceApplication(Application[UUID]):
-    """An eventsourcing Application whose store also holds the inbox, agenda and dead letters."""
+    """An eventsourcing Application whose store also holds the inbox, agenda, listing and dead
+    letters."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
@@ -128,10 +142,12 @@ class ServiceApplication(Application[UUID]):
     def commit(self, unit: Unit) -> list[Recording[UUID]]:
         """Write the unit in one transaction; `Conflict` if another writer got there first."""
         agenda = unit.agenda()
+        listings = unit.listings()
         events = unit.pending_events()
         try:
             recordings = self.events.put(events, positions=unit.positions, inbox=unit.inbox,
-                                         agenda=agenda, dead_letters=unit.dead_letters)
+                                         agenda=agenda, listings=listings,
+                                         dead_letters=unit.dead_letters)
         except IntegrityError as error:
             raise Conflict(str(error)[:300]) from error
         except PersistenceError as error:

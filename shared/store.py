@@ -1,4 +1,5 @@
-"""What a service's store keeps beside its events: the inbox, the agenda and the dead letters.
+"""What a service's store keeps beside its events: the inbox, the agenda, the listing and the
+dead letters.
 
 Each is a table of the service's own store (SQLite file, PostgreSQL database, or memory in
 tests), written by the same transaction as the events of a unit of work: the eventsourcing
@@ -9,6 +10,8 @@ fits its persistence module.
   found in one query, so a redelivered event changes nothing.
 - agenda: one row per aggregate that has something due, with its due time (indexed). Rows
   are claimed for a lease by one replica at a time and fired; a save replaces the row.
+- listing: one row per aggregate that wants to be found by its owner (a lender's cases), with
+  a sort key and a few facets to filter on, so a page of them is read without the log.
 - dead letters: a message the consumer could not apply (or a stored event the relay could not
   map), kept with its reason until it has been sent to the dead-letter topic.
 """
@@ -17,8 +20,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -46,6 +50,66 @@ class AgendaEntry:
     aggregate_id: UUID
     kind: str
     due: datetime | None
+
+
+Facet = str | int | bool | None
+# A facet's name goes into a JSON path: plain identifiers only, so nothing can be injected.
+FACET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _facet_name(name: str) -> str:
+    if FACET_NAME.fullmatch(name) is None:
+        raise ValueError(f"a facet name must be a plain identifier, not {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How an aggregate is found: under `owner`, sorted by `key` within its `kind`, with small
+    `facets` to filter on and to report. Checked here, so a bad one fails before the write."""
+
+    kind: str
+    owner: str
+    key: str
+    facets: dict[str, Facet]
+
+    def __post_init__(self) -> None:
+        for name, value in self.facets.items():
+            _facet_name(name)
+            if value is not None and not isinstance(value, str | int):
+                raise ValueError(f"facet {name} must be a str, int, bool or None, "
+                                 f"not {type(value).__name__}")
+
+    def encoded(self) -> str:
+        return json.dumps(self.facets, sort_keys=True, separators=(",", ":"))
+
+
+# (facet, JSON type, value): a filter on a facet compares its JSON type too, so True is not 1
+# and "1" is not 1, in SQLite (where json_extract gives 1 for true) as in memory.
+def _facet_tests(where: dict[str, str | int | bool]) -> list[tuple[str, str, str | int]]:
+    tests: list[tuple[str, str, str | int]] = []
+    for name, value in where.items():
+        if isinstance(value, bool):
+            tests.append((_facet_name(name), "true" if value else "false", int(value)))
+        elif isinstance(value, int):
+            tests.append((_facet_name(name), "integer", value))
+        elif isinstance(value, str):
+            tests.append((_facet_name(name), "text", value))
+        else:
+            raise ValueError(f"facet {name} can be filtered on a str, int or bool only")
+    return tests
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return {int: "integer", str: "text"}.get(type(value), "other")
+
+
+def _page_size(value: int) -> int:
+    if value < 1:
+        raise ValueError("a page holds at least one row")
+    return value
 
 
 @dataclass(frozen=True)
@@ -92,14 +156,27 @@ class Extras(Protocol):
 
     def dead_letter_count(self) -> int: ...
 
+    def listed(self, kind: str, owner: str | None, where: dict[str, str | int | bool],
+               after: tuple[str, str] | None, limit: int
+               ) -> list[tuple[UUID, str, str, dict[str, Any]]]: ...
+
+    def facets_of(self, kind: str, owner: str,
+                  batch: int = 1000) -> Iterator[dict[str, Any]]: ...
+
+    def listing_count(self, kind: str, owner: str | None) -> int: ...
+
+
+Listings = list[tuple[UUID, Listing | None]]
+
 
 def _unit_rows(kwargs: dict[str, Any]) -> tuple[list[Tracking], list[tuple[str, str]],
-                                                 list[AgendaEntry], list[DeadLetter]]:
+                                                 list[AgendaEntry], list[DeadLetter], Listings]:
     positions: list[Tracking] = list(kwargs.get("positions", ()))
     inbox: list[tuple[str, str]] = list(kwargs.get("inbox", ()))
     agenda: list[AgendaEntry] = list(kwargs.get("agenda", ()))
     letters: list[DeadLetter] = list(kwargs.get("dead_letters", ()))
-    return positions, inbox, agenda, letters
+    listings: Listings = list(kwargs.get("listings", ()))
+    return positions, inbox, agenda, letters, listings
 
 
 def _from_micros(value: int) -> datetime:
@@ -127,6 +204,11 @@ SQLITE_TABLES = [
      "key TEXT PRIMARY KEY, topic TEXT NOT NULL, message_key BLOB, value BLOB, "
      "headers TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0)"),
     "CREATE INDEX IF NOT EXISTS dunwell_dead_letters_unsent ON dunwell_dead_letters (sent)",
+    ("CREATE TABLE IF NOT EXISTS dunwell_listing ("
+     "aggregate_id TEXT PRIMARY KEY, kind TEXT NOT NULL, owner TEXT NOT NULL, "
+     "key TEXT NOT NULL, facets TEXT NOT NULL) WITHOUT ROWID"),
+    "CREATE INDEX IF NOT EXISTS dunwell_listing_by_owner ON dunwell_listing (kind, owner, key)",
+    "CREATE INDEX IF NOT EXISTS dunwell_listing_by_key ON dunwell_listing (kind, key)",
 ]
 
 
@@ -139,7 +221,8 @@ def decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
 
 
 class SQLiteServiceRecorder(SQLiteProcessRecorder):
-    """The SQLite process recorder with the inbox, the agenda and the dead letters."""
+    """The SQLite process recorder with the inbox, the agenda, the listing and the dead
+    letters."""
 
     def construct_create_table_statements(self) -> list[str]:
         return super().construct_create_table_statements() + SQLITE_TABLES
@@ -147,7 +230,7 @@ class SQLiteServiceRecorder(SQLiteProcessRecorder):
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         returning = super()._insert_events(c, stored_events, **kwargs)
-        positions, inbox, agenda, letters = _unit_rows(kwargs)
+        positions, inbox, agenda, letters, listings = _unit_rows(kwargs)
         for tracking in positions:
             self._insert_tracking(c, tracking)
         if inbox:
@@ -167,6 +250,16 @@ class SQLiteServiceRecorder(SQLiteProcessRecorder):
                           " claimed_by=CASE WHEN claimed_by=? THEN NULL ELSE claimed_by END",
                           (entry.aggregate_id.hex, entry.kind, micros(entry.due), PARKED,
                            PARKED))
+        for aggregate_id, listing in listings:
+            if listing is None:
+                c.execute("DELETE FROM dunwell_listing WHERE aggregate_id=?", (aggregate_id.hex,))
+            else:
+                c.execute("INSERT INTO dunwell_listing (aggregate_id, kind, owner, key, facets) "
+                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET "
+                          "kind=excluded.kind, owner=excluded.owner, key=excluded.key, "
+                          "facets=excluded.facets",
+                          (aggregate_id.hex, listing.kind, listing.owner, listing.key,
+                           listing.encoded()))
         self._insert_dead_letters(c, letters)
         return returning
 
@@ -281,6 +374,63 @@ class SQLiteServiceRecorder(SQLiteProcessRecorder):
             c.execute("SELECT COUNT(*) FROM dunwell_dead_letters")
             return int(c.fetchone()[0])
 
+    def listed(self, kind: str, owner: str | None, where: dict[str, str | int | bool],
+               after: tuple[str, str] | None, limit: int
+               ) -> list[tuple[UUID, str, str, dict[str, Any]]]:
+        """A page of one kind's rows, for one owner or all; `after` is the last row's
+        (owner, key), so a page costs an index range, not an offset."""
+        sql = "SELECT aggregate_id, owner, key, facets FROM dunwell_listing WHERE kind=?"
+        params: list[Any] = [kind]
+        if owner is not None:
+            sql += " AND owner=?"
+            params.append(owner)
+        if after is not None and owner is not None:
+            sql += " AND key > ?"
+            params.append(after[1])
+        elif after is not None:
+            sql += " AND (owner, key) > (?, ?)"
+            params.extend(after)
+        for name, json_type, value in _facet_tests(where):
+            sql += " AND json_type(facets, ?) = ? AND json_extract(facets, ?) = ?"
+            params.extend((f"$.{name}", json_type, f"$.{name}", value))
+        sql += " ORDER BY key, aggregate_id" if owner is not None else \
+            " ORDER BY owner, key, aggregate_id"
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql + " LIMIT ?", [*params, _page_size(limit)])
+            return [(UUID(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
+                    for row in c.fetchall()]
+
+    def facets_of(self, kind: str, owner: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every row's facets for one owner, read a batch per transaction (a report over a
+        big lender holds neither all its rows nor the database)."""
+        last: tuple[str, str] | None = None
+        while True:
+            with self.datastore.transaction(commit=False) as c:
+                if last is None:
+                    c.execute("SELECT key, aggregate_id, facets FROM dunwell_listing "
+                              "WHERE kind=? AND owner=? ORDER BY key, aggregate_id LIMIT ?",
+                              (kind, owner, _page_size(batch)))
+                else:
+                    c.execute("SELECT key, aggregate_id, facets FROM dunwell_listing "
+                              "WHERE kind=? AND owner=? AND (key, aggregate_id) > (?, ?) "
+                              "ORDER BY key, aggregate_id LIMIT ?",
+                              (kind, owner, *last, batch))
+                rows = c.fetchall()
+            for row in rows:
+                yield json.loads(row[2])
+            if len(rows) < batch:
+                return
+            last = (rows[-1][0], rows[-1][1])
+
+    def listing_count(self, kind: str, owner: str | None) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            if owner is None:
+                c.execute("SELECT COUNT(*) FROM dunwell_listing WHERE kind=?", (kind,))
+            else:
+                c.execute("SELECT COUNT(*) FROM dunwell_listing WHERE kind=? AND owner=?",
+                          (kind, owner))
+            return int(c.fetchone()[0])
+
 
 # --- memory: fast tests ---
 
@@ -294,11 +444,13 @@ class MemoryServiceRecorder(POPOProcessRecorder):
         # id -> [kind, due micros, owner, until, failures]
         self._agenda: dict[UUID, list[Any]] = {}
         self._letters: dict[str, tuple[DeadLetter, bool]] = {}
+        # id -> (kind, owner, key, facets as JSON: what SQLite would give back)
+        self._listing: dict[UUID, tuple[str, str, str, str]] = {}
         self._lock: threading.RLock = self._database_lock
 
     def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         super()._assert_uniqueness(stored_events, **kwargs)
-        positions, inbox, _, _ = _unit_rows(kwargs)
+        positions, inbox, _, _, _ = _unit_rows(kwargs)
         for tracking in positions:
             self._assert_tracking_uniqueness(tracking)
         ids = [event_id for event_id, _ in inbox]
@@ -308,7 +460,7 @@ class MemoryServiceRecorder(POPOProcessRecorder):
     def _update_table(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
         ids = super()._update_table(stored_events, **kwargs)
-        positions, inbox, agenda, letters = _unit_rows(kwargs)
+        positions, inbox, agenda, letters, listings = _unit_rows(kwargs)
         for tracking in positions:
             self._insert_tracking(tracking)
         self._inbox.update(inbox)
@@ -319,6 +471,12 @@ class MemoryServiceRecorder(POPOProcessRecorder):
                 held = self._agenda.get(entry.aggregate_id, [None, None, None, None, 0])
                 claim = [None, None] if held[2] == PARKED else held[2:4]
                 self._agenda[entry.aggregate_id] = [entry.kind, micros(entry.due), *claim, 0]
+        for aggregate_id, listing in listings:
+            if listing is None:
+                self._listing.pop(aggregate_id, None)
+            else:
+                self._listing[aggregate_id] = (listing.kind, listing.owner, listing.key,
+                                               listing.encoded())
         for letter in letters:
             self._letters.setdefault(letter.key, (letter, False))
         return ids
@@ -405,3 +563,50 @@ class MemoryServiceRecorder(POPOProcessRecorder):
     def dead_letter_count(self) -> int:
         with self._lock:
             return len(self._letters)
+
+    def listed(self, kind: str, owner: str | None, where: dict[str, str | int | bool],
+               after: tuple[str, str] | None, limit: int
+               ) -> list[tuple[UUID, str, str, dict[str, Any]]]:
+        tests = _facet_tests(where)
+        limit = _page_size(limit)
+        with self._lock:
+            rows = [(row_owner, key, aggregate_id.hex, facets)
+                    for aggregate_id, (row_kind, row_owner, key, facets) in self._listing.items()
+                    if row_kind == kind and (owner is None or row_owner == owner)]
+        if owner is not None:
+            rows.sort(key=lambda row: (row[1], row[2]))
+            if after is not None:
+                rows = [row for row in rows if row[1] > after[1]]
+        else:
+            rows.sort()
+            if after is not None:
+                rows = [row for row in rows if (row[0], row[1]) > after]
+        page: list[tuple[UUID, str, str, dict[str, Any]]] = []
+        for row_owner, key, hex_id, encoded in rows:
+            facets = json.loads(encoded)
+            if all(name in facets and _json_type(facets[name]) == json_type
+                   and facets[name] == value for name, json_type, value in tests):
+                page.append((UUID(hex_id), row_owner, key, facets))
+                if len(page) == limit:
+                    break
+        return page
+
+    def facets_of(self, kind: str, owner: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        last: tuple[str, str] | None = None
+        while True:
+            with self._lock:
+                rows = sorted((key, aggregate_id.hex, facets) for aggregate_id, (row_kind,
+                              row_owner, key, facets) in self._listing.items()
+                              if row_kind == kind and row_owner == owner
+                              and (last is None or (key, aggregate_id.hex) > last))
+            rows = rows[:_page_size(batch)]
+            for _, _, encoded in rows:
+                yield json.loads(encoded)
+            if len(rows) < batch:
+                return
+            last = (rows[-1][0], rows[-1][1])
+
+    def listing_count(self, kind: str, owner: str | None) -> int:
+        with self._lock:
+            return sum(1 for row_kind, row_owner, _, _ in self._listing.values()
+                       if row_kind == kind and (owner is None or row_owner == owner))
