@@ -77,9 +77,16 @@ USES = (
     Use("escalation", "receive", topics.LOANS,
         "Opens, updates and closes one collection case per loan.",
         _service_group("escalation")),
-    Use("escalation", "send", topics.CASES, "What happens to each collection case."),
+    Use("escalation", "receive", topics.REMINDERS,
+        "Counts consecutive failed calls (C6) and takes the promises made in calls.",
+        _service_group("escalation")),
+    Use("escalation", "send", topics.CASES,
+        "What happens to each collection case: opened, escalated with its reasons, visits "
+        "requested (C6), promises kept or broken, the cadence paused and resumed, and each "
+        "lender's strategy versions."),
     Use("reminder", "receive", topics.CASES,
-        "Plans reminders when a case opens; cancels what is pending when it closes.",
+        "Plans reminders when a case opens, follows its stage's cadence and its pauses; "
+        "cancels what is pending when it closes.",
         _service_group("reminder")),
     Use("visit", "receive", topics.CASES, "Follows the cases that may need a field visit.",
         _service_group("visit")),

@@ -9,11 +9,16 @@ from shared.consumer import Handler, Rejected
 from shared.events import (
     CeaseContactRequested,
     CloudEvent,
+    ContactAttemptRecorded,
     DisputeOpened,
     DisputeResolved,
     EventData,
+    HardshipEnded,
+    HardshipGranted,
     LoanOverdue,
     PaymentReceived,
+    PromiseToPayMade,
+    RepaymentPlanAgreed,
 )
 
 from services.escalation.application import Cases
@@ -30,20 +35,49 @@ def on_loan_overdue(cases: Cases, unit: Unit, event: CloudEvent, data: LoanOverd
 
 def on_payment_received(cases: Cases, unit: Unit, event: CloudEvent, data: PaymentReceived,
                         now: datetime) -> None:
-    if not cases.apply_payment(unit, event, data):
+    if not cases.apply_payment(unit, event, data, now):
         raise Rejected(f"no case for loan {data.loan_id}")
 
 
 def on_contact_stopped(cases: Cases, unit: Unit, event: CloudEvent,
                        data: CeaseContactRequested | DisputeOpened, now: datetime) -> None:
-    if not cases.hold_contact(unit, event, data):
+    if not cases.hold_contact(unit, event, data, now):
         raise Rejected(f"no case for loan {data.loan_id}")
 
 
 def on_dispute_resolved(cases: Cases, unit: Unit, event: CloudEvent, data: DisputeResolved,
                         now: datetime) -> None:
-    if not cases.resolve_dispute(unit, event, data):
+    if not cases.resolve_dispute(unit, event, data, now):
         raise Rejected(f"no case for loan {data.loan_id}")
+
+
+def on_promise(cases: Cases, unit: Unit, event: CloudEvent, data: PromiseToPayMade,
+               now: datetime) -> None:
+    if not cases.make_promise(unit, event, data, now):
+        raise Rejected(f"no case for loan {data.loan_id}")
+
+
+def on_plan(cases: Cases, unit: Unit, event: CloudEvent, data: RepaymentPlanAgreed,
+            now: datetime) -> None:
+    if not cases.agree_plan(unit, event, data, now):
+        raise Rejected(f"no case for loan {data.loan_id}")
+
+
+def on_hardship_granted(cases: Cases, unit: Unit, event: CloudEvent, data: HardshipGranted,
+                        now: datetime) -> None:
+    if not cases.grant_hardship(unit, event, data, now):
+        raise Rejected(f"no case for loan {data.loan_id}")
+
+
+def on_hardship_ended(cases: Cases, unit: Unit, event: CloudEvent, data: HardshipEnded,
+                      now: datetime) -> None:
+    if not cases.end_hardship(unit, event, data, now):
+        raise Rejected(f"no case for loan {data.loan_id}")
+
+
+def on_contact_attempt(cases: Cases, unit: Unit, event: CloudEvent,
+                       data: ContactAttemptRecorded, now: datetime) -> None:
+    cases.record_attempt(unit, event, data, now)
 
 
 HANDLERS: dict[type[EventData], Handler] = {
@@ -52,4 +86,9 @@ HANDLERS: dict[type[EventData], Handler] = {
     CeaseContactRequested: on_contact_stopped,
     DisputeOpened: on_contact_stopped,
     DisputeResolved: on_dispute_resolved,
+    PromiseToPayMade: on_promise,
+    RepaymentPlanAgreed: on_plan,
+    HardshipGranted: on_hardship_granted,
+    HardshipEnded: on_hardship_ended,
+    ContactAttemptRecorded: on_contact_attempt,
 }

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from shared import topics
+from shared.agenda import Agenda
 from shared.clock import Clock
 from shared.consumer import HandlerSink
 from shared.policy_pack import pack
 from shared.relay import StoredEvents
+from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
 
 from services.escalation.api import router
@@ -23,11 +29,19 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     settings = settings or Settings()
     clock = clock or settings.make_clock()
     cases = Cases(pack(settings.pack), env=settings.persistence_env("escalation"))
+
+    def agenda(runtime: Runtime, beat: Callable[[], None]) -> Loop:
+        owner = settings.replica_id or f"{socket.gethostname()}:{settings.port}"
+        return Agenda(app=cases, fire=cases.fire, clock=clock, owner=owner,
+                      lease=timedelta(seconds=settings.agenda_lease_seconds),
+                      batch=settings.agenda_batch, on_progress=beat).run
+
     parts = Parts(
         name="escalation", settings=settings, clock=clock, store=cases,
         store_check=cases.check_store,
-        sink=HandlerSink(cases, HANDLERS, clock), subscribe=[topics.LOANS],
-        routers=[router], outbox=StoredEvents(cases, integration_event, "/dunwell/escalation"))
+        sink=HandlerSink(cases, HANDLERS, clock), subscribe=[topics.LOANS, topics.REMINDERS],
+        routers=[router], outbox=StoredEvents(cases, integration_event, "/dunwell/escalation"),
+        loops=[("agenda", agenda)])
     return assemble(parts, connect=connect)
 
 

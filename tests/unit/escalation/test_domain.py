@@ -227,7 +227,7 @@ def test_a_cease_on_a_lenders_event_with_a_long_id_still_reaches_the_reminder_se
     event = envelope(request, event_id="x" * 128, source="/lender-1/core", time=OPENED_AT,
                      causation_id=None, correlation_id=None)
     unit = cases.unit()
-    assert cases.hold_contact(unit, event, request) is True
+    assert cases.hold_contact(unit, event, request, OPENED_AT) is True
     cases.commit(unit)
     case = cases.case("L-1")
     assert case is not None
