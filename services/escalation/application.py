@@ -422,9 +422,9 @@ class Cases(ServiceApplication):
             raise ValueError(f"nothing of kind {kind!r} is due in the escalation service")
         unit = self.unit()
         case: CollectionCase = unit.get(aggregate_id)
-        due = case.next_due()
-        if due is None or due > now:
-            return
+        # The agenda row says it is due (its time is not part of the case's state): evaluate;
+        # what it decides is recorded once (a second firing finds it decided), and the row
+        # moves to the next evaluation.
         self._evaluated(unit, case, now)
         self.commit(unit)
 

@@ -31,8 +31,9 @@ SOFT_REMINDERS = "soft_reminders"
 DEFAULT_NAME = "default"
 DEFAULT_VERSION = 1
 
-# The shipped default: the contact engine's cadence first, then calls from DPD 31, then the
-# field-visit stage at the cn pack's C6 numbers.
+# The shipped default: the contact engine's cadence until the case meets the cn pack's C6
+# numbers, then the field-visit stage (calls every other day while the visit is prepared).
+# A lender's own strategy may put stages between (calls from DPD 31, say).
 DEFAULT_DOCUMENT = StrategyDocument(
     stages=[
         StageDef(name=SOFT_REMINDERS, cadence=Cadence(
@@ -40,9 +41,6 @@ DEFAULT_DOCUMENT = StrategyDocument(
                    CadenceStep(day=2, channel=Channel.EMAIL),
                    CadenceStep(day=4, channel=Channel.PUSH)],
             repeat=Repeat(channel=Channel.CALL, from_day=6))),
-        StageDef(name="calls", entry=StageEntry(min_dpd=31), cadence=Cadence(
-            steps=[CadenceStep(day=0, channel=Channel.SMS)],
-            repeat=Repeat(channel=Channel.CALL, from_day=0))),
         StageDef(name="field_visit",
                  entry=StageEntry(min_dpd=91, min_amount=Decimal("3000.00"),
                                   min_failed_contacts=3),
