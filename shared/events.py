@@ -42,7 +42,6 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
 from shared import topics
@@ -482,20 +481,12 @@ class Repeat(BaseModel):
 
 
 class Cadence(BaseModel):
-    """A stage's contact cadence; days count from the stage's entry. Steps are in day order."""
+    """A stage's contact cadence; days count from the stage's entry. Steps are in day order
+    (escalation checks a strategy's cadences before it publishes one)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     steps: Annotated[list[CadenceStep], Field(max_length=50)] = []
     repeat: Repeat | None = None
-
-    @model_validator(mode="after")
-    def _in_order(self) -> Cadence:
-        days = [step.day for step in self.steps]
-        if days != sorted(days):
-            raise ValueError("cadence steps must be in day order")
-        if self.repeat is not None and days and self.repeat.from_day < days[-1]:
-            raise ValueError("repeat.from_day comes before the last fixed step")
-        return self
 
 
 class StageEntry(BaseModel):
@@ -551,7 +542,8 @@ class VariantDef(BaseModel):
 class StrategyDocument(BaseModel):
     """A lender's escalation strategy on top of its jurisdiction pack. The first stage has no
     entry criteria (every case starts there); a case moves forward to the furthest stage whose
-    entry criteria it meets, never back."""
+    entry criteria it meets, never back. What no schema can say (names unique, shares adding
+    up to 100, steps in day order) escalation checks before it publishes a version."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     stages: Annotated[list[StageDef], Field(min_length=1, max_length=20)]
@@ -559,23 +551,6 @@ class StrategyDocument(BaseModel):
     promises: PromiseRules = PromiseRules()
     hardship: HardshipRules = HardshipRules()
     variants: Annotated[list[VariantDef], Field(min_length=2, max_length=4)] | None = None
-
-    @model_validator(mode="after")
-    def _coherent(self) -> StrategyDocument:
-        for stages in [self.stages, *(v.stages for v in self.variants or [] if v.stages)]:
-            names = [stage.name for stage in stages]
-            if len(set(names)) != len(names):
-                raise ValueError("stage names must be unique")
-            if stages[0].entry != StageEntry():
-                raise ValueError(f"the first stage ({stages[0].name}) must have no entry "
-                                 f"criteria: every case starts there")
-        if self.variants is not None:
-            names = [variant.name for variant in self.variants]
-            if len(set(names)) != len(names):
-                raise ValueError("variant names must be unique")
-            if sum(variant.share for variant in self.variants) != 100:
-                raise ValueError("variant shares must add up to 100")
-        return self
 
 
 # --- cases.events: written by escalation ---

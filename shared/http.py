@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.application import Conflict
@@ -161,7 +162,10 @@ def _add_errors(app: FastAPI) -> None:
             body = {"error": {"details": None, **detail}}
         else:
             body = error_body(_code(error.status_code), str(detail))
-        return JSONResponse(body, error.status_code, headers=getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(request)}
+        return JSONResponse(body, error.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -186,6 +190,17 @@ def _add_errors(app: FastAPI) -> None:
         return JSONResponse(error_body("internal_error", "the service failed, and may or may "
                                        "not have recorded this: send it again (with the same "
                                        "Idempotency-Key)"), 500)
+
+
+def _allowed(request: Request) -> str:
+    """Every method the path takes: Starlette names only those of the first route matching
+    it, and a path may be served by several (GET and PUT of a strategy)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def _code(status: int) -> str:

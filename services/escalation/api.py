@@ -47,6 +47,7 @@ from services.escalation.application import (
     CaseClosed,
     Cases,
     DifferentReport,
+    Incoherent,
     Loosens,
     NotTheReporter,
     Unacceptable,
@@ -402,8 +403,8 @@ def get_case(loan_id: LoanId, cases: CasesDep, clock: ClockDep, user: ReaderDep)
 
 
 @router.get("/cases", response_model=CasePage,
-            responses=error_responses(401, 403, 422, meaning={
-                422: "A parameter does not fit, or the cursor is not one this route gave."}))
+            responses=error_responses(400, 401, 403, 422, meaning={
+                400: "`bad_cursor`: the cursor is not one this route gave."}))
 def list_cases(cases: CasesDep, clock: ClockDep, user: ReaderDep,
                stage: Annotated[StageName | None, Query()] = None,
                status: Annotated[Literal["open", "closed"] | None, Query()] = None,
@@ -416,8 +417,7 @@ def list_cases(cases: CasesDep, clock: ClockDep, user: ReaderDep,
     try:
         page = cases.page(owner, stage, status, cursor, limit)
     except ValueError as error:
-        raise RequestValidationError([{"type": "cursor", "loc": ("query", "cursor"),
-                                       "msg": str(error)}]) from error
+        raise HTTPException(400, {"code": "bad_cursor", "message": str(error)}) from error
     now = clock.now()
     return CasePage(cases=[_case_view(case, now) for case in page.cases], next=page.next)
 
@@ -437,9 +437,9 @@ def _as_reporter(cases: Cases, loan_id: str, user: Principal, key: str | None
     return lender, None if key is None else json.dumps(["collector", user.subject, key])
 
 
-def _unacceptable(error: Unacceptable) -> RequestValidationError:
-    return RequestValidationError([{"type": "unacceptable", "loc": ("body", error.field),
-                                    "msg": str(error)}])
+def _unacceptable(error: Unacceptable) -> HTTPException:
+    return HTTPException(409, {"code": "not_acceptable", "message": str(error),
+                               "details": {"field": error.field, "reason": str(error)}})
 
 
 def _closed(loan_id: str) -> HTTPException:
@@ -450,9 +450,11 @@ def _closed(loan_id: str) -> HTTPException:
 CASE_FOLLOW_UP_ERRORS = error_responses(
     400, 401, 403, 404, 409, 413, 422,
     meaning={400: UNREADABLE, 404: NO_SUCH_LOAN,
-             409: "`case_closed`: the case is closed; or " + REPORT_CONFLICT,
-             422: "The request does not fit the schema, the body's `loan_id` is not the "
-                  "path's, or a date lies outside what the strategy allows."})
+             409: "`case_closed`: the case is closed; `not_acceptable`: a date, currency or "
+                  "length the case or its strategy does not allow (`details.field` names "
+                  "it); or " + REPORT_CONFLICT,
+             422: "The request does not fit the schema, or the body's `loan_id` is not the "
+                  "path's."})
 
 
 @router.post("/loans/{loan_id}/promises", status_code=202, response_model=PromiseAccepted,
@@ -478,15 +480,20 @@ def promise(loan_id: LoanId, body: PromiseIn, cases: CasesDep, clock: ClockDep,
 
 
 @router.post("/loans/{loan_id}/repayment-plans", status_code=202, response_model=PlanAccepted,
-             responses=CASE_FOLLOW_UP_ERRORS)
+             responses=CASE_FOLLOW_UP_ERRORS | error_responses(400, meaning={
+                 400: "The body cannot be read, or its instalments are not on distinct days "
+                      "in order."}))
 def repayment_plan(loan_id: LoanId, body: PlanIn, cases: CasesDep, clock: ClockDep,
                    user: LenderDep, key: IdempotencyKey = None) -> PlanAccepted:
     """Instalments agreed with the borrower: each is kept or broken at the end of its day;
     the strategy's number of broken ones ends the plan and the cadence resumes."""
     now = clock.now()
+    days = [i.due_date for i in body.instalments]
+    if days != sorted(set(days)):
+        raise HTTPException(400, {"code": "bad_request",
+                                  "message": "instalments must fall on distinct days, in order"})
     try:
-        cases.check_plan(loan_id, user.subject, body.currency,
-                         [i.due_date for i in body.instalments], now)
+        cases.check_plan(loan_id, user.subject, body.currency, days, now)
     except Unacceptable as error:
         raise _unacceptable(error) from error
     except CaseClosed as error:
@@ -543,10 +550,13 @@ def _acting(user: Principal, reporter: str) -> Principal:
 # --- strategies ---
 
 STRATEGY_ERRORS = error_responses(
-    401, 403, 404, 422, meaning={404: "No such version of this lender's strategy."})
+    401, 403, 404, 422, meaning={404: "No such version of this lender's strategy, or a "
+                                      "lender asking for another's."})
 PUT_ERRORS = error_responses(
     400, 401, 403, 409, 413, 415, 422,
-    meaning={400: "The body cannot be read as UTF-8 JSON or TOML.",
+    meaning={400: "The body cannot be read as UTF-8 JSON or TOML; or `invalid_strategy`: "
+                  "it fits the schema but cannot be followed (names repeated, shares not "
+                  "adding up to 100, steps out of order), `details.problems` says what.",
              409: "`rule_refused`: the strategy would loosen a conduct rule of the pack; "
                   "`details.rule` names it (C6) and `details.loosened` every field.",
              415: "The body is neither `application/json` nor `application/toml`."})
@@ -589,6 +599,9 @@ async def put_strategy(lender_id: Ident, request: Request, response: Response,
     try:
         version, created = await run_in_threadpool(cases.publish_strategy, lender_id, document,
                                                    clock.now())
+    except Incoherent as error:
+        raise HTTPException(400, {"code": "invalid_strategy", "message": str(error),
+                                  "details": {"problems": error.problems}}) from error
     except Loosens as refused:
         raise HTTPException(409, {
             "code": "rule_refused", "message": f"the strategy would loosen {refused}",
@@ -629,7 +642,8 @@ def _strategy_document(raw: bytes, content_type: str) -> StrategyDocument:
 
 
 @router.get("/strategies/{lender_id}/performance", response_model=Performance,
-            responses=error_responses(401, 403, 422))
+            responses=error_responses(401, 403, 404, 422, meaning={
+                404: "A lender asking for another lender's."}))
 def performance(lender_id: Ident, cases: CasesDep, user: StrategyReaderDep) -> Performance:
     """Champion / challenger, per variant: cases, cured (closed paid), promises kept, and
     the median days from opening to cure."""
@@ -642,5 +656,6 @@ def performance(lender_id: Ident, cases: CasesDep, user: StrategyReaderDep) -> P
 
 
 def _own(user: Principal, lender_id: str) -> None:
+    """A lender sees only its own strategy: another's is as if there were none."""
     if user.role is Role.LENDER and user.subject != lender_id:
-        raise HTTPException(403, f"this token sees lender {user.subject!r} only")
+        raise HTTPException(404, f"no strategy of lender {lender_id} that this token may see")

@@ -76,6 +76,14 @@ class CaseClosed(Exception):
     """A promise, plan or hardship on a case that is closed (a 409)."""
 
 
+class Incoherent(ValueError):
+    """A strategy that fits the schema but cannot be followed (a 400 naming each problem)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
 class Loosens(Exception):
     """A strategy that would loosen the pack; names every field and its rule (a 409)."""
 
@@ -251,6 +259,9 @@ class Cases(ServiceApplication):
         """Validate against the pack (anything that loosens C6 is refused, naming it) and
         record a new version; (version, whether it is new). The relay publishes it as
         StrategyPublished."""
+        problems = policy.incoherence(document)
+        if problems:
+            raise Incoherent(problems)
         loosened = policy.loosenings(document, self.pack)
         if loosened:
             raise Loosens(loosened)

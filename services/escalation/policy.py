@@ -137,6 +137,37 @@ def loosenings(document: StrategyDocument, pack: PolicyPack) -> list[Loosening]:
     return found
 
 
+def incoherence(document: StrategyDocument) -> list[str]:
+    """What a strategy says that cannot be followed, though it fits the schema: stage or
+    variant names repeated, a first stage with entry criteria (cases start there), shares not
+    adding up to 100, cadence steps out of day order."""
+    problems = []
+    sets = [("stages", document.stages)]
+    sets += [(f"variants.{v.name}.stages", v.stages) for v in document.variants or [] if v.stages]
+    for where, stages in sets:
+        names = [stage.name for stage in stages]
+        if len(set(names)) != len(names):
+            problems.append(f"{where}: stage names must be unique")
+        if stages[0].entry != StageEntry():
+            problems.append(f"{where}: the first stage ({stages[0].name}) must have no entry "
+                            f"criteria, since every case starts there")
+        for stage in stages:
+            days = [step.day for step in stage.cadence.steps]
+            repeat = stage.cadence.repeat
+            if days != sorted(days):
+                problems.append(f"{where}.{stage.name}.cadence: steps must be in day order")
+            elif repeat is not None and days and repeat.from_day < days[-1]:
+                problems.append(f"{where}.{stage.name}.cadence: repeat.from_day comes before "
+                                f"the last step")
+    if document.variants is not None:
+        names = [variant.name for variant in document.variants]
+        if len(set(names)) != len(names):
+            problems.append("variants: names must be unique")
+        if sum(variant.share for variant in document.variants) != 100:
+            problems.append("variants: shares must add up to 100")
+    return problems
+
+
 def thresholds(pack: PolicyPack, visit: VisitThresholds) -> VisitThresholds:
     """C6's numbers for one case: the stricter of the pack's and the strategy's."""
     return VisitThresholds(min_dpd=max(pack.visit_min_dpd, visit.min_dpd),

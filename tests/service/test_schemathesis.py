@@ -57,10 +57,12 @@ def _config() -> SchemathesisConfig:
         "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True},
                    "fuzzing": {"enabled": True}, "stateful": {"enabled": False}},
         "operations": [{
-            # A proof's parameters must also be in order (leaf_index < tree_size, first <=
-            # second), which no JSON Schema can say: out of order is a documented 400. Only
-            # these two operations may answer 400 to schema-valid data.
-            "include-path-regex": "^/v1/proofs/",
+            # What no JSON Schema can say is a documented 400, on these operations only: a
+            # proof's parameters in order (leaf_index < tree_size, first <= second), a cursor
+            # this service gave, a strategy that can be followed (names unique, shares adding
+            # up to 100), a plan's instalments on distinct days in order.
+            "include-path-regex":
+                "^/v1/(proofs/|cases$|strategies/|loans/[^/]+/repayment-plans$)",
             "checks": {"positive_data_acceptance": {"expected-statuses": [
                 "2xx", "3xx", "401", "403", "404", "409", "429", "5xx",  # the default
                 "400"]}},

@@ -33,7 +33,7 @@ from shared.policy_pack import CN
 from tests.helpers import loan_body
 
 from services.escalation import policy
-from services.escalation.application import Cases, Loosens
+from services.escalation.application import Cases, Incoherent, Loosens
 from services.escalation.domain import CollectionCase
 from services.escalation.handlers import HANDLERS
 from services.escalation.relay import integration_event
@@ -424,11 +424,20 @@ def test_champion_and_challenger_split_the_cases_evenly(engine: Engine) -> None:
     assert strategy.policy_version(CN, "challenger") == "cn-2026.1/lender-1@1#challenger"
 
 
-def test_shares_that_do_not_add_up_are_refused() -> None:
+def test_a_strategy_that_cannot_be_followed_is_refused_naming_each_problem(
+        engine: Engine) -> None:
     body = policy.DEFAULT_DOCUMENT.model_dump(mode="json")
-    body["variants"] = [{"name": "a", "share": 50}, {"name": "b", "share": 40}]
-    with pytest.raises(ValueError, match="add up to 100"):
-        StrategyDocument.model_validate(body)
+    body["variants"] = [{"name": "a", "share": 50}, {"name": "a", "share": 40}]
+    body["stages"][0]["entry"] = {"min_dpd": 5}
+    body["stages"][0]["cadence"]["steps"].reverse()
+    with pytest.raises(Incoherent) as refused:
+        engine.cases.publish_strategy("lender-1", StrategyDocument.model_validate(body), START)
+    assert refused.value.problems == [
+        "stages: the first stage (soft_reminders) must have no entry criteria, since every "
+        "case starts there",
+        "stages.soft_reminders.cadence: steps must be in day order",
+        "variants: names must be unique", "variants: shares must add up to 100"]
+    assert policy.incoherence(policy.DEFAULT_DOCUMENT) == []
 
 
 # --- the portfolio ---
