@@ -5,9 +5,10 @@ offline evidence verifier ships this module on its own to auditors: with this on
 
     python tlog.py BUNDLE.json --key KEY
 
-verifies an evidence bundle's proofs and that its leaves are its loan's (`dunwell verify` is
-the same check, and re-derives the bundle's compliance verdicts from its leaves too: the rules
-are handed in as a `Judge`, since this file alone knows none). Nothing here holds a private
+verifies an evidence bundle's proofs and that its leaves are its loan's (and that those it
+carries as `strategies` are lenders' StrategyPublished); `dunwell verify` is the same check,
+and re-derives the bundle's compliance verdicts from those leaves too: the rules are handed in
+as a `Judge`, since this file alone knows none. Nothing here holds a private
 key: signing lives with the audit service (services/audit/signer.py), which builds on the
 formats defined here (key IDs, key names, note framing).
 """
@@ -36,14 +37,18 @@ MAX_SIGNATURES = 100
 ED25519_TYPE = 0x01
 SIGNATURE_PREFIX = "\u2014 "
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
+# A lender's strategy, which a bundle may carry beside its loan's leaves: its subject is the
+# lender, not the loan (the rules read it for the visit requests that name it).
+STRATEGY_TYPE = "StrategyPublished"
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 _MAX_SIZE = 2**64 - 1
 
 _T = TypeVar("_T")
 
-# The rules, handed in: a loan's leaves (index, bytes) and the installation's pack in, the
-# loan's pack and its verdicts ({rule, verdict, evidence, findings}) out. A ValueError it
-# raises is a failure; one with a `leaf_index` attribute names that leaf.
+# The rules, handed in: a loan's leaves (index, bytes), with the bundle's `strategies` leaves
+# among them in index order, and the installation's pack in; the loan's pack and its verdicts
+# ({rule, verdict, evidence, findings}) out. A ValueError it raises is a failure; one with a
+# `leaf_index` attribute names that leaf.
 Judge = Callable[[Sequence[tuple[int, bytes]], str],
                  tuple[str, Sequence[Mapping[str, object]]]]
 
@@ -396,10 +401,10 @@ def _hash_list(value: list[object], what: str) -> list[bytes]:
     return [_check_hash(b64decode(item, what), what) for item in value]
 
 
-def _verify_leaves(leaves: object, checkpoint: Checkpoint) -> None:
+def _verify_leaves(leaves: object, checkpoint: Checkpoint, section: str = "leaves") -> None:
     """Check every leaf's inclusion in order; the first failure names its leaf index."""
     if not isinstance(leaves, list):
-        raise VerificationError("bundle 'leaves' is not a list")
+        raise VerificationError(f"bundle {section!r} is not a list")
     previous = -1
     for item in leaves:
         index = _field(item, "leaf_index", int, "bundle leaf")
@@ -419,6 +424,15 @@ def _verify_leaf(item: object, index: int, previous: int, checkpoint: Checkpoint
     data = b64decode(_field(item, "leaf", str, "bundle leaf"), "leaf")
     proof = _hash_list(_field(item, "inclusion_proof", list, "bundle leaf"), "inclusion proof")
     verify_inclusion(leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
+
+
+def _disjoint(bundle: Mapping[str, object]) -> None:
+    """A leaf is in the loan's `leaves` or in `strategies`, never in both."""
+    own = {index for index, _ in _bundle_leaves(bundle)}
+    twice = sorted(own & {index for index, _ in _strategy_leaves(bundle)})
+    if twice:
+        raise VerificationError(f"leaf {twice[0]} is in both 'leaves' and 'strategies'",
+                                leaf_index=twice[0])
 
 
 def _verify_extension(
@@ -450,6 +464,9 @@ def verify_bundle(
     _field(bundle, "loan_id", str, "bundle")
     checkpoint = open_checkpoint(_field(bundle, "checkpoint", str, "bundle"), vkey)
     _verify_leaves(bundle.get("leaves"), checkpoint)
+    if bundle.get("strategies") is not None:
+        _verify_leaves(bundle.get("strategies"), checkpoint, "strategies")
+        _disjoint(bundle)
     latest = checkpoint
     section = bundle.get("consistency")
     if section is not None:
@@ -484,6 +501,29 @@ def verify_loan(bundle: Mapping[str, object]) -> None:
         if problem is not None:
             raise VerificationError(f"leaf {index} {problem}, not of the bundle's loan "
                                     f"{_shown(loan_id)}", leaf_index=index)
+    for index, data in _strategy_leaves(bundle):
+        problem = _not_a_strategy(data)
+        if problem is not None:
+            raise VerificationError(f"strategy leaf {index} {problem}", leaf_index=index)
+
+
+def _not_a_strategy(data: bytes) -> str | None:
+    """Why a `strategies` leaf is not a lender's StrategyPublished; None when it is. (Which
+    lender's, and which version, the rules match with the visit requests that name one.)"""
+    try:
+        event = json.loads(data)
+    except (ValueError, RecursionError):
+        return "is not a JSON CloudEvent"
+    if not isinstance(event, dict):
+        return "is not a JSON CloudEvent"
+    kind = event.get("type")
+    if kind != STRATEGY_TYPE:
+        return f"is a {_shown(kind) if isinstance(kind, str) else 'leaf'}, not a {STRATEGY_TYPE}"
+    payload, subject = event.get("data"), event.get("subject")
+    lender = payload.get("lender_id") if isinstance(payload, dict) else None
+    if not isinstance(subject, str) or subject != lender:
+        return "is not an event of the lender its data names"
+    return None
 
 
 def _not_of_loan(data: bytes, loan_id: str) -> str | None:
@@ -515,6 +555,21 @@ def _bundle_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
     assert isinstance(leaves, list)  # verify_bundle has checked every one
     return [(_field(item, "leaf_index", int, "bundle leaf"),
              b64decode(_field(item, "leaf", str, "bundle leaf"), "leaf")) for item in leaves]
+
+
+def _strategy_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
+    """The StrategyPublished leaves a bundle carries beside its loan's (none in an older one)."""
+    leaves = bundle.get("strategies")
+    if leaves is None:
+        return []
+    assert isinstance(leaves, list)  # verify_bundle has checked every one
+    return [(_field(item, "leaf_index", int, "strategy leaf"),
+             b64decode(_field(item, "leaf", str, "strategy leaf"), "leaf")) for item in leaves]
+
+
+def _judged_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
+    """What the rules judge: the loan's leaves and the strategies', in index order."""
+    return sorted(_bundle_leaves(bundle) + _strategy_leaves(bundle), key=lambda leaf: leaf[0])
 
 
 _Said = tuple[str, tuple[int, ...], tuple[int, ...]]  # verdict, evidence, finding indices
@@ -555,7 +610,7 @@ def verdict_differences(bundle: Mapping[str, object], judge: Judge) -> list[str]
     """
     pack = _shown(_field(bundle, "pack", str, "bundle"))
     said = _verdicts(_field(bundle, "verdicts", list, "bundle"), "bundle verdict")
-    derived_pack, derived = judge(_bundle_leaves(bundle), pack)
+    derived_pack, derived = judge(_judged_leaves(bundle), pack)
     found = _verdicts(derived, "re-derived verdict")
     differences = [] if derived_pack == pack else [
         f"pack: bundle says {pack}, leaves say {derived_pack}"]
@@ -590,12 +645,14 @@ def _verdict_note(bundle: Mapping[str, object], judge: Judge | None) -> list[str
 
 def main(argv: Sequence[str] | None = None, judge: Judge | None = None) -> int:
     """Verify a bundle offline; 0 when all holds, 1 naming the first failure (or every verdict
-    the leaves contradict), 2 bad input. Every leaf must be an event of the bundle's loan.
+    the leaves contradict), 2 bad input. Every leaf must be an event of the bundle's loan (a
+    `strategies` leaf, a lender's StrategyPublished).
     With `judge`, the verdicts are re-derived too."""
     parser = argparse.ArgumentParser(
         prog="tlog.py", description="Verify a dunwell evidence bundle offline: the checkpoint's "
         "signature, every leaf's inclusion proof, that every leaf is an event of the bundle's "
-        "loan, and consistency with a later checkpoint if the bundle carries one. "
+        "loan (or, under 'strategies', a lender's StrategyPublished), and consistency with a "
+        "later checkpoint if the bundle carries one. "
         "(`dunwell verify` also re-derives the bundle's verdicts.)")
     parser.add_argument("bundle", type=Path, help="the bundle (JSON) from /v1/loans/{id}/evidence")
     parser.add_argument("--key", required=True,

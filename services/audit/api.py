@@ -125,7 +125,8 @@ class Violations(BaseModel):
 
 class Evidence(BaseModel):
     """A self-contained bundle: the loan's leaves, each with its inclusion proof against the
-    signed checkpoint whose note is included, and the verdicts judged over those leaves.
+    signed checkpoint whose note is included, the StrategyPublished leaves (a lender's) that
+    its visit requests name, proven alike, and the verdicts judged over all of those leaves.
     Forbidding other keys makes a bundle that grows without this model fail loudly in the tests
     rather than lose what it added."""
 
@@ -134,6 +135,7 @@ class Evidence(BaseModel):
     loan_id: str
     checkpoint: str
     leaves: list[EvidenceLeaf]
+    strategies: list[EvidenceLeaf] = []
     pack: str
     verdicts: list[RuleView]
 

@@ -27,9 +27,12 @@ from services.audit.domain import CheckpointGuard, Signing
 from services.audit.handlers import leaf_of
 from services.audit.policy import (
     NOT_ABOUT_A_LOAN,
+    STRATEGY,
     Unjudgeable,
     judge_loan,
     judging_version,
+    named_lenders,
+    named_strategies,
     still_holds,
 )
 from services.audit.signer import sign_note
@@ -147,10 +150,13 @@ class AuditLog:
 
         Judging per loan is enough: every rule reads one loan's leaves and nothing else (the
         leaf's subject is its loan), so a new leaf can change its own loan's verdicts and no
-        other's. The cost is the touched loans' leaves, found by the store's index of leaves by
-        loan, never a scan of the log. After an upgrade of the rules or a change of AUDIT_PACK
-        the log is judged again from its first leaf, a slice a batch; a loan whose stored
-        verdicts already cover its leaves under these rules is not judged twice.
+        other's. C6 alone reads more: the StrategyPublished leaves the loan's visit requests
+        name, whose subject is the lender. So a lender's new StrategyPublished judges again the
+        loans whose stored verdicts read that lender's leaves (the store keeps which). The cost
+        is the touched loans' leaves, found by the store's index of leaves by subject, never a
+        scan of the log. After an upgrade of the rules or a change of AUDIT_PACK the log is
+        judged again from its first leaf, a slice a batch; a loan whose stored verdicts already
+        cover its leaves under these rules is not judged twice.
 
         Each loan is judged on its own: one whose leaves a rule cannot read is logged (by leaf
         index, never its data), counted and skipped, and the others go on.
@@ -161,8 +167,12 @@ class AuditLog:
             return 0
         end = min(size, start + JUDGE_SLICE)
         judged = []
-        for loan in self.store.subjects_between(start, end, sorted(NOT_ABOUT_A_LOAN)):
-            leaves = self.store.leaves_of(loan)
+        loans = set(self.store.subjects_between(start, end, sorted(NOT_ABOUT_A_LOAN)))
+        lenders = self.store.subjects_of_type_between(start, end, STRATEGY)
+        if lenders:
+            loans.update(self.store.readers_of(lenders))
+        for loan in sorted(loans):
+            leaves = self.judged_leaves(loan)
             stored = self.store.verdicts_of(loan)
             if stored is not None and still_holds(stored, size, self.pack,
                                                   [leaf.leaf_index for leaf in leaves]):
@@ -198,9 +208,10 @@ class AuditLog:
         `not_evaluated` with a finding "could not be judged", never `pass`; the others are
         judged all the same.
         """
-        leaves = self.timeline(loan_id)
-        if not any(leaf.leaf_index < size for leaf in leaves):
+        own, strategies = self.judging_leaves(loan_id)
+        if not any(leaf.leaf_index < size for leaf in own):
             return None
+        leaves = _in_log_order(own, strategies)
         stored = self.store.verdicts_of(loan_id)
         if stored is not None and still_holds(stored, size, self.pack,
                                               [leaf.leaf_index for leaf in leaves]):
@@ -223,6 +234,20 @@ class AuditLog:
 
     def timeline(self, loan_id: str) -> list[Leaf]:
         return self.store.leaves_of(loan_id)
+
+    def judging_leaves(self, loan_id: str, below: int | None = None
+                       ) -> tuple[list[Leaf], list[Leaf]]:
+        """The loan's leaves, and the StrategyPublished leaves its visit requests name (the
+        lenders' leaves, not the loan's), both below `below` if given."""
+        own = [leaf for leaf in self.timeline(loan_id) if below is None or leaf.leaf_index < below]
+        candidates = [leaf for lender in named_lenders(own)
+                      for leaf in self.store.leaves_of(lender, STRATEGY)
+                      if below is None or leaf.leaf_index < below]
+        return own, named_strategies(own, candidates)
+
+    def judged_leaves(self, loan_id: str) -> list[Leaf]:
+        """What the loan's verdicts are judged over: its leaves and the strategies they name."""
+        return _in_log_order(*self.judging_leaves(loan_id))
 
     def on_signed(self, listener: Callable[[], None]) -> None:
         self._signed_listeners.append(listener)
@@ -269,21 +294,28 @@ class AuditLog:
         return [b64encode(h) for h in merkle.consistency_proof(first, second, self.store)]
 
     def evidence(self, loan_id: str) -> dict[str, Any] | None:
-        """The loan's leaves, each with an inclusion proof against one signed checkpoint, and
-        the verdicts judged over exactly those leaves (which `dunwell verify` re-derives)."""
+        """The loan's leaves, each with an inclusion proof against one signed checkpoint, the
+        StrategyPublished leaves its visit requests name (`strategies`, proven alike), and the
+        verdicts judged over exactly those leaves (which `dunwell verify` re-derives)."""
         latest = self.latest()
         if latest is None:
             return None
         size, note = latest
-        leaves = [leaf for leaf in self.timeline(loan_id) if leaf.leaf_index < size]
+        leaves, strategies = self.judging_leaves(loan_id, below=size)
         verdicts = self.verdicts_at(loan_id, size)
         if not leaves or verdicts is None:
             return None
         return {
             "format": BUNDLE_FORMAT, "loan_id": loan_id, "checkpoint": note,
-            "leaves": [{"leaf_index": leaf.leaf_index,
-                        "leaf": base64.b64encode(leaf.data or b"").decode(),
-                        "inclusion_proof": self.inclusion(leaf.leaf_index, size)}
-                       for leaf in leaves],
+            "leaves": [self._proven(leaf, size) for leaf in leaves],
+            "strategies": [self._proven(leaf, size) for leaf in strategies],
             "pack": verdicts.pack, "verdicts": verdicts.rules,
         }
+
+    def _proven(self, leaf: Leaf, size: int) -> dict[str, Any]:
+        return {"leaf_index": leaf.leaf_index, "leaf": base64.b64encode(leaf.data or b"").decode(),
+                "inclusion_proof": self.inclusion(leaf.leaf_index, size)}
+
+
+def _in_log_order(*parts: Sequence[Leaf]) -> list[Leaf]:
+    return sorted((leaf for part in parts for leaf in part), key=lambda leaf: leaf.leaf_index)

@@ -8,7 +8,13 @@ function of one loan's leaves (in log order) and the pack's numbers, answering `
 
 Judged by event time: the times the data states (`sent_at`, `attempted_at`, ...), not when the
 audit happened to consume an event. The borrower's local time is the zone of the loan's latest
-LoanOverdue/CaseOpened logged before the act.
+LoanOverdue/CaseOpened logged before the act (for C6: of the latest report of its terms at or
+before the decision, by time).
+
+One loan's leaves, but for one kind: C6 judges a visit request by the strategy its
+`policy_version` names, whose StrategyPublished leaf is the lender's (its subject is the lender
+id). The service hands the ones named (`strategies_named`) in among the loan's leaves, and an
+evidence bundle carries them with their proofs; every other rule reads no StrategyPublished.
 
 A rule that raises on a loan's leaves (leaves no schema allows: `channels: 5`, a year the
 clock cannot hold) is `Unjudgeable`, naming the leaf at which judging first fails; never a
@@ -23,12 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
@@ -72,6 +79,10 @@ TIME_FIELD = {
     "ReminderDelivered": "delivered_at", "ReminderFailed": "failed_at",
     "ReminderCancelled": "cancelled_at", "VisitCheckedIn": "checked_in_at",
     "VisitRecorded": "ended_at", "ComplaintFiled": "filed_at", "ComplaintResolved": "resolved_at",
+    "VisitRequested": "requested_at", "CaseEscalated": "escalated_at",
+    "PromiseToPayMade": "made_at", "RepaymentPlanAgreed": "agreed_at",
+    "PromiseKept": "decided_at", "PromiseBroken": "decided_at", "HardshipEnded": "ended_at",
+    "StrategyPublished": "published_at",
 }
 # For a pack without these fields (packs before they were added), the numbers as shipped.
 THIRD_PARTY_CAP = {"us": 1}
@@ -597,10 +608,10 @@ def _whom(fact: Fact) -> str | None:
 
 
 class Streak:
-    """Consecutive failed attempts on the borrower up to a moment (an answered, refused or
-    promised attempt starts the count again)."""
+    """Consecutive failed attempts on the borrower up to a moment: those with a `failed`
+    outcome (C13: no_answer, wrong_number) add one, any other starts the count again."""
 
-    def __init__(self, found: Sequence[Fact]) -> None:
+    def __init__(self, found: Sequence[Fact], failed: frozenset[str] = FAILED) -> None:
         attempts = _in_time_order(fact for fact in found if fact.type == ATTEMPT
                                   and _whom(fact) in (None, "borrower"))
         self.times = [moment for moment, _ in attempts]
@@ -608,7 +619,7 @@ class Streak:
         self.counts: list[int] = []
         count = 0
         for _, fact in attempts:
-            count = count + 1 if fact.text("outcome") in FAILED else 0
+            count = count + 1 if fact.text("outcome") in failed else 0
             self.counts.append(count)
 
     def at(self, moment: datetime) -> int:
@@ -661,6 +672,650 @@ def _third_party_cap(acts: Sequence[Fact], pack: PolicyPack) -> list[Finding]:
             for n, (_, act) in enumerate(contacts, start=1) if n > cap]
 
 
+# --- C6: a field visit only on the escalation criteria; promises decided on the payments ----
+
+
+VISIT, ESCALATED, STRATEGY = "VisitRequested", "CaseEscalated", "StrategyPublished"
+KEPT, BROKEN = "PromiseKept", "PromiseBroken"
+PROMISED, PLANNED = "PromiseToPayMade", "RepaymentPlanAgreed"
+TERMS = ("LoanOverdue", "CaseOpened", "CaseUpdated")  # the reports of the loan's terms
+# C6 counts a refusal as a failed contact too (C13 does not): the borrower was reached but not
+# brought to pay. An answered call or a promise starts the count again.
+UNREACHED = frozenset({"no_answer", "refused", "wrong_number"})
+VISIT_REASONS = ("dpd", "amount", "failed_contacts")
+ESCALATION_REASONS = ("dpd", "amount", "failed_contacts", "broken_promises")
+WHOLE = frozenset({"dpd", "failed_contacts", "broken_promises"})  # counts, in whole numbers
+VISIT_FIELDS = {"dpd": "min_dpd", "amount": "min_amount", "failed_contacts": "min_failed_contacts"}
+MAX_BROKEN_INSTALMENTS = 2  # the shipped default strategy's promises.max_broken_instalments
+SHIPPED_DEFAULT = "default"  # the lender id of the shipped default strategy's policy_version
+_POLICY = re.compile(r"(?P<pack>[^/]+)/(?P<lender>.+)@(?P<version>[1-9][0-9]{0,6})"
+                     r"(?:#(?P<variant>[a-z][a-z0-9_]*))?")
+_WHOLE = re.compile(r"0|[1-9][0-9]{0,8}")
+
+Figures = dict[str, Decimal]  # a reason code's number: a threshold, a floor, a fact
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A `policy_version` read: `<pack-version>/<lender_id>@<N>`, optionally `#<variant>`."""
+
+    pack_version: str
+    lender: str
+    version: int
+    variant: str | None
+
+    def __str__(self) -> str:
+        return f"{self.lender}@{self.version}" + (f"#{self.variant}" if self.variant else "")
+
+
+def policy_of(text: object) -> Policy | None:
+    if not isinstance(text, str):
+        return None
+    named = _POLICY.fullmatch(text)
+    if named is None:
+        return None
+    return Policy(named["pack"], named["lender"], int(named["version"]), named["variant"])
+
+
+def strategies_named(leaves: Leaves) -> set[tuple[str, int]]:
+    """The lenders' strategies (lender id, version) that the loan's visit requests name, but
+    for the shipped default: the StrategyPublished leaves C6 reads beside the loan's own
+    (their subject is the lender, so they are not among the loan's leaves)."""
+    named = set()
+    for fact in facts(leaves):
+        policy = policy_of(fact.data.get("policy_version")) if fact.type == VISIT else None
+        if policy is not None and policy.lender != SHIPPED_DEFAULT:
+            named.add((policy.lender, policy.version))
+    return named
+
+
+def _strategies(found: Sequence[Fact]) -> dict[tuple[str, int], Fact]:
+    """Each StrategyPublished by lender and version; the first logged where one is repeated."""
+    result: dict[tuple[str, int], Fact] = {}
+    for fact in found:
+        version = fact.data.get("version")
+        if fact.type == STRATEGY and isinstance(fact.text("lender_id"), str) \
+                and isinstance(version, int) and not isinstance(version, bool):
+            result.setdefault((str(fact.text("lender_id")), version), fact)
+    return result
+
+
+def _whole(value: object) -> Decimal | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value) if value >= 0 else None
+    return Decimal(value) if isinstance(value, str) and _WHOLE.fullmatch(value) else None
+
+
+def _decimal(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _figure(value: object, code: str) -> Decimal | None:
+    """A number as a reason states it: a whole number for a count, a decimal for an amount."""
+    return _whole(value) if code in WHOLE else _decimal(value)
+
+
+def _day(value: object) -> date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _day_end(day: date, zone: ZoneInfo) -> datetime:
+    """00:00 of the next day in the borrower's zone: when a day's promise falls due."""
+    following = day + timedelta(days=1)
+    return datetime(following.year, following.month, following.day, tzinfo=zone)
+
+
+def _pack_floors(pack: PolicyPack) -> Figures:
+    return {"dpd": Decimal(pack.visit_min_dpd), "amount": Decimal(pack.visit_min_amount),
+            "failed_contacts": Decimal(pack.visit_min_failed_contacts)}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What a VisitRequested's policy_version says of the strategy it followed: the visit
+    thresholds it must state (None: the log holds no StrategyPublished for it, or it is the
+    shipped default, so only the pack's floors bind), how many broken instalments end a
+    plan, and what is wrong with it."""
+
+    expected: Figures | None
+    max_broken: int
+    problems: tuple[str, ...]
+    shown: str = ""
+
+
+def _strategy_of(visit: Fact, pack: PolicyPack,
+                 strategies: Mapping[tuple[str, int], Fact]) -> Strategy:
+    text = visit.data.get("policy_version")
+    policy = policy_of(text)
+    if policy is None:
+        shown = repr(text)[:80] if isinstance(text, str) else "none"
+        problem = (f"visit requested under policy_version {shown}, which names no strategy "
+                   f"(<pack-version>/<lender_id>@<N>, optionally #<variant>)")
+        return Strategy(None, MAX_BROKEN_INSTALMENTS, (problem,))
+    published = strategies.get((policy.lender, policy.version))
+    if policy.lender == SHIPPED_DEFAULT or published is None:
+        return Strategy(None, MAX_BROKEN_INSTALMENTS, ())
+    document = published.data.get("document")
+    document = document if isinstance(document, Mapping) else {}
+    where = f"strategy {policy.lender}@{policy.version} (leaf {published.index})"
+    visit_rules: object = document.get("visit")
+    if policy.variant is not None:
+        variants = document.get("variants")
+        chosen = next((v for v in variants if isinstance(v, Mapping)
+                       and v.get("name") == policy.variant), None) \
+            if isinstance(variants, list) else None
+        if chosen is None:
+            problem = f"visit requested under variant {policy.variant}, which {where} lacks"
+            return Strategy(None, MAX_BROKEN_INSTALMENTS, (problem,))
+        if isinstance(chosen.get("visit"), Mapping):
+            visit_rules = chosen["visit"]
+    read = {code: _figure(visit_rules.get(key), code) if isinstance(visit_rules, Mapping)
+            else None for code, key in VISIT_FIELDS.items()}
+    promises = document.get("promises")
+    most = _whole(promises.get("max_broken_instalments")) if isinstance(promises, Mapping) \
+        else None
+    max_broken = int(most) if most is not None and most > 0 else MAX_BROKEN_INSTALMENTS
+    floors = _pack_floors(pack)
+    if any(number is None for number in read.values()):
+        return Strategy(None, max_broken, (f"{where} has no readable visit thresholds",))
+    expected = {code: max(floors[code], number) for code, number in read.items()
+                if number is not None}
+    return Strategy(expected, max_broken, (), f"{where} with the {pack.name} pack")
+
+
+@dataclass(frozen=True)
+class Span:
+    """A hardship or a dispute: from `start` until `end` (None: not over)."""
+
+    index: int
+    name: str
+    start: datetime
+    end: datetime | None
+
+    def holds(self, moment: datetime) -> bool:
+        return self.start <= moment and (self.end is None or moment < self.end)
+
+
+def _hardships(found: Sequence[Fact]) -> list[Span]:
+    """Each HardshipGranted (the first of its id) from `starts_at` to the earlier of its
+    `ends_at` and the `ended_at` of a HardshipEnded of the same id."""
+    ended: dict[str, datetime] = {}
+    for fact in found:
+        at = _aware(fact.data.get("ended_at")) if fact.type == "HardshipEnded" else None
+        name = fact.text("hardship_id")
+        if at is not None and name is not None:
+            ended[name] = min(ended.get(name, at), at)
+    spans: dict[str, Span] = {}
+    for fact in found:
+        name = fact.text("hardship_id")
+        if fact.type != "HardshipGranted" or name is None or name in spans:
+            continue
+        start, end = _aware(fact.data.get("starts_at")), _aware(fact.data.get("ends_at"))
+        if start is not None and end is not None:
+            spans[name] = Span(fact.index, name, start, min(end, ended.get(name, end)))
+    return list(spans.values())
+
+
+def _disputes(found: Sequence[Fact]) -> list[Span]:
+    """Each dispute from its `opened_at` to the `resolved_at` of a later DisputeResolved of
+    the same id, taken in time order as C3 takes them."""
+    result: list[Span] = []
+    opened: dict[str, Span] = {}
+    for moment, fact in _in_time_order(found):
+        name = str(fact.data.get("dispute_id"))
+        if fact.type == "DisputeOpened" and name not in opened:
+            opened[name] = Span(fact.index, name, moment, None)
+        elif fact.type == "DisputeResolved" and name in opened \
+                and opened[name].start < moment:
+            result.append(Span(opened[name].index, name, opened[name].start, moment))
+            del opened[name]
+    return result + list(opened.values())
+
+
+def _stops_visits(fact: Fact) -> bool:
+    """A cease-contact request naming field visits (a permanent hold on every channel too)."""
+    listed = fact.data.get("channels")
+    if fact.type == "CeaseContactRequested":
+        return isinstance(listed, list) and "visit" in listed
+    if fact.type == "ContactHeld" and fact.data.get("permanent") is True:
+        return listed is None or (isinstance(listed, list) and "visit" in listed)
+    return False
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the log shows of a loan at one moment: the figures a decision is judged by."""
+
+    moment: datetime
+    terms: Fact
+    zone: ZoneInfo
+    zone_name: str
+    due: date
+    amount: Decimal
+    suspended: int
+    dpd: int
+    failed_contacts: int
+    broken_promises: int
+
+    def figure(self, code: str) -> Decimal:
+        return {"dpd": Decimal(self.dpd), "amount": self.amount,
+                "failed_contacts": Decimal(self.failed_contacts),
+                "broken_promises": Decimal(self.broken_promises)}[code]
+
+    def why(self, code: str) -> str:
+        """How the log comes to the figure, for a finding."""
+        if code == "dpd":
+            today = self.moment.astimezone(self.zone).date()
+            return (f"due {self.due}, {today} in {self.zone_name}, {self.suspended} days in "
+                    f"hardship")
+        if code == "amount":
+            return f"overdue at {_utc(self.moment)}"
+        if code == "failed_contacts":
+            return "consecutive failed contacts with the borrower"
+        return "promises broken"
+
+
+class LoanFacts:
+    """A loan's facts by their own times, to ask what held at a moment (at or before it)."""
+
+    def __init__(self, found: Sequence[Fact]) -> None:
+        self.terms = _in_time_order(fact for fact in found if fact.type in TERMS)
+        self._term_times = [moment for moment, _ in self.terms]
+        self.amounts: list[tuple[datetime, Decimal]] = []
+        for moment, fact in _in_time_order(fact for fact in found
+                                           if fact.type in (*TERMS, "PaymentReceived")):
+            key = "remaining_overdue" if fact.type == "PaymentReceived" else "amount_overdue"
+            amount = _decimal(fact.data.get(key))
+            if amount is not None:
+                self.amounts.append((moment, amount))
+        self._amount_times = [moment for moment, _ in self.amounts]
+        self.streak = Streak(found, UNREACHED)
+        self.hardships = _hardships(found)
+        self.disputes = _disputes(found)
+        self.closures = closures(found)
+        self.openings = sorted(fact.time for fact in found
+                               if fact.type == "CaseOpened" and fact.time is not None)
+        self.entries = sorted(fact.time for fact in found if fact.type in (ESCALATED, "CaseOpened")
+                              and fact.time is not None)
+        self.broken = sorted(fact.time for fact in found
+                             if fact.type == BROKEN and fact.time is not None)
+        self.decisions = [fact for _, fact in _in_time_order(
+            fact for fact in found if fact.type in (KEPT, BROKEN))]
+        self.promises = [fact for fact in found if fact.type == PROMISED]
+        self.plans = [fact for fact in found if fact.type == PLANNED]
+        self.ceases = [fact for fact in found if _stops_visits(fact)]
+        self.payments = [fact for fact in found if fact.type == "PaymentReceived"]
+        self.closes = [fact for fact in found if (fact.type == "CaseClosed"
+                                                  and fact.text("reason") == "paid")
+                       or (fact.type == "PaymentReceived" and closes(fact))]
+
+    def zone_at(self, moment: datetime) -> tuple[str, ZoneInfo] | None:
+        """The borrower's zone in the latest report of the terms at or before `moment`."""
+        for _, fact in reversed(self.terms[:bisect_right(self._term_times, moment)]):
+            name = _zone_name(fact)
+            if name is not None:
+                return name, _zone(name)
+        return None
+
+    def standing(self, moment: datetime) -> Standing | str:
+        """The loan's figures at `moment`, or what the log lacks to tell them."""
+        reported = self.terms[:bisect_right(self._term_times, moment)]
+        if not reported:
+            return "the log holds no LoanOverdue, CaseOpened or CaseUpdated at or before it"
+        zone = self.zone_at(moment)
+        due = next((day for _, fact in reversed(reported)
+                    if (day := _day(fact.data.get("due_date"))) is not None), None)
+        amounts = self.amounts[:bisect_right(self._amount_times, moment)]
+        if zone is None or due is None or not amounts:
+            lacking = "borrower time zone" if zone is None else "due date" if due is None \
+                else "amount overdue"
+            return f"the log shows no {lacking} at or before it"
+        suspended = sum(
+            max(0, (min(moment, span.end or moment).astimezone(zone[1]).date()
+                    - span.start.astimezone(zone[1]).date()).days)
+            for span in self.hardships if span.start <= moment)
+        days = (moment.astimezone(zone[1]).date() - due).days
+        return Standing(
+            moment, reported[-1][1], zone[1], zone[0], due, amounts[-1][1], suspended,
+            max(0, days - suspended), self.streak.at(moment),
+            bisect_right(self.broken, moment))
+
+    def closed_at(self, moment: datetime) -> Fact | None:
+        return next((close for close, reopened in self.closures
+                     if close.time is not None and close.time <= moment
+                     and (reopened is None or moment < reopened)), None)
+
+    def decided(self, promise_id: str, moment: datetime) -> Fact | None:
+        return next((decision for decision in self.decisions
+                     if decision.text("promise_id") == promise_id
+                     and decision.time is not None and decision.time <= moment), None)
+
+    def current_promise(self, moment: datetime, zone: ZoneInfo) -> Fact | None:
+        """A promise made at or before `moment` whose due day has not ended and that no
+        decision has decided by then."""
+        for promise in self.promises:
+            name, due = promise.text("promise_id"), _day(promise.data.get("due_date"))
+            if promise.time is None or name is None or due is None or promise.time > moment:
+                continue
+            if moment < _day_end(due, zone) and self.decided(name, moment) is None:
+                return promise
+        return None
+
+    def current_plan(self, moment: datetime, max_broken: int) -> Fact | None:
+        """A plan agreed at or before `moment` with an instalment not yet decided and fewer
+        than `max_broken` broken ones."""
+        for plan in self.plans:
+            name, instalments = plan.text("plan_id"), plan.data.get("instalments")
+            if plan.time is None or name is None or plan.time > moment \
+                    or not isinstance(instalments, list):
+                continue
+            decided: dict[int, bool] = {}  # instalment number -> broken
+            for decision in self.decisions:
+                number = _instalment(decision.text("promise_id"), name)
+                if number is not None and 1 <= number <= len(instalments) \
+                        and decision.time is not None and decision.time <= moment:
+                    decided.setdefault(number, decision.type == BROKEN)
+            if len(decided) < len(instalments) and sum(decided.values()) < max_broken:
+                return plan
+        return None
+
+    def paid_between(self, start: datetime, end: datetime) -> Decimal:
+        total = Decimal(0)
+        for payment in self.payments:
+            amount = _decimal(payment.data.get("amount"))
+            if amount is not None and payment.time is not None \
+                    and start <= payment.time <= end:
+                total += amount
+        return total
+
+    def closed_as_paid(self, start: datetime, end: datetime) -> Fact | None:
+        """A CaseClosed as paid, or a payment that left nothing overdue, in [start, end]."""
+        return next((close for close in self.closes
+                     if close.time is not None and start <= close.time <= end), None)
+
+
+def _instalment(promise_id: str | None, plan_id: str) -> int | None:
+    """n of an instalment's promise id `<plan_id>/<n>` (n from 1); None for any other id."""
+    prefix = f"{plan_id}/"
+    if promise_id is None or not promise_id.startswith(prefix):
+        return None
+    number = _whole(promise_id[len(prefix):])
+    return int(number) if number is not None and number >= 1 else None
+
+
+def _reasons(fact: Fact) -> tuple[dict[str, Mapping[str, Any]], list[str]]:
+    """A decision's reasons by code, and the codes it gives more than once."""
+    listed = fact.data.get("reasons")
+    found: dict[str, Mapping[str, Any]] = {}
+    twice: list[str] = []
+    for reason in listed if isinstance(listed, list) else ():
+        code = reason.get("code") if isinstance(reason, Mapping) else None
+        if not isinstance(code, str):
+            continue
+        if code in found:
+            twice.append(code)
+        else:
+            found[code] = reason
+    return found, twice
+
+
+def _shown_figure(raw: object) -> str:
+    return repr(raw)[:40] if raw is not None else "none"
+
+
+def _reason_problems(what: str, code: str, reason: Mapping[str, Any],
+                     standing: Standing | None) -> list[str]:
+    """A reason's value is the log's figure, which reaches its threshold."""
+    value = _figure(reason.get("value"), code)
+    threshold = _figure(reason.get("threshold"), code)
+    problems = []
+    if value is None:
+        problems.append(f"{what} with a {code} reason whose value "
+                        f"{_shown_figure(reason.get('value'))} is not a number")
+    if threshold is None:
+        problems.append(f"{what} with a {code} reason whose threshold "
+                        f"{_shown_figure(reason.get('threshold'))} is not a number")
+    actual = standing.figure(code) if standing is not None else value
+    if standing is not None and value is not None and value != actual:
+        problems.append(f"{what} with {code} {reason.get('value')}, but the log shows {actual} "
+                        f"({standing.why(code)})")
+    if actual is not None and threshold is not None and actual < threshold:
+        problems.append(f"{what} with {code} {actual}, below its threshold "
+                        f"{reason.get('threshold')}")
+    return problems
+
+
+def _threshold_problems(code: str, reason: Mapping[str, Any], pack: PolicyPack,
+                        strategy: Strategy) -> list[str]:
+    """A visit's threshold is never below the pack's floor, and is exactly what the strategy
+    it followed sets (the higher of the pack's and the strategy's), when the log holds it."""
+    threshold = _figure(reason.get("threshold"), code)
+    floor = _pack_floors(pack)[code]
+    if threshold is None:
+        return []
+    stated = f"visit requested with a {code} threshold of {reason.get('threshold')}"
+    if threshold < floor:
+        return [f"{stated}, below the {pack.name} pack's {floor}"]
+    if strategy.expected is not None and threshold != strategy.expected[code]:
+        return [f"{stated}, not the {strategy.expected[code]} of {strategy.shown}"]
+    return []
+
+
+def _visit_state(standing: Standing, loan: LoanFacts, strategy: Strategy) -> list[str]:
+    """No visit on a closed case, in a dispute or hardship, after the borrower stopped visits,
+    or while a promise or plan stands."""
+    moment, problems = standing.moment, []
+    if not loan.openings or loan.openings[0] > moment:
+        problems.append("visit requested with no case opened at or before it")
+    closed = loan.closed_at(moment)
+    if closed is not None:
+        problems.append(f"visit requested after the case closed (leaf {closed.index})")
+    problems += [f"visit requested while dispute {span.name} is open (leaf {span.index})"
+                 for span in loan.disputes if span.holds(moment)]
+    problems += [f"visit requested during hardship {span.name} (leaf {span.index}, until "
+                 f"{_utc(span.end or moment)})" for span in loan.hardships if span.holds(moment)]
+    ceased = next((fact for fact in loan.ceases if fact.time is not None
+                   and fact.time <= moment), None)
+    if ceased is not None:
+        problems.append(f"visit requested after the borrower asked for no field visits "
+                        f"(leaf {ceased.index})")
+    promise = loan.current_promise(moment, standing.zone)
+    if promise is not None:
+        problems.append(f"visit requested while promise {promise.text('promise_id')} (leaf "
+                        f"{promise.index}, due {promise.data.get('due_date')}) stands")
+    plan = loan.current_plan(moment, strategy.max_broken)
+    if plan is not None:
+        problems.append(f"visit requested while repayment plan {plan.text('plan_id')} (leaf "
+                        f"{plan.index}) stands")
+    return problems
+
+
+def _visit_problems(visit: Fact, loan: LoanFacts, pack: PolicyPack,
+                    strategies: Mapping[tuple[str, int], Fact]) -> list[str]:
+    """A VisitRequested holds against the loan's facts at its time, with its reasons."""
+    strategy = _strategy_of(visit, pack, strategies)
+    reasons, twice = _reasons(visit)
+    problems = list(strategy.problems)
+    problems += [f"visit requested with its {code} reason given twice" for code in twice
+                 if code in VISIT_REASONS]
+    standing = loan.standing(visit.time) if visit.time is not None \
+        else "it has no readable time"
+    if isinstance(standing, str):
+        problems.append(f"visit requested, but {standing}: a visit with no facts behind it")
+    known = standing if isinstance(standing, Standing) else None
+    for code in VISIT_REASONS:
+        reason = reasons.get(code)
+        if reason is None:
+            problems.append(f"visit requested without a {code} reason (value and threshold)")
+            continue
+        problems += _reason_problems("visit requested", code, reason, known)
+        problems += _threshold_problems(code, reason, pack, strategy)
+    if known is not None:
+        policy = policy_of(visit.data.get("policy_version"))
+        lender = known.terms.text("lender_id")
+        if policy is not None and policy.lender not in (SHIPPED_DEFAULT, lender):
+            problems.append(f"visit requested under the strategy of lender {policy.lender}, "
+                            f"not of the loan's lender {lender}")
+        problems += _visit_state(known, loan, strategy)
+    return problems
+
+
+def _repeated_visits(found: Sequence[Fact], loan: LoanFacts) -> list[Finding]:
+    """One visit request a stage entry: a second with no CaseEscalated (or CaseOpened) after
+    the first, up to its own time, is a finding."""
+    findings, previous = [], None
+    for moment, visit in _in_time_order(fact for fact in found if fact.type == VISIT):
+        if previous is not None and not any(previous[0] < entry <= moment
+                                            for entry in loan.entries):
+            findings.append(_finding(visit, f"visit requested again in one stage entry (leaf "
+                                            f"{previous[1].index} asked already, and the case "
+                                            f"entered no stage since)"))
+        previous = moment, visit
+    return findings
+
+
+def _escalation_problems(escalation: Fact, loan: LoanFacts) -> list[str]:
+    """A CaseEscalated's reasons are the log's figures at its time, each at its threshold."""
+    what = f"escalation to {escalation.text('to_stage')}"
+    standing = loan.standing(escalation.time) if escalation.time is not None \
+        else "it has no readable time"
+    problems = []
+    if isinstance(standing, str):
+        problems.append(f"{what}, but {standing}: an escalation with no facts behind it")
+    known = standing if isinstance(standing, Standing) else None
+    reasons, twice = _reasons(escalation)
+    problems += [f"{what} with its {code} reason given twice" for code in twice
+                 if code in ESCALATION_REASONS]
+    for code in ESCALATION_REASONS:
+        if code in reasons:
+            problems += _reason_problems(what, code, reasons[code], known)
+    stated = escalation.data.get("days_past_due")
+    if known is not None and isinstance(stated, int) and not isinstance(stated, bool) \
+            and stated != known.dpd:
+        problems.append(f"{what} states days_past_due {stated}, but the log shows {known.dpd} "
+                        f"({known.why('dpd')})")
+    return problems
+
+
+@dataclass(frozen=True)
+class Promised:
+    """What a decision decides: from when payments count, how much they must reach, by when."""
+
+    source: Fact
+    since: datetime
+    amount: Decimal
+    due: date
+
+
+def _promised(decision: Fact, loan: LoanFacts) -> Promised | str:
+    """The promise (or the plan's instalment, cumulated) a PromiseKept/Broken decides."""
+    name, plan_id = decision.text("promise_id"), decision.text("plan_id")
+    if name is None:
+        return "names no promise_id"
+    if plan_id is None:
+        promise = next((fact for fact in loan.promises if fact.text("promise_id") == name), None)
+        if promise is None:
+            return f"no PromiseToPayMade {name} is in the log"
+        amount, due = _decimal(promise.data.get("amount")), _day(promise.data.get("due_date"))
+        if promise.time is None or amount is None or due is None:
+            return f"promise {name} (leaf {promise.index}) is not readable"
+        return Promised(promise, promise.time, amount, due)
+    plan = next((fact for fact in loan.plans if fact.text("plan_id") == plan_id), None)
+    if plan is None:
+        return f"no RepaymentPlanAgreed {plan_id} is in the log"
+    instalments = plan.data.get("instalments")
+    number = _instalment(name, plan_id)
+    if number is None or not isinstance(instalments, list) or number > len(instalments):
+        return f"{name} is no instalment of plan {plan_id} (leaf {plan.index})"
+    amounts = [_decimal(item.get("amount")) if isinstance(item, Mapping) else None
+               for item in instalments[:number]]
+    last = instalments[number - 1]
+    due = _day(last.get("due_date")) if isinstance(last, Mapping) else None
+    if plan.time is None or due is None or any(amount is None for amount in amounts):
+        return f"plan {plan_id} (leaf {plan.index}) is not readable"
+    return Promised(plan, plan.time, sum((a for a in amounts if a is not None), Decimal(0)), due)
+
+
+def _decision_problems(decision: Fact, loan: LoanFacts, earlier: Fact | None) -> list[str]:
+    """A PromiseKept when the payments since the promise reached its amount by the end of its
+    due day (or the case closed as paid), a PromiseBroken when they did not; never decided
+    before that day ended, but for a promise kept by the case closing as paid."""
+    kept = decision.type == KEPT
+    what = f"{decision.type} {decision.text('promise_id')}"
+    if decision.time is None:
+        return [f"{what} has no readable decided_at"]
+    promised = _promised(decision, loan)
+    if isinstance(promised, str):
+        return [f"{what} decides a promise the log does not show: {promised}"]
+    problems = []
+    if earlier is not None:
+        problems.append(f"{what} decides a promise decided already (leaf {earlier.index})")
+    if _day(decision.data.get("due_date")) != promised.due:
+        problems.append(f"{what} states due_date {decision.data.get('due_date')}, but the "
+                        f"promise (leaf {promised.source.index}) is due {promised.due}")
+    if decision.time < promised.since:
+        problems.append(f"{what} decided at {_utc(decision.time)}, before the promise was made "
+                        f"(leaf {promised.source.index})")
+    paid = loan.paid_between(promised.since, decision.time)
+    closed = loan.closed_as_paid(promised.since, decision.time)
+    zone = loan.zone_at(decision.time)
+    if zone is None:
+        problems.append(f"{what}: the log shows no borrower time zone at or before the "
+                        f"decision, so not when the due day {promised.due} ended")
+    elif decision.time < _day_end(promised.due, zone[1]) and not (kept and closed):
+        problems.append(f"{what} decided at {_utc(decision.time)}, before the due day "
+                        f"{promised.due} ended in {zone[0]}")
+    window = f"payments from {_utc(promised.since)} to {_utc(decision.time)} come to {paid}"
+    if kept and paid < promised.amount and closed is None:
+        problems.append(f"{what}, but {window}, short of the {promised.amount} promised (leaf "
+                        f"{promised.source.index}), and the case did not close as paid")
+    if not kept and paid >= promised.amount:
+        problems.append(f"{what}, but {window}, reaching the {promised.amount} promised (leaf "
+                        f"{promised.source.index})")
+    if not kept and closed is not None:
+        problems.append(f"{what}, but the case closed as paid (leaf {closed.index}) before it "
+                        f"was decided")
+    return problems
+
+
+def c6_visits(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    """A field visit only when the escalation criteria hold, with the reasons recorded:
+    each VisitRequested against the loan's facts at its time and the strategy it names; each
+    CaseEscalated's reasons against the same facts; and each promise decided (which feeds
+    the criteria) against the payments."""
+    found = facts(leaves)
+    judged = [fact for fact in found if fact.type in (VISIT, ESCALATED, KEPT, BROKEN)]
+    if not judged:
+        return _verdict("C6", (), ())
+    loan, strategies = LoanFacts(found), _strategies(found)
+    findings = [_finding(fact, problem) for fact in judged if fact.type == VISIT
+                for problem in _visit_problems(fact, loan, pack, strategies)]
+    findings += _repeated_visits(found, loan)
+    findings += [_finding(fact, problem) for fact in judged if fact.type == ESCALATED
+                 for problem in _escalation_problems(fact, loan)]
+    first: dict[str, Fact] = {}
+    for decision in loan.decisions:
+        name = str(decision.text("promise_id"))
+        findings += [_finding(decision, problem)
+                     for problem in _decision_problems(decision, loan, first.get(name))]
+        first.setdefault(name, decision)
+    findings += [_finding(fact, f"{fact.type} {fact.text('promise_id')} has no readable "
+                                f"decided_at") for fact in judged
+                 if fact.type in (KEPT, BROKEN) and fact.time is None]
+    return _verdict("C6", (fact.index for fact in judged), findings)
+
+
 # --- all of them ------------------------------------------------------------------------------
 
 
@@ -668,7 +1323,8 @@ Check = Callable[[Leaves, PolicyPack], RuleVerdict]
 
 CHECKS: Mapping[str, Check] = {
     "C1": c1_contact_hours, "C2": c2_frequency, "C3": c3_stopped_contact,
-    "C4": c4_nothing_after_closing, "C5": c5_templates, "C13": c13_third_parties,
+    "C4": c4_nothing_after_closing, "C5": c5_templates, "C6": c6_visits,
+    "C13": c13_third_parties,
 }
 
 

@@ -1,9 +1,10 @@
 """The audit's verdicts on the conduct rules, for one loan: the store's leaves in, verdicts out.
 
 The rules themselves live in `compliance.py` (standard library only, so the offline verifier
-can run them too); this module turns the store's leaves into what they read, and says when
-verdicts judged earlier still answer for a checkpoint: over the same leaves, under the same
-default pack and the same version of the rules. Pure: no store, no clock.
+can run them too); this module turns the store's leaves into what they read (the loan's own,
+and the lenders' StrategyPublished leaves its visit requests name), and says when verdicts
+judged earlier still answer for a checkpoint: over the same leaves, under the same default
+pack and the same version of the rules. Pure: no store, no clock.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from services.audit.compliance import (
     FAIL,
     RULES,
     RULES_DIGEST,
+    STRATEGY,
     Leaves,
     Unjudgeable,
     event_time,
@@ -25,28 +27,54 @@ from services.audit.compliance import (
     pack_of,
     parse_leaf,
     rules_version,
+    strategies_named,
 )
 from services.audit.store import Leaf, Verdicts, Violation
 
-__all__ = ["NOT_ABOUT_A_LOAN", "RULES", "Unjudgeable", "events_of", "judge_loan",
-           "judging_version", "still_holds"]
+__all__ = ["NOT_ABOUT_A_LOAN", "RULES", "STRATEGY", "Unjudgeable", "events_of", "judge_loan",
+           "judging_version", "named_lenders", "named_strategies", "still_holds"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Subjects of these are collectors or agencies, not loans: nothing to judge.
-NOT_ABOUT_A_LOAN = frozenset({"CollectorRegistered", "CollectorRevoked", "AgencyRegistered"})
+# Subjects of these are collectors, agencies or lenders, not loans: nothing to judge (a
+# StrategyPublished is read with the loans whose visit requests name it).
+NOT_ABOUT_A_LOAN = frozenset({"CollectorRegistered", "CollectorRevoked", "AgencyRegistered",
+                              STRATEGY})
 
 
-def events_of(leaves: Sequence[Leaf], below: int) -> Leaves:
-    """The leaves below `below` that still hold a readable event (erased bytes judge nothing)."""
-    return [(leaf.leaf_index, event) for leaf in leaves if leaf.leaf_index < below
+def events_of(leaves: Sequence[Leaf], below: int | None = None) -> Leaves:
+    """The leaves (below `below`, if given) that still hold a readable event (erased bytes
+    judge nothing)."""
+    return [(leaf.leaf_index, event) for leaf in leaves
+            if below is None or leaf.leaf_index < below
             if (event := parse_leaf(leaf.data)) is not None]
+
+
+def named_lenders(leaves: Sequence[Leaf]) -> list[str]:
+    """The lenders whose StrategyPublished leaves the loan's verdicts read: those of the
+    strategies its visit requests name (its leaves, in log order)."""
+    return sorted({lender for lender, _ in strategies_named(events_of(leaves))})
+
+
+def named_strategies(leaves: Sequence[Leaf], candidates: Sequence[Leaf]) -> list[Leaf]:
+    """Of `candidates` (the named lenders' StrategyPublished leaves), those of a lender and
+    version the loan's visit requests name."""
+    named = strategies_named(events_of(leaves))
+    found = []
+    for leaf in candidates:
+        event = parse_leaf(leaf.data) if leaf.event_type == STRATEGY else None
+        data = event["data"] if event is not None else {}
+        lender, version = data.get("lender_id"), data.get("version")
+        if isinstance(lender, str) and isinstance(version, int) and (lender, version) in named:
+            found.append(leaf)
+    return found
 
 
 def judge_loan(loan_id: str, leaves: Sequence[Leaf], tree_size: int,
                default_pack: str, *, strict: bool = True) -> Verdicts:
-    """Judge one loan's leaves below `tree_size`: every rule, and each finding of a failed rule
-    as a violation. A rule that raises is `Unjudgeable`; with `strict=False` it is instead
-    `not_evaluated` with a finding "could not be judged" (which is not a violation)."""
+    """Judge one loan's leaves below `tree_size` (with the StrategyPublished leaves they name,
+    in log order): every rule, and each finding of a failed rule as a violation. A rule that
+    raises is `Unjudgeable`; with `strict=False` it is instead `not_evaluated` with a finding
+    "could not be judged" (which is not a violation)."""
     events = events_of(leaves, tree_size)
     rules = judge(events, default_pack, strict=strict)
     lender = lender_of(events)
@@ -56,8 +84,9 @@ def judge_loan(loan_id: str, leaves: Sequence[Leaf], tree_size: int,
                   for verdict in rules if verdict["verdict"] == FAIL
                   for finding in verdict["findings"]]
     pack = pack_of(events, default_pack)
+    reads = sorted({lender for lender, _ in strategies_named(events)})
     return Verdicts(loan_id, tree_size, pack, default_pack, rules, tuple(violations),
-                    rules_version=rules_version(pack))
+                    rules_version=rules_version(pack), reads=tuple(reads))
 
 
 def _violation(loan_id: str, rule: str, leaf_index: int, message: str,

@@ -4,7 +4,8 @@ Leaf bytes live apart from leaf hashes, so a later erasure of one borrower's dat
 hash, node and proof intact. A leaf, its nodes and the Kafka position commit in one transaction.
 
 Beside the log, and derived from it alone: each loan's compliance verdicts with the tree size
-they cover and the version of the rules they were judged with, the violations they found, and
+they cover and the version of the rules they were judged with, the violations they found, the
+other subjects whose leaves they read (a lender's, for the strategy a visit request names), and
 how far into the log verdicts have been judged (under one default pack and version of the
 rules: another starts again from the first leaf). Dropping these tables loses nothing: they
 are judged again from the leaves.
@@ -85,6 +86,12 @@ CREATE TABLE IF NOT EXISTS violations (
 CREATE INDEX IF NOT EXISTS violations_by_loan ON violations (loan_id);
 CREATE INDEX IF NOT EXISTS violations_by_rule ON violations (rule, id);
 CREATE INDEX IF NOT EXISTS violations_by_lender ON violations (lender_id, id);
+CREATE TABLE IF NOT EXISTS verdict_reads (
+    subject TEXT NOT NULL,
+    loan_id TEXT NOT NULL,
+    PRIMARY KEY (subject, loan_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS verdict_reads_by_loan ON verdict_reads (loan_id);
 CREATE TABLE IF NOT EXISTS verdicts_judged (
     default_pack TEXT PRIMARY KEY,
     tree_size INTEGER NOT NULL,
@@ -157,6 +164,9 @@ class Verdicts:
     rules: list[RuleVerdict]
     violations: tuple[Violation, ...] = ()
     rules_version: str = ""  # compliance.rules_version(pack) when they were judged
+    # Other subjects whose leaves they read (the lenders of the strategies its visit requests
+    # name): a new leaf of one of them may change these verdicts.
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,11 +256,13 @@ class LogStore:
             found.update({(int(level), int(idx)): bytes(value) for level, idx, value in rows})
         return found
 
-    def leaves_of(self, subject: str) -> list[Leaf]:
+    def leaves_of(self, subject: str, event_type: str | None = None) -> list[Leaf]:
+        """The subject's leaves in log order (only those of `event_type`, if given)."""
         rows = self._db.execute(
             "SELECT l.leaf_index, l.event_id, l.event_type, d.data FROM leaves l "
             "LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index "
-            "WHERE l.subject=? ORDER BY l.leaf_index", (subject,)).fetchall()
+            "WHERE l.subject=? AND (? IS NULL OR l.event_type=?) ORDER BY l.leaf_index",
+            (subject, event_type, event_type)).fetchall()
         return [Leaf(r[0], r[1], r[2], _blob(r[3])) for r in rows]
 
     def append_many(self, leaves: Sequence[NewLeaf], position: tuple[str, int]) -> int:
@@ -355,6 +367,23 @@ class LogStore:
             f"AND event_type NOT IN ({marks})", (start, end, *skip_types)).fetchall()
         return sorted(str(row[0]) for row in rows)
 
+    def subjects_of_type_between(self, start: int, end: int, event_type: str) -> list[str]:
+        """The subjects of the leaves of `event_type` among leaves start..end-1."""
+        rows = self._db.execute(
+            "SELECT DISTINCT subject FROM leaves WHERE leaf_index >= ? AND leaf_index < ? "
+            "AND event_type = ?", (start, end, event_type)).fetchall()
+        return sorted(str(row[0]) for row in rows)
+
+    def readers_of(self, subjects: Sequence[str]) -> list[str]:
+        """The loans whose stored verdicts read leaves of any of `subjects`."""
+        found: set[str] = set()
+        for start in range(0, len(subjects), 500):
+            chunk = list(subjects[start:start + 500])
+            found.update(str(row[0]) for row in self._db.execute(
+                "SELECT loan_id FROM verdict_reads WHERE subject IN ("
+                + ",".join("?" * len(chunk)) + ")", chunk))
+        return sorted(found)
+
     def verdicts_of(self, loan_id: str) -> Verdicts | None:
         row = self._db.execute("SELECT tree_size, pack, default_pack, rules, rules_version "
                                "FROM verdicts WHERE loan_id=?", (loan_id,)).fetchone()
@@ -390,6 +419,10 @@ class LogStore:
                             verdicts.default_pack, json.dumps(verdicts.rules),
                             verdicts.rules_version))
                 self._replace_violations(db, verdicts.loan_id, verdicts.violations)
+                db.execute("DELETE FROM verdict_reads WHERE loan_id=?", (verdicts.loan_id,))
+                db.executemany("INSERT INTO verdict_reads (subject, loan_id) VALUES (?, ?) "
+                               "ON CONFLICT DO NOTHING",
+                               [(subject, verdicts.loan_id) for subject in verdicts.reads])
             db.execute("DELETE FROM verdicts_judged WHERE default_pack != ? OR rules_version != ?",
                        (default_pack, rules_version))
             db.execute("INSERT INTO verdicts_judged (default_pack, tree_size, rules_version) "

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from shared.auth import Role
 from shared.events import CloudEvent
 from tests.service.records import consumer_record, tracking_of
+from tests.unit.audit import cases
 from tests.unit.audit.loans import LOAN, at_local, attempt, opened, overdue, sent
 
 from services.audit.application import AuditLog
@@ -375,3 +377,97 @@ def test_a_bundle_of_another_loan_does_not_verify(audit: TestClient, auditor: di
     expected = (f"FAILED (first failing leaf index {good_first}): leaf {good_first} is an "
                 f"event of L-good, not of the bundle's loan L-bad")
     assert expected in result.stderr
+
+
+# --- C6: visit requests, escalations and promises, judged from the log ----------------------
+
+
+def c6_of(answer: Any) -> Any:
+    return next(rule for rule in answer["rules"] if rule["rule"] == "C6")
+
+
+def test_a_rogue_visit_request_fails_c6_and_is_listed(audit: TestClient,
+                                                      auditor: dict[str, str]) -> None:
+    due = date(2026, 9, 21)  # ten days past due when the visit is asked for
+    append(audit, cases.overdue(due=due), cases.opened(due=due), *cases.failed_calls())
+    [index] = append(audit, cases.visit())
+    sign(audit)
+    c6 = c6_of(compliance(audit, auditor))
+    assert (c6["verdict"], c6["evidence"]) == ("fail", [index])
+    assert {finding["leaf_index"] for finding in c6["findings"]} == {index}
+    listed = audit.get("/v1/violations", params={"rule": "C6"}, headers=auditor).json()
+    messages = [v["message"] for v in listed["violations"]]
+    assert {v["leaf_index"] for v in listed["violations"]} == {index}
+    assert {v["time"] for v in listed["violations"]} == {"2026-10-01T02:00:00Z"}
+    assert ("visit requested with dpd 92, but the log shows 10 (due 2026-09-21, 2026-10-01 in "
+            "Asia/Shanghai, 0 days in hardship)") in messages
+    assert messages == [f["message"] for f in c6["findings"]]
+
+
+def test_an_honest_visit_request_passes_c6(audit: TestClient, auditor: dict[str, str]) -> None:
+    indices = append(audit, *cases.honest_case())
+    sign(audit)
+    c6 = c6_of(compliance(audit, auditor))
+    assert (c6["verdict"], c6["evidence"], c6["findings"]) == ("pass", indices[-2:], [])
+    assert listed(audit, auditor, rule="C6") == []
+
+
+STRICTER = "cn-2026.1/lender-1@3"
+
+
+def strict_case() -> list[dict[str, Any]]:
+    """A visit under lender-1's strategy 3, stating the pack's thresholds: right only while
+    the log holds no StrategyPublished raising them."""
+    return [cases.overdue(), cases.opened(), *cases.failed_calls(),
+            cases.visit(policy=STRICTER)]
+
+
+def test_a_strategy_logged_after_the_visit_judges_its_loan_again(
+        audit: TestClient, auditor: dict[str, str]) -> None:
+    *_, visit_index = append(audit, *strict_case())
+    assert listed(audit, auditor, rule="C6") == []
+    append(audit, cases.strategy(3, (92, "3000.00", 3)))  # its subject is the lender
+    found = listed(audit, auditor, rule="C6")
+    assert [(v["loan_id"], v["leaf_index"]) for v in found] == [(LOAN, visit_index)]
+    assert "dpd threshold of 91, not the 92 of strategy lender-1@3" in found[0]["message"]
+    assert log_of(audit).store.verdicts_of(cases.LENDER) is None  # a lender is no loan
+    sign(audit)
+    assert c6_of(compliance(audit, auditor))["verdict"] == "fail"
+
+
+def test_the_bundle_carries_the_strategy_and_verifies_offline(
+        audit: TestClient, auditor: dict[str, str], tmp_path: Path) -> None:
+    [strategy_index] = append(audit, cases.strategy(3, (92, "3000.00", 3)))
+    append(audit, cases.strategy(4, (95, "3000.00", 3)))  # named by no request: not carried
+    append(audit, *strict_case())
+    sign(audit)
+    bundle = bundle_of(audit, auditor, tmp_path / "bundle.json")
+    assert [leaf["leaf_index"] for leaf in bundle["strategies"]] == [strategy_index]
+    assert next(v for v in bundle["verdicts"] if v["rule"] == "C6")["verdict"] == "fail"
+    assert bundle["verdicts"] == compliance(audit, auditor)["rules"]
+    vkey = log_of(audit).vkey
+    good = verify(tmp_path / "bundle.json", vkey)
+    assert good.returncode == 0, good.stderr
+    without = dict(bundle, strategies=[])
+    (tmp_path / "without.json").write_text(json.dumps(without))
+    result = verify(tmp_path / "without.json", vkey)
+    assert result.returncode == 1 and "C6: bundle says fail, leaves say pass" in result.stderr
+    smuggled = dict(bundle, leaves=bundle["leaves"][1:], strategies=sorted(
+        [bundle["leaves"][0], *bundle["strategies"]], key=lambda leaf: leaf["leaf_index"]))
+    (tmp_path / "smuggled.json").write_text(json.dumps(smuggled))
+    result = verify(tmp_path / "smuggled.json", vkey)
+    assert result.returncode == 1
+    moved = bundle["leaves"][0]["leaf_index"]
+    assert f"strategy leaf {moved} is a LoanOverdue, not a StrategyPublished" in result.stderr
+
+
+def test_promises_decided_against_the_payments_through_the_routes(
+        audit: TestClient, auditor: dict[str, str]) -> None:
+    made = cases.promise(at_local("2026-07-10 12:00"), date(2026, 7, 15))
+    [kept] = append(audit, cases.overdue(), cases.opened(), made,
+                    cases.decided(True, at_local("2026-07-16 00:00"), "P-1", date(2026, 7, 15),
+                                  "1000.00"))[-1:]
+    sign(audit)
+    c6 = c6_of(compliance(audit, auditor))
+    assert (c6["verdict"], [f["leaf_index"] for f in c6["findings"]]) == ("fail", [kept])
+    assert "short of the 1000.00 promised" in listed(audit, auditor, rule="C6")[0]["message"]
