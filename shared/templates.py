@@ -76,6 +76,15 @@ _APPROVED = (
         "en": "Call script: state the overdue {amount} {currency}, the deadline {deadline}, "
               "how to repay ({repayment_channel}) and how to verify the call "
               "({verification_channel}); ask about willingness and ability to pay."}),
+    # A courtesy reminder while the cadence is paused for a promise or a repayment plan: the
+    # amount and deadline are the promise's (or the instalment's), not the case's.
+    _t("sms.promise_courtesy", 1, "sms", REMINDER,
+       {"zh-CN": "温馨提示：您就借款{loan_id}承诺于{deadline}前还款{amount} {currency}，请按时通过"
+                 "{repayment_channel}还款。如需核实本信息的真实性，请通过{verification_channel}联系"
+                 "我们。",
+        "en": "A friendly reminder: on loan {loan_id} you agreed to pay {amount} {currency} by "
+              "{deadline}, via {repayment_channel}. To check that this message is genuine, "
+              "contact {verification_channel}."}),
     _t("contact.reestablish", 1, "call", REESTABLISH,
        {"zh-CN": "您好，我们是{lender_name}，想与{borrower_name}取得联系。请转告其通过"
                  "{verification_channel}回电。谢谢。",
@@ -90,6 +99,7 @@ APPROVED: MappingProxyType[tuple[str, int], Template] = MappingProxyType(
 CURRENT = MappingProxyType({"sms": ("sms.reminder", 1), "email": ("email.reminder", 1),
                             "push": ("push.reminder", 1), "call": ("call.reminder", 1)})
 REESTABLISH_TEMPLATE = ("contact.reestablish", 1)
+COURTESY_TEMPLATE = ("sms.promise_courtesy", 1)  # before a promise's or an instalment's due date
 
 
 def approved(template_id: str, version: int) -> Template | None:

@@ -28,13 +28,14 @@ from shared.roles import Role
 
 from services.reminder.application import (
     Attempt,
+    ContactPaused,
     KeyReused,
     NotFound,
     NotOpen,
     Reminders,
     RuleRefused,
 )
-from services.reminder.domain import CallTask, Reminder
+from services.reminder.domain import CallTask, ContactPlan, Reminder
 
 
 def _reminders(request: Request) -> Reminders:
@@ -65,6 +66,9 @@ router = APIRouter(tags=["reminder"])
 
 RULE_REFUSED = ("`rule_refused`: a conduct rule refuses it; `details.rule` names it (C1, C2, "
                 "C3, C4, C13) and `details.deferred_until` says when it may be asked again.")
+PAUSED = ("`contact_paused`: the case's cadence is paused (a promise to pay, a repayment plan, "
+          "hardship); not a conduct rule, so no rule id: `details` names the pause (`pause_id`, "
+          "`reason`, `since`, `until`).")
 REUSED = {"code": "idempotency_key_reused",
           "message": "this Idempotency-Key was used for another request"}
 UNREADABLE = "The body cannot be read as text (it is not UTF-8)."
@@ -93,6 +97,8 @@ class ReminderView(BaseModel):
     cancelled_rule: str | None
     delivery: Literal["delivered", "failed"] | None = None
     party: str = "borrower"
+    paused_by: str | None = None  # the pause holding it back, if one does
+    courtesy_of: str | None = None  # a courtesy reminder: the pause that planned it
 
 
 class CallTaskView(BaseModel):
@@ -106,6 +112,18 @@ class CallTaskView(BaseModel):
     template_version: int
     contact_id: str | None
     blocked: list[Block]
+    paused_by: str | None = None
+
+
+class PauseView(BaseModel):
+    """One pause of the cadence; in force while `lifted_at` is null (or still ahead)."""
+
+    pause_id: str
+    reason: str
+    at: datetime
+    until: datetime | None
+    lifted_at: datetime | None
+    courtesy: list[UUID]
 
 
 class RemindersView(BaseModel):
@@ -114,6 +132,10 @@ class RemindersView(BaseModel):
     pending: list[ReminderView]
     cancelled: list[ReminderView]
     call_tasks: list[CallTaskView] = []
+    stage: str | None = None  # the case's stage, as escalation last published it
+    policy_version: str | None = None
+    stage_entered_at: datetime | None = None  # day 0 of the stage's cadence, before pauses
+    pauses: list[PauseView] = []
 
 
 def _view(reminder: Reminder) -> ReminderView:
@@ -123,7 +145,8 @@ def _view(reminder: Reminder) -> ReminderView:
         due_at=reminder.due_at, sent_at=reminder.sent_at, attempts=reminder.attempts,
         blocked=[Block(**b) for b in reminder.blocks],
         cancelled_rule=reminder.cancelled["rule"] if reminder.cancelled else None,
-        delivery=reminder.delivery, party=reminder.party)  # type: ignore[arg-type]
+        delivery=reminder.delivery, party=reminder.party,  # type: ignore[arg-type]
+        paused_by=reminder.paused_by, courtesy_of=reminder.courtesy_of)
 
 
 def _task_view(task: CallTask) -> CallTaskView:
@@ -131,7 +154,13 @@ def _task_view(task: CallTask) -> CallTaskView:
         task_id=task.id, loan_id=task.loan_id, phone_kind=task.phone_kind, status=task.status,
         due_from=task.due_from, due_until=task.due_until, template_id=task.template_id,
         template_version=task.template_version, contact_id=task.contact_id,
-        blocked=[Block(**b) for b in task.blocks])
+        blocked=[Block(**b) for b in task.blocks], paused_by=task.paused_by)
+
+
+def _pause_views(plan: ContactPlan) -> list[PauseView]:
+    return [PauseView(pause_id=pause_id, reason=p["reason"], at=p["at"], until=p["until"],
+                      lifted_at=p["lifted_at"], courtesy=p["courtesy"])
+            for pause_id, p in plan.pauses.items()]
 
 
 @router.get("/loans/{loan_id}/reminders", response_model=RemindersView,
@@ -139,9 +168,10 @@ def _task_view(task: CallTask) -> CallTaskView:
                                       meaning={404: "No reminders for the loan."}))
 def list_reminders(loan_id: LoanId, reminders: RemindersDep, user: ReaderDep) -> Any:
     lender = user.subject if user.role is Role.LENDER else None
+    plan = reminders.plan_of(loan_id, lender)
     found = reminders.reminders_of(loan_id, lender)
     tasks = reminders.tasks_of(loan_id, lender)
-    if found is None or tasks is None:
+    if plan is None or found is None or tasks is None:
         raise HTTPException(404, f"no reminders for loan {loan_id}")
     views = [_view(r) for r in found]
     return RemindersView(
@@ -149,7 +179,9 @@ def list_reminders(loan_id: LoanId, reminders: RemindersDep, user: ReaderDep) ->
         sent=[v for v in views if v.status == "sent"],
         pending=[v for v in views if v.status in ("pending", "sending")],
         cancelled=[v for v in views if v.status == "cancelled"],
-        call_tasks=[_task_view(t) for t in tasks])
+        call_tasks=[_task_view(t) for t in tasks],
+        stage=plan.stage, policy_version=plan.policy_version,
+        stage_entered_at=plan.stage_entered_at, pauses=_pause_views(plan))
 
 
 # --- the collectors ---
@@ -204,8 +236,9 @@ class PermitOut(BaseModel):
              responses=error_responses(
                  400, 401, 403, 404, 409, 413, 422,
                  meaning={400: UNREADABLE, 404: "No such call task for the loan.",
-                          409: RULE_REFUSED + " Or `task_not_open`: the task is not open "
-                                              "for calls now; or `idempotency_key_reused`."}))
+                          409: RULE_REFUSED + " Or " + PAUSED + " Or `task_not_open`: the "
+                                              "task is not open for calls now; or "
+                                              "`idempotency_key_reused`."}))
 def dial_permit(body: DialPermitIn, reminders: RemindersDep, clock: ClockDep,
                 user: CollectorDep, key: IdempotencyKey = None) -> Any:
     """The pre-dial gate: a dial only with a permit, which the rules may refuse."""
@@ -216,6 +249,8 @@ def dial_permit(body: DialPermitIn, reminders: RemindersDep, clock: ClockDep,
         raise HTTPException(404, str(error)) from error
     except RuleRefused as refused:
         raise HTTPException(409, refused.as_error()) from refused
+    except ContactPaused as paused:
+        raise HTTPException(409, paused.as_error()) from paused
     except NotOpen as error:
         raise HTTPException(409, {"code": "task_not_open", "message": str(error)}) from error
     except KeyReused as error:

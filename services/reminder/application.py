@@ -1,10 +1,10 @@
 """The reminder application: a contact plan per case, its cadence, every channel, and the
 contact rules (C1-C5, C13) asked before anything reaches the borrower.
 
-Handlers (cases.events) start, hold, resume and close plans; the agenda fires what falls due
-(a plan's next step, a reminder's send, a call task's issue or expiry); the collectors' routes
-ask the pre-dial gate and record what their calls came to; the providers' receipts say what
-was delivered.
+Handlers (cases.events) start, escalate, hold, pause, resume and close plans; the agenda fires
+what falls due (a plan's next step, a reminder's send, a call task's issue or expiry); the
+collectors' routes ask the pre-dial gate and record what their calls came to; the providers'
+receipts say what was delivered.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -22,28 +22,41 @@ from zoneinfo import ZoneInfo
 from shared.application import Conflict, ServiceApplication, Unit
 from shared.errors import describe, mask
 from shared.events import (
+    CadencePaused,
+    CadenceResumed,
     CaseClosed,
+    CaseEscalated,
     CaseOpened,
     CaseUpdated,
     CloudEvent,
     ContactHeld,
     ContactResumed,
+    Courtesy,
     LoanTerms,
 )
 from shared.policy_pack import Decision, PolicyPack
-from shared.templates import CURRENT, DEFAULT_LANGUAGE, REESTABLISH_TEMPLATE, approved
+from shared.templates import (
+    COURTESY_TEMPLATE,
+    CURRENT,
+    DEFAULT_LANGUAGE,
+    REESTABLISH_TEMPLATE,
+    approved,
+)
 
 from services.reminder import policy
 from services.reminder.channels import ChannelError, ChannelRefused, Gateway, OutboundMessage
 from services.reminder.domain import (
-    DEFAULT_STRATEGY,
+    COURTESY_PAUSES,
+    DEFAULT_CADENCE,
+    DEFAULT_CADENCE_VERSION,
+    PENDING,
     SENDING,
+    Cadence,
     CallTask,
     ContactPlan,
     Debtor,
     Reminder,
     RequestKey,
-    Strategy,
     number_sha256,
 )
 
@@ -51,6 +64,7 @@ log = logging.getLogger(__name__)
 
 PERMIT_LIFETIME = timedelta(minutes=10)
 PERMIT_SKEW = timedelta(minutes=1)  # a dialer's clock a little off the service's
+COURTESY_TERMS = ("amount", "currency", "deadline")  # a courtesy states the promise's own
 
 
 class NotFound(LookupError):
@@ -69,6 +83,26 @@ class RuleRefused(Exception):
         return {"code": "rule_refused", "message": str(self),
                 "details": {"rule": self.decision.rule, "reason": self.decision.reason,
                             "deferred_until": until.isoformat() if until else None}}
+
+
+class ContactPaused(Exception):
+    """The cadence is paused (a promise, a repayment plan, hardship): a 409 with
+    `contact_paused`. A pause is the lender's own decision, not a conduct rule's refusal, so
+    it names no rule id."""
+
+    def __init__(self, loan_id: str, pause_id: str, pause: Mapping[str, Any]) -> None:
+        reason = str(pause["reason"])
+        super().__init__(f"contact with the borrower of loan {loan_id} is paused ({reason}, "
+                         f"{pause_id}): no calls until the pause ends")
+        self.pause_id = pause_id
+        self.pause = pause
+
+    def as_error(self) -> dict[str, Any]:
+        until = self.pause.get("until")
+        return {"code": "contact_paused", "message": str(self),
+                "details": {"pause_id": self.pause_id, "reason": self.pause["reason"],
+                            "since": self.pause["at"].isoformat(),
+                            "until": until.isoformat() if until else None}}
 
 
 class KeyReused(Exception):
@@ -102,11 +136,11 @@ class Reminders(ServiceApplication):
 
     def __init__(self, pack: PolicyPack, verification_channel: str,
                  env: dict[str, str] | None = None,
-                 strategy: Strategy = DEFAULT_STRATEGY) -> None:
+                 default_cadence: Cadence = DEFAULT_CADENCE) -> None:
         super().__init__(env)
         self.pack = pack
         self.verification_channel = verification_channel
-        self.strategy = strategy
+        self.default_cadence = default_cadence  # for a case whose opening names none
 
     def pack_of(self, plan: ContactPlan) -> PolicyPack:
         return policy.pack_for(plan.jurisdiction, self.pack)
@@ -131,15 +165,33 @@ class Reminders(ServiceApplication):
                 str(case.jurisdiction) if case.jurisdiction else None, content)
 
     def open_plan(self, unit: Unit, cause: CloudEvent, case: CaseOpened, now: datetime) -> None:
-        """A case opened (or opened again): its plan starts its cadence from the case's day 0."""
+        """A case opened (or opened again): its plan starts its opening stage's cadence (the
+        built-in one when the case names none) from the case's day 0."""
         correlation = cause.correlationid or cause.id
-        args = (*self._terms(case), case.opened_at, self.strategy.version, cause.id,
-                correlation)
+        if case.cadence is None:
+            cadence, label = self.default_cadence.as_data(), DEFAULT_CADENCE_VERSION
+        else:
+            cadence, label = case.cadence.model_dump(mode="json"), case.policy_version or "case"
+        args = (*self._terms(case), case.opened_at, label, cause.id, correlation, cadence,
+                case.stage, case.policy_version)
         plan: ContactPlan | None = unit.find(ContactPlan.create_id(case.loan_id))
         if plan is None:
             plan = ContactPlan(case.loan_id, case.lender_id, *args)
         else:
             plan.reopen(*args)
+        unit.save(plan)
+
+    def escalate_plan(self, unit: Unit, cause: CloudEvent, escalated: CaseEscalated,
+                      now: datetime) -> None:
+        """The case entered another stage: its plan follows the stage's cadence from
+        `escalated_at` (the event's time when absent). What is planned already still goes,
+        under the rules."""
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(escalated.loan_id))
+        if plan is None:
+            return
+        cadence = escalated.cadence.model_dump(mode="json") if escalated.cadence else None
+        plan.escalate(escalated.to_stage, cadence, escalated.policy_version,
+                      escalated.escalated_at or cause.time, cause.id)
         unit.save(plan)
 
     def revise_plan(self, unit: Unit, cause: CloudEvent, updated: CaseUpdated,
@@ -153,7 +205,8 @@ class Reminders(ServiceApplication):
 
     def close_plan(self, unit: Unit, cause: CloudEvent, closed: CaseClosed,
                    now: datetime) -> None:
-        """C4: the case closed; every pending reminder and call task is cancelled at once."""
+        """C4: the case closed; every pending reminder (courtesy ones too) and call task is
+        cancelled at once."""
         plan: ContactPlan | None = unit.find(ContactPlan.create_id(closed.loan_id))
         if plan is None:
             return
@@ -198,6 +251,58 @@ class Reminders(ServiceApplication):
                 item.release(max(now, resumed.at))
                 unit.save(item)
 
+    def pause_cadence(self, unit: Unit, cause: CloudEvent, paused: CadencePaused,
+                      now: datetime) -> None:
+        """The cadence stops (a promise, a plan, hardship): no more steps, and what is pending
+        or issued waits. A promise or a plan still sends one courtesy SMS before each due
+        date; that pause does not hold it back."""
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(paused.loan_id))
+        if plan is None or not plan.open or paused.pause_id in plan.pauses:
+            return
+        zone = ZoneInfo(plan.timezone)
+        courtesy = []
+        for n, entry in enumerate(paused.courtesy):
+            due = policy.courtesy_due(entry.due_date, zone, now)
+            if due is not None:
+                courtesy.append(self._courtesy(plan, f"{plan.cause}/{paused.pause_id}/"
+                                               f"courtesy/{n}", entry, due, paused.pause_id,
+                                               cause.id))
+        plan.pause(paused.pause_id, paused.reason, paused.at, paused.until,
+                   [r.id for r in courtesy])
+        unit.save(plan, *courtesy)
+        for item in self._pending_of(unit, plan):
+            pause_id = plan.paused_by(max(now, paused.at), item.courtesy_of)
+            if pause_id is not None and item.paused_by is None:
+                item.pause(pause_id)
+                unit.save(item)
+
+    def resume_cadence(self, unit: Unit, cause: CloudEvent, resumed: CadenceResumed,
+                       now: datetime) -> None:
+        """The pause ends. When it was the last, the cadence resumes where it was (the plan
+        moves its day 0 on by the time paused); what it held is due again, the rules asked
+        again then. A promise or a plan is over: its courtesy reminders still pending are
+        cancelled (`promise_ended`, `plan_ended`)."""
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(resumed.loan_id))
+        if plan is None or not plan.lift_pause(resumed.pause_id, resumed.at):
+            return
+        unit.save(plan)
+        pause = plan.pauses[resumed.pause_id]
+        courtesy = set(pause["courtesy"]) if pause["reason"] in COURTESY_PAUSES else set()
+        lifted = max(now, resumed.at)
+        for item in self._pending_of(unit, plan):
+            if item.id in courtesy and item.status == PENDING:
+                item.cancel(f"{pause['reason']}_ended",
+                            f"the {pause['reason']} ended ({resumed.pause_id})", now, cause.id)
+            elif item.paused_by == resumed.pause_id:
+                other = plan.paused_by(lifted, item.courtesy_of)
+                if other is not None:
+                    item.pause(other)
+                else:
+                    item.unpause(lifted)
+            else:
+                continue
+            unit.save(item)
+
     def _pending_of(self, unit: Unit, plan: ContactPlan) -> list[Reminder | CallTask]:
         items: list[Reminder | CallTask] = [unit.get(i) for i in plan.reminder_ids]
         items += [unit.get(i) for i in plan.task_ids]
@@ -221,11 +326,15 @@ class Reminders(ServiceApplication):
         """The plan's next cadence step: a reminder on its channel, or a call task."""
         unit = self.unit()
         plan: ContactPlan = unit.get(plan_id)
-        if plan.next_due() is None or plan.step_due is None or plan.step_due > now:
+        due = plan.next_due()
+        cadence = plan.cadence_now
+        step = cadence.step(plan.step)
+        if due is None or due > now or step is None:
             return
-        step = self.strategy.step(plan.step)
-        next_due = max(self.strategy.due(plan.step + 1, plan.opened_at), now)
-        key = f"{plan.cause}/{plan.step}/{step.channel}"
+        after = cadence.due(plan.step + 1, plan.day0)
+        next_due = None if after is None else max(after, now)
+        # The opening stage's keys are those of the plans before stages: `<CaseOpened id>/n/..`
+        key = f"{plan.stage_cause}/{plan.step}/{step.channel}"
         if step.channel in plan.ceased:
             plan.take_step(None, next_due)  # the borrower asked to stop this channel (C3)
         elif step.channel == "call":
@@ -258,9 +367,26 @@ class Reminders(ServiceApplication):
         return Reminder(
             key=key, loan_id=plan.loan_id, channel=channel, template_id=template_id,
             template_version=version, recipient=str(recipient), timezone=plan.timezone,
-            content=content, due_at=now, cause=plan.cause, correlation=plan.correlation,
+            content=content, due_at=now, cause=plan.stage_cause, correlation=plan.correlation,
             language=plan.language, party="borrower",
             subject=subject.format(**content) if subject else None)
+
+    def _courtesy(self, plan: ContactPlan, key: str, entry: Courtesy, due: datetime,
+                  pause_id: str, cause: str) -> Reminder:
+        """A courtesy SMS before a promise's (or an instalment's) due date, stating its own
+        amount and date (C5: the template shows every required item)."""
+        template_id, version = COURTESY_TEMPLATE
+        content = {**plan.content, "amount": f"{entry.amount:.2f}", "currency": entry.currency,
+                   "deadline": entry.due_date.isoformat()}
+        checked = policy.required_content(template_id, version, content, plan.language)
+        if not checked.allowed:
+            raise ValueError(f"{checked.rule}: {checked.reason}")
+        return Reminder(
+            key=key, loan_id=plan.loan_id, channel="sms", template_id=template_id,
+            template_version=version, recipient=str(plan.borrower["phone"]),
+            timezone=plan.timezone, content=content, due_at=due, cause=cause,
+            correlation=plan.correlation, language=plan.language, party="borrower",
+            courtesy_of=pause_id)
 
     def _deadline(self, plan: ContactPlan, now: datetime) -> str:
         """The repayment deadline a message states, from the day it is sent (C5): a message
@@ -272,7 +398,7 @@ class Reminders(ServiceApplication):
                    template: tuple[str, int], now: datetime) -> CallTask:
         return CallTask(key=key, loan_id=plan.loan_id, phone_kind=phone_kind,
                         contact_id=contact_id, template_id=template[0],
-                        template_version=template[1], due_at=now, cause=plan.cause,
+                        template_version=template[1], due_at=now, cause=plan.stage_cause,
                         correlation=plan.correlation)
 
     def _rules_before_contact(self, plan: ContactPlan, channel: str, now: datetime
@@ -291,9 +417,16 @@ class Reminders(ServiceApplication):
         if reminder.next_due() is None or reminder.due_at > now:
             return
         plan: ContactPlan = unit.get(ContactPlan.create_id(reminder.loan_id))
+        if self._paused(plan, reminder, now) or self._courtesy_past(plan, reminder, now):
+            unit.save(reminder)
+            self.commit(unit)
+            return
         # The case's terms as they are now (a payment may have lowered the amount since the
-        # step was planned), and a deadline counted from today.
+        # step was planned), and a deadline counted from today; a courtesy reminder states
+        # its promise's own amount and date.
         content = {**reminder.content, **plan.content, "deadline": self._deadline(plan, now)}
+        if reminder.courtesy_of is not None:
+            content.update({k: reminder.content[k] for k in COURTESY_TERMS})
         decision = policy.first_refusal(
             self._rules_before_contact(plan, reminder.channel, now),
             policy.required_content(reminder.template_id, reminder.template_version,
@@ -320,6 +453,28 @@ class Reminders(ServiceApplication):
             return
         local = now.astimezone(ZoneInfo(reminder.timezone)).isoformat(timespec="seconds")
         self._settle(reminder.id, lambda r: r.mark_sent(now, local, provider_id), now)
+
+    def _paused(self, plan: ContactPlan, item: Reminder | CallTask, now: datetime) -> bool:
+        """Whether a pause holds the item back now (then it waits off the agenda). A closed
+        case is not paused: C4 cancels what it planned."""
+        pause_id = plan.paused_by(now, item.courtesy_of) if plan.open else None
+        if pause_id is None:
+            return False
+        item.pause(pause_id)
+        return True
+
+    @staticmethod
+    def _courtesy_past(plan: ContactPlan, reminder: Reminder, now: datetime) -> bool:
+        """A courtesy reminder kept waiting (a hardship pause, a C1 deferral) past the end of
+        its due date reminds of nothing: it is dropped (`due_date_passed`)."""
+        if reminder.courtesy_of is None or reminder.status != PENDING:
+            return False
+        deadline = date.fromisoformat(reminder.content["deadline"])
+        if policy.courtesy_due(deadline, ZoneInfo(plan.timezone), now) is not None:
+            return False
+        reminder.cancel("due_date_passed", f"its due date {deadline} has ended", now,
+                        reminder.cause)
+        return True
 
     def _refuse(self, unit: Unit, plan: ContactPlan, reminder: Reminder, decision: Decision,
                 now: datetime) -> None:
@@ -368,29 +523,34 @@ class Reminders(ServiceApplication):
             task.expire(now)
         else:
             plan: ContactPlan = unit.get(ContactPlan.create_id(task.loan_id))
-            decision = self._rules_before_contact(plan, "call", now)
-            if decision.allowed:
-                task.issue(now, policy.window_close(self.pack_of(plan),
-                                                    ZoneInfo(plan.timezone), now))
-            elif decision.until is not None:
-                task.defer(decision.rule or "", decision.reason or "", decision.until)
-            elif decision.held:
-                task.hold(decision.rule or "", decision.reason or "",
-                          plan.stopped_on("call", now) or "hold")
-            else:
-                task.cancel(decision.rule or "", decision.reason or "", now, task.cause)
+            if not self._paused(plan, task, now):
+                self._issue_or_refuse(plan, task, now)
         unit.save(task)
         self.commit(unit)
+
+    def _issue_or_refuse(self, plan: ContactPlan, task: CallTask, now: datetime) -> None:
+        decision = self._rules_before_contact(plan, "call", now)
+        if decision.allowed:
+            task.issue(now, policy.window_close(self.pack_of(plan), ZoneInfo(plan.timezone),
+                                                now))
+        elif decision.until is not None:
+            task.defer(decision.rule or "", decision.reason or "", decision.until)
+        elif decision.held:
+            task.hold(decision.rule or "", decision.reason or "",
+                      plan.stopped_on("call", now) or "hold")
+        else:
+            task.cancel(decision.rule or "", decision.reason or "", now, task.cause)
 
     # --- the collectors: the pre-dial gate and what a call came to ---
 
     def permit_dial(self, loan_id: str, task_id: UUID, phone: str, collector_id: str,
                     now: datetime, key: str | None = None) -> Permit:
-        """The pre-dial gate: C4, C3, C13, C1 and C2 asked, in that order, before a dial.
+        """The pre-dial gate: C4, the cadence's pauses, C3, C13, C1 and C2 asked, in that
+        order, before a dial.
 
         A permit lasts ten minutes, never past the borrower's hours or the task's window; it
         counts as a call until it is used or expires. A repeated Idempotency-Key answers the
-        same permit while the case is open and calls are not stopped.
+        same permit while the case is open and calls are neither paused nor stopped.
         """
         number = number_sha256(phone)
         fingerprint = json.dumps([loan_id, str(task_id), number])
@@ -400,6 +560,7 @@ class Reminders(ServiceApplication):
             debtor = self._debtor(unit, plan)
             pack = self.pack_of(plan)
             zone = ZoneInfo(plan.timezone)
+            self._not_paused(plan, now)
             stopped = policy.first_refusal(
                 policy.is_open(plan.open),
                 policy.not_stopped("call", plan.stopped_on("call", now)))
@@ -439,6 +600,13 @@ class Reminders(ServiceApplication):
                 continue  # another dial of this debtor meanwhile: count again
             return Permit(permit_id, expires)
         raise Conflict("the debtor's calls kept changing; ask again")
+
+    @staticmethod
+    def _not_paused(plan: ContactPlan, now: datetime) -> None:
+        """ContactPaused when a pause is in force (after C4: a closed case is refused by it)."""
+        pause_id = plan.paused_by(now) if plan.open else None
+        if pause_id is not None:
+            raise ContactPaused(plan.loan_id, pause_id, plan.pauses[pause_id])
 
     def _earlier_request(self, unit: Unit, kind: str, caller: str, key: str | None,
                          fingerprint: str) -> UUID | None:
@@ -481,6 +649,7 @@ class Reminders(ServiceApplication):
             debtor = self._debtor(unit, plan)
             party, _ = plan.party_of(attempt.phone)
             recognised = (plan.open and plan.stopped_on("call", now) is None
+                          and plan.paused_by(now) is None
                           and debtor.honours(attempt.permit_id, attempt.loan_id, number,
                                              collector_id, attempt.attempted_at, PERMIT_SKEW))
             permit = debtor.permit_of(attempt.permit_id) if recognised else None
@@ -574,14 +743,14 @@ class Reminders(ServiceApplication):
 
     def open_call_tasks(self, now: datetime, limit: int = 500) -> list[CallTask]:
         """The call tasks that may be called now: issued, inside their window, on an open case
-        whose calls are not stopped."""
+        whose calls are neither paused nor stopped."""
         found = []
         for task_id in self.extras.of_kind("CallTask", 5000):
             task: CallTask = self.repository.get(task_id)
             if not task.open_at(now):
                 continue
             plan: ContactPlan = self.repository.get(ContactPlan.create_id(task.loan_id))
-            if plan.open and plan.stopped_on("call", now) is None:
+            if plan.open and plan.stopped_on("call", now) is None and plan.paused_by(now) is None:
                 found.append(task)
                 if len(found) >= limit:
                     break

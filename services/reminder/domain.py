@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -43,28 +43,57 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Strategy:
-    """A lender's soft-reminder cadence: fixed steps by day since the case opened, then one
-    step on `daily_channel` every day from `daily_from`."""
+class Repeat:
+    channel: str
+    from_day: int
+    every_days: int = 1
 
-    version: str
+
+@dataclass(frozen=True)
+class Cadence:
+    """A stage's cadence: fixed steps by day since the stage's day 0, then one step on
+    `repeat.channel` every `repeat.every_days` days from `repeat.from_day`. Without a repeat
+    the plan simply has no more steps after the fixed ones."""
+
     steps: tuple[Step, ...]
-    daily_from: int
-    daily_channel: str
+    repeat: Repeat | None = None
 
-    def step(self, index: int) -> Step:
+    def step(self, index: int) -> Step | None:
         if index < len(self.steps):
             return self.steps[index]
-        return Step(self.daily_from + index - len(self.steps), self.daily_channel)
+        if self.repeat is None:
+            return None
+        every = (index - len(self.steps)) * self.repeat.every_days
+        return Step(self.repeat.from_day + every, self.repeat.channel)
 
-    def due(self, index: int, opened_at: datetime) -> datetime:
-        return opened_at + timedelta(days=self.step(index).day)
+    def due(self, index: int, day0: datetime) -> datetime | None:
+        step = self.step(index)
+        return None if step is None else day0 + timedelta(days=step.day)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Cadence:
+        """From the plain JSON a plan keeps (the shape of shared.events.Cadence)."""
+        repeat = data.get("repeat")
+        return cls(tuple(Step(int(s["day"]), str(s["channel"])) for s in data.get("steps", [])),
+                   Repeat(str(repeat["channel"]), int(repeat["from_day"]),
+                          int(repeat.get("every_days", 1))) if repeat else None)
+
+    def as_data(self) -> dict[str, Any]:
+        return {"steps": [{"day": s.day, "channel": s.channel} for s in self.steps],
+                "repeat": None if self.repeat is None else {
+                    "channel": self.repeat.channel, "from_day": self.repeat.from_day,
+                    "every_days": self.repeat.every_days}}
 
 
-DEFAULT_STRATEGY = Strategy(
-    version="default@1",
-    steps=(Step(0, "sms"), Step(2, "email"), Step(4, "push")),
-    daily_from=6, daily_channel="call")
+# The built-in cadence, for a case whose opening names none: sms d0, email d2, push d4, then a
+# call task every day from d6.
+DEFAULT_CADENCE = Cadence(steps=(Step(0, "sms"), Step(2, "email"), Step(4, "push")),
+                          repeat=Repeat("call", 6, 1))
+DEFAULT_CADENCE_VERSION = "default@1"
+
+# A courtesy reminder is planned by a promise's or a plan's pause and held back only by a
+# pause of another kind (hardship): the borrower's own commitment warrants it.
+COURTESY_PAUSES = frozenset({"promise", "plan"})
 
 
 # --- numbers ---
@@ -85,14 +114,19 @@ def number_sha256(phone: str) -> str:
 
 
 class ContactPlan(Aggregate):
-    """The contact of one loan: whom to reach and how, the cadence's position, the holds and
-    cease requests in force (C3), and the run of failed calls to the borrower (C13)."""
+    """The contact of one loan: whom to reach and how, its stage's cadence and position, the
+    holds and cease requests in force (C3), the cadence's pauses (a promise, a plan, hardship),
+    and the run of failed calls to the borrower (C13).
+
+    The cadence is kept as plain JSON (the shape of shared.events.Cadence): day 0 is when the
+    stage was entered, moved later by the time the cadence was paused."""
 
     @event("Started")
     def __init__(self, loan_id: str, lender_id: str, borrower: dict[str, Any],
                  contacts: list[dict[str, Any]], language: str, jurisdiction: str | None,
                  content: dict[str, str], opened_at: datetime, strategy: str, cause: str,
-                 correlation: str) -> None:
+                 correlation: str, cadence: dict[str, Any] | None = None,
+                 stage: str | None = None, policy_version: str | None = None) -> None:
         self.loan_id = loan_id
         self.lender_id = lender_id
         self.reminder_ids: list[UUID] = []
@@ -104,11 +138,12 @@ class ContactPlan(Aggregate):
         self.third_party_calls = 0
         self.attempt_ids: dict[UUID, bool] = {}  # each recorded call: had it a permit?
         self._begin(borrower, contacts, language, jurisdiction, content, opened_at, strategy,
-                    cause, correlation)
+                    cause, correlation, cadence, stage, policy_version)
 
     def _begin(self, borrower: dict[str, Any], contacts: list[dict[str, Any]], language: str,
                jurisdiction: str | None, content: dict[str, str], opened_at: datetime,
-               strategy: str, cause: str, correlation: str) -> None:
+               strategy: str, cause: str, correlation: str, cadence: dict[str, Any] | None,
+               stage: str | None, policy_version: str | None) -> None:
         self.borrower = borrower
         self.contacts = contacts
         self.language = language
@@ -119,9 +154,20 @@ class ContactPlan(Aggregate):
         self.cause = cause
         self.correlation = correlation
         self.open = True
+        # A plan recorded before cadences were per case has none: the built-in one.
+        self.cadence: dict[str, Any] = cadence or DEFAULT_CADENCE.as_data()
+        self.stage = stage
+        self.policy_version = policy_version
+        self.stage_cause = cause  # the event that began the stage: its steps' keys start so
+        self.stage_entered_at = opened_at
+        self.day0 = opened_at
+        self.switches: list[str] = []  # the stage switches seen (to_stage@escalated_at)
         self.step = 0
-        self.step_due: datetime | None = opened_at
+        self.step_due: datetime | None = Cadence.from_data(self.cadence).due(0, opened_at)
         self.current: UUID | None = None
+        self.pauses: dict[str, dict[str, Any]] = {}
+        self.paused_since: datetime | None = None  # the paused span in force began then
+        self.resumed_to: datetime | None = None  # the last paused span ended then
 
     @staticmethod
     def create_id(loan_id: str) -> UUID:
@@ -135,17 +181,86 @@ class ContactPlan(Aggregate):
         """A lender sees only its own loans' plans; None stands for ops and auditors."""
         return lender_id is None or lender_id == self.lender_id
 
+    @property
+    def cadence_now(self) -> Cadence:
+        return Cadence.from_data(self.cadence)
+
     def next_due(self) -> datetime | None:
-        """The next cadence step, once the step before it is done (steps keep their order)."""
-        return self.step_due if self.open and self.current is None else None
+        """The next cadence step, once the step before it is done (steps keep their order),
+        and never while a pause is in force."""
+        if not self.open or self.current is not None or self.paused():
+            return None
+        return self.step_due
 
     def reopen(self, borrower: dict[str, Any], contacts: list[dict[str, Any]], language: str,
                jurisdiction: str | None, content: dict[str, str], opened_at: datetime,
-               strategy: str, cause: str, correlation: str) -> None:
-        """A case opened again after it closed starts its cadence again."""
+               strategy: str, cause: str, correlation: str,
+               cadence: dict[str, Any] | None = None, stage: str | None = None,
+               policy_version: str | None = None) -> None:
+        """A case opened again after it closed starts its cadence again (its old pauses ended
+        with the case it paused)."""
         if not self.open:
             self._reopened(borrower, contacts, language, jurisdiction, content, opened_at,
-                           strategy, cause, correlation)
+                           strategy, cause, correlation, cadence, stage, policy_version)
+
+    def escalate(self, to_stage: str, cadence: dict[str, Any] | None, policy_version: str,
+                 at: datetime, cause: str) -> None:
+        """The case entered `to_stage` at `at`: its cadence starts from step 0 with day 0 at
+        `at`. Without a cadence the stage is recorded and the current cadence goes on where it
+        is. The same switch seen again, or one older than the stage in force, changes nothing;
+        what is already planned stays as it is."""
+        key = f"{to_stage}@{at.astimezone(UTC).isoformat()}"
+        if not self.open or key in self.switches or at < self.stage_entered_at:
+            return
+        first_due = None if cadence is None else Cadence.from_data(cadence).due(0, at)
+        self._escalated(to_stage, cadence, policy_version, at, cause, key, first_due)
+
+    # --- pauses: a promise, a plan, hardship ---
+
+    def paused(self) -> bool:
+        """A pause is in force: the cadence takes no steps."""
+        return any(p["lifted_at"] is None for p in self.pauses.values())
+
+    def paused_by(self, now: datetime, courtesy_of: str | None = None) -> str | None:
+        """The pause that holds a reminder or call task back at `now`, or None. A courtesy
+        reminder (`courtesy_of` names the pause that planned it) is held back only by a pause
+        of another kind than a promise's or a plan's."""
+        for pause_id, pause in self.pauses.items():
+            lifted = pause["lifted_at"]
+            if lifted is not None and lifted <= now:
+                continue
+            if courtesy_of is not None and pause["reason"] in COURTESY_PAUSES:
+                continue
+            return pause_id
+        return None
+
+    def pause(self, pause_id: str, reason: str, at: datetime, until: datetime | None,
+              courtesy: list[UUID]) -> None:
+        """The cadence stops from `at` (several pauses may overlap); `courtesy` are the
+        reminders the pause still sends. A pause seen before changes nothing."""
+        if not self.open or pause_id in self.pauses:
+            return
+        since = self.paused_since
+        if not self.paused():
+            since = at if self.resumed_to is None else max(at, self.resumed_to)
+        self._paused(pause_id, reason, at, until, courtesy, since)
+
+    def lift_pause(self, pause_id: str, at: datetime) -> bool:
+        """The pause ends at `at`; False when it is unknown or already lifted. When it was the
+        last in force, the cadence resumes where it was: day 0 moves on by the time paused
+        (since the stage began, if it began during the pause), so the step that was next is
+        due its remaining time after `at`, never at once with all it missed."""
+        pause = self.pauses.get(pause_id)
+        if pause is None or pause["lifted_at"] is not None:
+            return False
+        last = all(p["lifted_at"] is not None for k, p in self.pauses.items() if k != pause_id)
+        day0, step_due = self.day0, self.step_due
+        if last and self.paused_since is not None:
+            shift = max(at - max(self.paused_since, self.day0), timedelta(0))
+            day0 = self.day0 + shift
+            step_due = None if step_due is None else max(step_due + shift, at)
+        self._pause_lifted(pause_id, at, last, day0, step_due)
+        return True
 
     def close(self) -> None:
         if self.open:
@@ -158,9 +273,10 @@ class ContactPlan(Aggregate):
                 self.borrower, self.contacts, self.language, self.jurisdiction, self.content):
             self._revised(borrower, contacts, language, jurisdiction, content)
 
-    def take_step(self, issued: UUID | None, next_due: datetime) -> None:
+    def take_step(self, issued: UUID | None, next_due: datetime | None) -> None:
         """The step now due was issued as `issued` (None: skipped, e.g. no e-mail address);
-        the one after falls due at `next_due`, but not before this one is done."""
+        the one after falls due at `next_due` (None: the cadence has no more), but not before
+        this one is done."""
         self._stepped(issued, next_due)
 
     def step_done(self, reminder_id: UUID, at: datetime) -> None:
@@ -222,9 +338,44 @@ class ContactPlan(Aggregate):
     @event("Reopened")
     def _reopened(self, borrower: dict[str, Any], contacts: list[dict[str, Any]], language: str,
                   jurisdiction: str | None, content: dict[str, str], opened_at: datetime,
-                  strategy: str, cause: str, correlation: str) -> None:
+                  strategy: str, cause: str, correlation: str,
+                  cadence: dict[str, Any] | None = None, stage: str | None = None,
+                  policy_version: str | None = None) -> None:
         self._begin(borrower, contacts, language, jurisdiction, content, opened_at, strategy,
-                    cause, correlation)
+                    cause, correlation, cadence, stage, policy_version)
+
+    @event("Escalated")
+    def _escalated(self, to_stage: str, cadence: dict[str, Any] | None, policy_version: str,
+                   at: datetime, cause: str, key: str, first_due: datetime | None) -> None:
+        self.stage = to_stage
+        self.policy_version = policy_version
+        self.switches.append(key)
+        if cadence is not None:
+            self.cadence = cadence
+            self.stage_cause = cause
+            self.stage_entered_at = at
+            self.day0 = at
+            self.step = 0
+            self.step_due = first_due
+            self.current = None  # the new stage does not wait on the old one's last message
+
+    @event("Paused")
+    def _paused(self, pause_id: str, reason: str, at: datetime, until: datetime | None,
+                courtesy: list[UUID], since: datetime | None) -> None:
+        self.pauses[pause_id] = {"reason": reason, "at": at, "until": until,
+                                 "lifted_at": None, "courtesy": list(courtesy)}
+        self.reminder_ids.extend(courtesy)
+        self.paused_since = since
+
+    @event("PauseLifted")
+    def _pause_lifted(self, pause_id: str, at: datetime, last: bool, day0: datetime,
+                      step_due: datetime | None) -> None:
+        self.pauses[pause_id]["lifted_at"] = at
+        if last:
+            self.day0 = day0
+            self.step_due = step_due
+            self.paused_since = None
+            self.resumed_to = at
 
     @event("Closed")
     def _closed(self) -> None:
@@ -240,7 +391,7 @@ class ContactPlan(Aggregate):
         self.content = content
 
     @event("Stepped")
-    def _stepped(self, issued: UUID | None, next_due: datetime) -> None:
+    def _stepped(self, issued: UUID | None, next_due: datetime | None) -> None:
         self.step += 1
         self.step_due = next_due
         self.current = issued
@@ -302,7 +453,7 @@ class Reminder(Aggregate):
                  template_version: int, recipient: str, timezone: str,
                  content: dict[str, str], due_at: datetime, cause: str,
                  correlation: str, language: str = "zh-CN", party: str = "borrower",
-                 subject: str | None = None) -> None:
+                 subject: str | None = None, courtesy_of: str | None = None) -> None:
         self.loan_id = loan_id
         self.channel = channel
         self.template_id = template_id
@@ -316,8 +467,10 @@ class Reminder(Aggregate):
         self.language = language
         self.party = party
         self.subject = subject
+        self.courtesy_of = courtesy_of  # a courtesy reminder: the pause that planned it
         self.status = PENDING
         self.held_by: str | None = None
+        self.paused_by: str | None = None
         self.attempts = 0
         self.sent_at: datetime | None = None
         self.delivery: str | None = None
@@ -333,9 +486,10 @@ class Reminder(Aggregate):
         return self.status in (PENDING, SENDING)
 
     def next_due(self) -> datetime | None:
-        """On the agenda while pending and not held; a send cut short by a crash is due again
-        (when no hold keeps it waiting: it then goes under the same key once released)."""
-        if self.held_by is not None:
+        """On the agenda while pending and neither held nor paused; a send cut short by a crash
+        is due again (when nothing keeps it waiting: it then goes under the same key once
+        released)."""
+        if self.held_by is not None or self.paused_by is not None:
             return None
         return self.due_at if self.status in (PENDING, SENDING) else None
 
@@ -353,6 +507,17 @@ class Reminder(Aggregate):
     def release(self, at: datetime) -> None:
         if self.held_by is not None:
             self._released(at)
+
+    def pause(self, pause_id: str) -> None:
+        """Held back while the cadence is paused: off the agenda, and not a rule's refusal
+        (nothing says the borrower was blocked)."""
+        if self.status in (PENDING, SENDING) and self.paused_by != pause_id:
+            self._paused(pause_id)
+
+    def unpause(self, at: datetime) -> None:
+        """The pause is over: due again from `at` at the earliest, the rules asked again."""
+        if self.paused_by is not None:
+            self._unpaused(at)
 
     def start_sending(self, at: datetime) -> None:
         self._sending(at)
@@ -417,6 +582,15 @@ class Reminder(Aggregate):
         self.held_by = None
         self.due_at = max(self.due_at, at)
 
+    @event("Paused")
+    def _paused(self, pause_id: str) -> None:
+        self.paused_by = pause_id
+
+    @event("Unpaused")
+    def _unpaused(self, at: datetime) -> None:
+        self.paused_by = None
+        self.due_at = max(self.due_at, at)
+
     @event("SendStarted")
     def _sending(self, at: datetime) -> None:
         self.status = SENDING
@@ -479,6 +653,7 @@ class CallTask(Aggregate):
         self.correlation = correlation
         self.status = PENDING
         self.held_by: str | None = None
+        self.paused_by: str | None = None
         self.due_from: datetime | None = None
         self.due_until: datetime | None = None
         self.blocks: list[dict[str, Any]] = []
@@ -492,17 +667,22 @@ class CallTask(Aggregate):
         return "call"
 
     @property
+    def courtesy_of(self) -> str | None:
+        return None  # a call task is never a courtesy reminder
+
+    @property
     def pending(self) -> bool:
         return self.status == PENDING
 
     def next_due(self) -> datetime | None:
-        """Due to be issued, then due to expire at the end of its window."""
+        """Due to be issued, then due to expire at the end of its window (a paused task still
+        expires: a call task is one day's)."""
         if self.status == PENDING:
-            return self.due_at if self.held_by is None else None
+            return self.due_at if self.held_by is None and self.paused_by is None else None
         return self.due_until if self.status == ISSUED else None
 
     def open_at(self, now: datetime) -> bool:
-        return (self.status == ISSUED and self.due_from is not None
+        return (self.status == ISSUED and self.paused_by is None and self.due_from is not None
                 and self.due_until is not None and self.due_from <= now < self.due_until)
 
     def defer(self, rule: str, reason: str, until: datetime) -> None:
@@ -516,6 +696,15 @@ class CallTask(Aggregate):
     def release(self, at: datetime) -> None:
         if self.held_by is not None:
             self._released(at)
+
+    def pause(self, pause_id: str) -> None:
+        """Held back while the cadence is paused, issued or not: nobody may call it."""
+        if self.status in (PENDING, ISSUED) and self.paused_by != pause_id:
+            self._paused(pause_id)
+
+    def unpause(self, at: datetime) -> None:
+        if self.paused_by is not None:
+            self._unpaused(at)
 
     def issue(self, due_from: datetime, due_until: datetime) -> None:
         if self.pending:
@@ -545,6 +734,15 @@ class CallTask(Aggregate):
     @event("Released")
     def _released(self, at: datetime) -> None:
         self.held_by = None
+        self.due_at = max(self.due_at, at)
+
+    @event("Paused")
+    def _paused(self, pause_id: str) -> None:
+        self.paused_by = pause_id
+
+    @event("Unpaused")
+    def _unpaused(self, at: datetime) -> None:
+        self.paused_by = None
         self.due_at = max(self.due_at, at)
 
     @event("Issued")

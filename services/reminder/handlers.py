@@ -7,7 +7,10 @@ from datetime import datetime
 from shared.application import Unit
 from shared.consumer import Handler
 from shared.events import (
+    CadencePaused,
+    CadenceResumed,
     CaseClosed,
+    CaseEscalated,
     CaseOpened,
     CaseUpdated,
     CloudEvent,
@@ -29,6 +32,21 @@ def on_case_updated(reminders: Reminders, unit: Unit, event: CloudEvent, data: C
     reminders.revise_plan(unit, event, data, now)
 
 
+def on_case_escalated(reminders: Reminders, unit: Unit, event: CloudEvent,
+                      data: CaseEscalated, now: datetime) -> None:
+    reminders.escalate_plan(unit, event, data, now)
+
+
+def on_cadence_paused(reminders: Reminders, unit: Unit, event: CloudEvent, data: CadencePaused,
+                      now: datetime) -> None:
+    reminders.pause_cadence(unit, event, data, now)
+
+
+def on_cadence_resumed(reminders: Reminders, unit: Unit, event: CloudEvent,
+                       data: CadenceResumed, now: datetime) -> None:
+    reminders.resume_cadence(unit, event, data, now)
+
+
 def on_case_closed(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseClosed,
                    now: datetime) -> None:
     reminders.close_plan(unit, event, data, now)
@@ -47,7 +65,10 @@ def on_contact_resumed(reminders: Reminders, unit: Unit, event: CloudEvent,
 HANDLERS: dict[type[EventData], Handler] = {
     CaseOpened: on_case_opened,
     CaseUpdated: on_case_updated,
+    CaseEscalated: on_case_escalated,
     CaseClosed: on_case_closed,
     ContactHeld: on_contact_held,
     ContactResumed: on_contact_resumed,
+    CadencePaused: on_cadence_paused,
+    CadenceResumed: on_cadence_resumed,
 }

@@ -8,7 +8,7 @@ code (services/audit/compliance.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.policy_pack import Decision, PolicyPack, pack
@@ -143,6 +143,20 @@ def same_contact(task_contact: str | None, dialled_contact: str | None) -> Decis
     if task_contact is not None and dialled_contact is not None and task_contact != dialled_contact:
         return Decision.refuse("C13", "the number is another contact person's than the task's")
     return Decision.allow()
+
+
+COURTESY_AT = time(10, 0)  # the day before a promise's due date, in the borrower's zone
+
+
+def courtesy_due(due_date: date, borrower_tz: ZoneInfo, now: datetime) -> datetime | None:
+    """When a courtesy reminder of a promise (or an instalment) due on `due_date` goes: the
+    day before at 10:00 local; at once if that has passed but the due date has not ended;
+    never once it has (a reminder of a date gone by reminds of nothing)."""
+    planned = datetime.combine(due_date - timedelta(days=1), COURTESY_AT, tzinfo=borrower_tz)
+    ended = datetime.combine(due_date + timedelta(days=1), time(0), tzinfo=borrower_tz)
+    if now >= ended:
+        return None
+    return max(planned, now).astimezone(UTC)
 
 
 def first_refusal(*decisions: Decision) -> Decision:

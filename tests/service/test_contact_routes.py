@@ -13,11 +13,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shared.clock import ManualClock
+from shared.consumer import HandlerSink
+from shared.events import CadencePaused, CadenceResumed, EventData, envelope
 from shared.roles import Role
+from tests.service.records import consumer_record, tracking_of
 from tests.service.test_agenda import NOON_SHANGHAI, open_cases
 
 from services.reminder.application import Reminders
 from services.reminder.domain import ContactPlan
+from services.reminder.handlers import HANDLERS
 
 PHONE = "+8613800000000"
 
@@ -188,6 +192,47 @@ def test_a_receipt_marks_the_message_delivered(
     assert client.post("/v1/receipts/fax", headers=provider, json=receipt).status_code == 422
     view = client.get("/v1/loans/L-0/reminders", headers=token(Role.OPS, "ops")).json()
     assert view["sent"][0]["delivery"] == "delivered"
+
+
+def deliver(reminders: Reminders, clock: ManualClock, data: EventData, event_id: str,
+            offset: int) -> None:
+    """One event of cases.events through the service's own sink, at the clock's time."""
+    event = envelope(data, event_id=event_id, source="/dunwell/escalation", time=clock.now(),
+                     causation_id=None, correlation_id=None)
+    record = consumer_record(event, "cases.events", offset)
+    HandlerSink(reminders, HANDLERS, clock).process(tracking_of(record), record, event,
+                                                    event.payload())
+
+
+def test_a_hardship_pause_hides_the_task_and_its_permit_is_409_contact_paused(
+        reminder_app: tuple[TestClient, Reminders], clock: ManualClock,
+        token: Callable[..., dict[str, str]]) -> None:
+    client, reminders = reminder_app
+    task_id = on_call_day(reminders, clock)
+    collector = token(Role.COLLECTOR, "C-7")
+    body = {"loan_id": "L-0", "task_id": task_id, "phone": PHONE}
+    deliver(reminders, clock, CadencePaused.model_validate({
+        "loan_id": "L-0", "pause_id": "hardship:H-1", "reason": "hardship",
+        "at": clock.now().isoformat()}), "ev-paused", 100)
+    assert client.get("/v1/call-tasks?due=now", headers=collector).json() == {"tasks": []}
+    before = events_of(reminders)
+    refused = client.post("/v1/dial-permits", headers=collector, json=body)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "contact_paused" and "rule" not in error["details"]
+    assert error["details"]["pause_id"] == "hardship:H-1"
+    assert error["details"]["reason"] == "hardship" and "paused" in error["message"]
+    assert events_of(reminders) == before  # a refused permit records nothing
+    view = client.get("/v1/loans/L-0/reminders", headers=token(Role.OPS, "ops")).json()
+    assert view["call_tasks"][0]["paused_by"] == "hardship:H-1"
+
+    clock.advance(timedelta(hours=1))
+    deliver(reminders, clock, CadenceResumed.model_validate({
+        "loan_id": "L-0", "pause_id": "hardship:H-1", "reason": "hardship",
+        "at": clock.now().isoformat()}), "ev-resumed", 101)
+    tasks = client.get("/v1/call-tasks?due=now", headers=collector).json()["tasks"]
+    assert [t["task_id"] for t in tasks] == [task_id]  # its day's window is still open
+    assert client.post("/v1/dial-permits", headers=collector, json=body).status_code == 201
 
 
 class _Accepting:

@@ -433,8 +433,8 @@ def test_a_strategy_that_cannot_be_followed_is_refused_naming_each_problem(
     with pytest.raises(Incoherent) as refused:
         engine.cases.publish_strategy("lender-1", StrategyDocument.model_validate(body), START)
     assert refused.value.problems == [
-        "stages: the first stage (soft_reminders) must have no entry criteria, since every "
-        "case starts there",
+        ("stages: the first stage (soft_reminders) must have no entry criteria, since every "
+         "case starts there"),
         "stages.soft_reminders.cadence: steps must be in day order",
         "variants: names must be unique", "variants: shares must add up to 100"]
     assert policy.incoherence(policy.DEFAULT_DOCUMENT) == []

@@ -8,12 +8,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from shared.policy_pack import CN, US, PolicyPack
-from shared.templates import APPROVED, CURRENT, REESTABLISH, REMINDER
+from shared.templates import APPROVED, COURTESY_TEMPLATE, CURRENT, REESTABLISH, REMINDER
 
 from services.reminder.domain import Dial
 from services.reminder.policy import (
     call_caps,
     contact_window,
+    courtesy_due,
     is_open,
     not_stopped,
     required_content,
@@ -336,3 +337,30 @@ def test_a_ceased_channel_is_refused_and_a_hold_waits() -> None:
     assert (ceased.allowed, ceased.rule, ceased.held) == (False, "C3", False)
     held = not_stopped("email", "dispute:D-1")
     assert (held.allowed, held.rule, held.held, held.until) == (False, "C3", True, None)
+
+
+# --- courtesy reminders: the day before a promise's due date, 10:00 in the borrower's zone ---
+
+DUE = date(2026, 10, 20)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+@pytest.mark.parametrize(("day", "hhmm", "expected"), [
+    (date(2026, 10, 14), "09:00", (date(2026, 10, 19), "10:00")),
+    (date(2026, 10, 19), "09:59", (date(2026, 10, 19), "10:00")),
+    (date(2026, 10, 19), "10:00", (date(2026, 10, 19), "10:00")),
+    (date(2026, 10, 19), "16:00", (date(2026, 10, 19), "16:00")),  # past 10:00: at once
+    (date(2026, 10, 20), "23:59", (date(2026, 10, 20), "23:59")),  # the due day, not over
+    (date(2026, 10, 21), "00:00", None),  # the due day is over
+])
+def test_a_courtesy_reminder_goes_the_day_before_at_ten_or_at_once_until_the_day_ends(
+        zone: str, day: date, hhmm: str, expected: tuple[date, str] | None) -> None:
+    due = courtesy_due(DUE, ZoneInfo(zone), at_local(day, hhmm, zone))
+    assert due == (None if expected is None else at_local(*expected, zone))
+
+
+def test_the_courtesy_template_is_an_sms_reminder_showing_what_c5_asks() -> None:
+    template = APPROVED[COURTESY_TEMPLATE]
+    assert (template.channel, template.kind) == ("sms", REMINDER)
+    for language in ("zh-CN", "en"):
+        assert set(REQUIRED) <= template.fields(language)
