@@ -346,7 +346,8 @@ def test_rogue_events_fail_their_rule_and_an_honest_loan_never_fails(sim: Stack)
     assert {v["verdict"] for v in judged.values()} <= {"pass", "not_applicable",
                                                        "not_evaluated"}
     assert judged["C1"]["verdict"] == "pass" and judged["C5"]["verdict"] == "pass"
-    assert {judged[f"C{n}"]["verdict"] for n in (6, 7, 8, 9, 10, 11, 12, 14)} == {
+    assert judged["C6"]["verdict"] == "not_applicable"  # no visit asked, nothing escalated
+    assert {judged[f"C{n}"]["verdict"] for n in (7, 8, 9, 10, 11, 12, 14)} == {
         "not_evaluated"}
     assert {(v["loan_id"]) for v in listed} & {honest} == set()
 
