@@ -37,7 +37,7 @@ test-integration: $(STAMP) ## the consumer loop, relay and runtime over a real b
 test-e2e: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider tests/e2e
 
-bench: $(STAMP) ## broker vs end-to-end rate, store cost, readiness, audit; figures in bench/results/
+bench: $(STAMP) ## broker vs end-to-end rate, store cost, readiness, audit, daily evaluation; figures in bench/results/
 	$(PY) -m bench.run
 
 clean: ## remove the virtualenv and local state

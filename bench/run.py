@@ -1,4 +1,5 @@
-"""`make bench`: the raw broker rate beside the end-to-end rate, and the audit log's figures.
+"""`make bench`: the raw broker rate beside the end-to-end rate, the audit log's figures, and
+the escalation's daily evaluation of every open case.
 
 Raw: aiokafka produce + consume of N records the size of a LoanOverdue event.
 End to end: N overdue loans, from the first POST until every loan's ReminderSent is in the
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import audit, plumbing
+from bench import audit, escalation, plumbing
 from dunwell import devstack
 from shared import topics
 from shared.auth import issue_token, load_or_create_secret, now_utc
@@ -165,13 +166,16 @@ async def from_kafka(bootstrap: str, var_dir: Path, count: int) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", "10000")))
-    parser.add_argument("--only", choices=["all", "pipeline", "plumbing", "audit"],
+    parser.add_argument("--only", choices=["all", "pipeline", "plumbing", "audit", "escalation"],
                         default="all")
     parser.add_argument("--pending", type=int, default=100_000,
                         help="pending reminders for the readiness figure")
     parser.add_argument("--audit-sizes", default=os.environ.get("BENCH_AUDIT_SIZES",
                                                                 "1000000,10000000"),
                         help="tree sizes for the inclusion-proof figures, comma-separated")
+    parser.add_argument("--cases", type=int,
+                        default=int(os.environ.get("BENCH_CASES", "100000")),
+                        help="open cases for the daily-evaluation figure")
     args = parser.parse_args()
     figures: dict[str, Any] = {"measured_at": datetime.now(UTC).isoformat(),
                      "machine": {"cpus": os.cpu_count()}}
@@ -195,6 +199,12 @@ def main() -> None:
             sizes = [int(size) for size in args.audit_sizes.split(",") if size.strip()]
             figures["audit"] = audit.run(Path(tmp), _progress, sizes)
         for measure, figure in audit.rows(figures["audit"]):
+            table.add_row(measure, figure)
+    if args.only in ("all", "escalation"):
+        with tempfile.TemporaryDirectory(prefix="dunwell-bench-escalation-") as tmp, \
+                _progress() as progress:
+            figures["escalation"] = escalation.run(Path(tmp), progress, args.cases)
+        for measure, figure in escalation.rows(figures["escalation"]):
             table.add_row(measure, figure)
     console.print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
