@@ -439,6 +439,16 @@ class Cases(ServiceApplication):
         self._evaluated(unit, case, now)
         self.commit(unit)
 
+    def fire_many(self, aggregate_ids: list[UUID], kind: str, now: datetime) -> None:
+        """The daily evaluation of many cases in one unit of work: one commit for a claim.
+        A conflict (a case changed meanwhile) raises, and the agenda fires them one by one."""
+        if kind != "CollectionCase":
+            raise ValueError(f"nothing of kind {kind!r} is due in the escalation service")
+        unit = self.unit()
+        for aggregate_id in aggregate_ids:
+            self._evaluated(unit, unit.get(aggregate_id), now)
+        self.commit(unit)
+
     # --- queries ---
 
     def case(self, loan_id: str) -> CollectionCase | None:

@@ -32,7 +32,8 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
 
     def agenda(runtime: Runtime, beat: Callable[[], None]) -> Loop:
         owner = settings.replica_id or f"{socket.gethostname()}:{settings.port}"
-        return Agenda(app=cases, fire=cases.fire, clock=clock, owner=owner,
+        return Agenda(app=cases, fire=cases.fire, fire_many=cases.fire_many, clock=clock,
+                      owner=owner,
                       lease=timedelta(seconds=settings.agenda_lease_seconds),
                       batch=settings.agenda_batch, on_progress=beat).run
 
