@@ -286,9 +286,10 @@ class Performance(BaseModel):
     variants: list[VariantPerformance]
 
 
-def _record(cases: Cases, data: EventData, user: Principal, key: str | None) -> Accepted:
+def _record(cases: Cases, data: EventData, user: Principal, key: str | None,
+            stamped: tuple[str, ...] = ()) -> Accepted:
     try:
-        return Accepted(event_id=cases.report(data, user.subject, key))
+        return Accepted(event_id=cases.report(data, user.subject, key, stamped))
     except NotTheReporter as error:
         raise HTTPException(403, f"this token reports for lender {user.subject!r} only") \
             from error
@@ -475,7 +476,7 @@ def promise(loan_id: LoanId, body: PromiseIn, cases: CasesDep, clock: ClockDep,
     promise_id = cases.follow_up_id("promise", reporter, scoped)
     data = _with_loan(PromiseToPayMade, loan_id, body, promise_id=promise_id, made_at=now,
                       via=via)
-    accepted = _record(cases, data, _acting(user, reporter), scoped)
+    accepted = _record(cases, data, _acting(user, reporter), scoped, stamped=("made_at",))
     return PromiseAccepted(event_id=accepted.event_id, promise_id=promise_id)
 
 
@@ -500,7 +501,7 @@ def repayment_plan(loan_id: LoanId, body: PlanIn, cases: CasesDep, clock: ClockD
         raise _closed(loan_id) from error
     plan_id = cases.follow_up_id("plan", user.subject, key)
     data = _with_loan(RepaymentPlanAgreed, loan_id, body, plan_id=plan_id, agreed_at=now)
-    accepted = _record(cases, data, user, key)
+    accepted = _record(cases, data, user, key, stamped=("agreed_at",))
     return PlanAccepted(event_id=accepted.event_id, plan_id=plan_id)
 
 
@@ -520,7 +521,7 @@ def hardship(loan_id: LoanId, body: HardshipIn, cases: CasesDep, clock: ClockDep
         raise _closed(loan_id) from error
     hardship_id = cases.follow_up_id("hardship", reporter, scoped)
     data = _with_loan(HardshipGranted, loan_id, body, hardship_id=hardship_id, starts_at=now)
-    accepted = _record(cases, data, _acting(user, reporter), scoped)
+    accepted = _record(cases, data, _acting(user, reporter), scoped, stamped=("starts_at",))
     return HardshipAccepted(event_id=accepted.event_id, hardship_id=hardship_id)
 
 
@@ -538,7 +539,8 @@ def end_hardship(loan_id: LoanId, body: HardshipEndIn, cases: CasesDep, clock: C
         raise HTTPException(404, f"no hardship pause in force on loan {loan_id}")
     data = _with_loan(HardshipEnded, loan_id, body, hardship_id=hardship_id,
                       ended_at=body.ended_at or now)
-    accepted = _record(cases, data, _acting(user, reporter), scoped)
+    accepted = _record(cases, data, _acting(user, reporter), scoped,
+                       stamped=() if body.ended_at else ("ended_at",))
     return HardshipAccepted(event_id=accepted.event_id, hardship_id=hardship_id)
 
 

@@ -65,7 +65,8 @@ class UnknownLoan(Exception):
 
 class Unacceptable(ValueError):
     """A follow-up that cannot be taken as asked (a promise past its date, a hardship longer
-    than the strategy allows); says which field and why (a 422)."""
+    than the strategy allows); says which field and why (a 409 `not_acceptable` over HTTP,
+    a dead letter on Kafka)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -113,21 +114,25 @@ class Cases(ServiceApplication):
 
     # --- the intake ---
 
-    def report(self, data: EventData, reporter: str, idempotency_key: str | None) -> str:
+    def report(self, data: EventData, reporter: str, idempotency_key: str | None,
+               stamped: tuple[str, ...] = ()) -> str:
         """Record a report durably (the relay publishes it); returns its CloudEvents id.
 
         The same idempotency key from the same reporter returns the first report's id. A
         lender reports only for itself, only on loans that are not another lender's, and
         follows up (payments, disputes, cease-contact) only on loans it has reported.
+        `stamped` names fields this service filled in from its clock (a promise's `made_at`):
+        a retry is the same report whatever they say.
         """
         if getattr(data, "lender_id", reporter) != reporter:
             raise NotTheReporter(reporter)
         try:
-            return self._record_report(data, reporter, idempotency_key)
+            return self._record_report(data, reporter, idempotency_key, stamped)
         except Conflict:  # a concurrent first report of the same loan or key: decide again
-            return self._record_report(data, reporter, idempotency_key)
+            return self._record_report(data, reporter, idempotency_key, stamped)
 
-    def _record_report(self, data: EventData, reporter: str, idempotency_key: str | None) -> str:
+    def _record_report(self, data: EventData, reporter: str, idempotency_key: str | None,
+                       stamped: tuple[str, ...]) -> str:
         loan_id = data.subject()
         lender = self.lender_of(loan_id)
         if lender is not None and lender != reporter:
@@ -139,7 +144,9 @@ class Cases(ServiceApplication):
         payload = data.model_dump(mode="json", exclude_none=True)
         if self.exists(intake_id):
             earlier: Intake = self.load(intake_id)
-            if earlier.event_type != data.event_type() or earlier.payload != payload:
+            said = {k: v for k, v in earlier.payload.items() if k not in stamped}
+            if earlier.event_type != data.event_type() or said != {
+                    k: v for k, v in payload.items() if k not in stamped}:
                 raise DifferentReport(idempotency_key)
             return event_id_for(intake_id, 1)
         recorded: list[Any] = [Intake(key=key, event_type=data.event_type(), payload=payload)]
@@ -391,7 +398,10 @@ class Cases(ServiceApplication):
         case: CollectionCase | None = unit.find(CollectionCase.create_id(data.loan_id))
         if case is None:
             return False
-        if data.attempt_id is None:  # one heard in a call was taken from its attempt already
+        if data.promise_id not in case.promises:  # one heard in a call is known already
+            why = self._promise_refusal(case, data.currency, data.due_date, data.made_at)
+            if why is not None:
+                raise Unacceptable("promise", why)
             case.make_promise(data.promise_id, data.amount, data.currency, data.due_date,
                               data.made_at, str(data.via), cause.id)
         self._evaluated(unit, case, now)
@@ -402,6 +412,14 @@ class Cases(ServiceApplication):
         case: CollectionCase | None = unit.find(CollectionCase.create_id(data.loan_id))
         if case is None:
             return False
+        days = [i.due_date for i in data.instalments]
+        if data.plan_id not in case.plans:
+            if data.currency != case.currency:
+                raise Unacceptable("currency", f"the case is in {case.currency}, "
+                                               f"not {data.currency}")
+            if days != sorted(set(days)):
+                raise Unacceptable("instalments", "instalments must fall on distinct days, "
+                                                  "in order")
         case.agree_plan(data.plan_id, [(i.due_date, i.amount) for i in data.instalments],
                         data.currency, data.agreed_at, cause.id)
         self._evaluated(unit, case, now)
@@ -412,6 +430,12 @@ class Cases(ServiceApplication):
         case: CollectionCase | None = unit.find(CollectionCase.create_id(data.loan_id))
         if case is None:
             return False
+        longest = self.strategy_for(case.lender_id).document.hardship.max_days
+        if data.hardship_id not in case.hardships and (
+                data.ends_at <= data.starts_at
+                or data.ends_at - data.starts_at > timedelta(days=longest)):
+            raise Unacceptable("ends_at", f"a hardship pause ends after it starts, at most "
+                                          f"{longest} days later (hardship.max_days)")
         case.grant_hardship(data.hardship_id, str(data.reason), data.starts_at, data.ends_at,
                             cause.id)
         self._evaluated(unit, case, now)
@@ -499,7 +523,7 @@ def encode_cursor(owner: str, key: str) -> str:
 
 
 def decode_cursor(cursor: str | None) -> tuple[str, str] | None:
-    """An opaque cursor back to (owner, key); a malformed one is a ValueError (a 422)."""
+    """An opaque cursor back to (owner, key); a malformed one is a ValueError (a 400)."""
     if cursor is None:
         return None
     try:

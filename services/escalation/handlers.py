@@ -21,7 +21,7 @@ from shared.events import (
     RepaymentPlanAgreed,
 )
 
-from services.escalation.application import Cases
+from services.escalation.application import Cases, Unacceptable
 from services.escalation.domain import OtherLendersLoan
 
 
@@ -53,19 +53,31 @@ def on_dispute_resolved(cases: Cases, unit: Unit, event: CloudEvent, data: Dispu
 
 def on_promise(cases: Cases, unit: Unit, event: CloudEvent, data: PromiseToPayMade,
                now: datetime) -> None:
-    if not cases.make_promise(unit, event, data, now):
+    try:
+        known = cases.make_promise(unit, event, data, now)
+    except Unacceptable as error:
+        raise Rejected(f"{error.field}: {error}") from error
+    if not known:
         raise Rejected(f"no case for loan {data.loan_id}")
 
 
 def on_plan(cases: Cases, unit: Unit, event: CloudEvent, data: RepaymentPlanAgreed,
             now: datetime) -> None:
-    if not cases.agree_plan(unit, event, data, now):
+    try:
+        known = cases.agree_plan(unit, event, data, now)
+    except Unacceptable as error:
+        raise Rejected(f"{error.field}: {error}") from error
+    if not known:
         raise Rejected(f"no case for loan {data.loan_id}")
 
 
 def on_hardship_granted(cases: Cases, unit: Unit, event: CloudEvent, data: HardshipGranted,
                         now: datetime) -> None:
-    if not cases.grant_hardship(unit, event, data, now):
+    try:
+        known = cases.grant_hardship(unit, event, data, now)
+    except Unacceptable as error:
+        raise Rejected(f"{error.field}: {error}") from error
+    if not known:
         raise Rejected(f"no case for loan {data.loan_id}")
 
 

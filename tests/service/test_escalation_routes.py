@@ -268,3 +268,26 @@ def test_cases_page_by_cursor_and_a_lender_sees_only_its_own(
     report_ = escalation.get("/v1/strategies/lender-1/performance", headers=lender).json()
     assert report_["variants"] == [{"variant": None, "cases": 5, "cured": 0, "promises_kept": 0,
                                     "median_days_to_cure": None}]
+
+
+def test_a_retry_a_moment_later_is_the_same_report(escalation: TestClient, loop: Loop,
+                                                   token: Headers, clock: ManualClock) -> None:
+    """The service stamps made_at, agreed_at, starts_at from its clock: a retry with the same
+    key and body, seconds later, answers as the first time."""
+    report(escalation, loop, token, clock, "L-1")
+    lender = {**token(Role.LENDER, "lender-1"), "Idempotency-Key": "retry-1"}
+    routes = {
+        "/v1/loans/L-1/promises": {"amount": "100.00", "currency": "CNY",
+                                   "due_date": "2026-10-20"},
+        "/v1/loans/L-1/repayment-plans": {"currency": "CNY", "instalments": [
+            {"due_date": "2026-10-20", "amount": "100.00"}]},
+        "/v1/loans/L-1/hardship": {"reason": "other", "note": "",
+                                   "ends_at": "2026-11-01T00:00:00Z"},
+    }
+    for route, body in routes.items():
+        headers = {**lender, "Idempotency-Key": route}
+        first = escalation.post(route, json=body, headers=headers)
+        assert first.status_code == 202, first.text
+        clock.advance(timedelta(seconds=30))
+        again = escalation.post(route, json=body, headers=headers)
+        assert (again.status_code, again.json()) == (202, first.json()), route

@@ -474,3 +474,24 @@ def test_the_engines_own_decisions_name_no_cause_but_keep_the_correlation() -> N
         if publication is not None and publication.data.event_type() == "VisitRequested":
             assert publication.causation_id is None
             assert publication.correlation_id is not None
+
+
+def test_follow_ups_straight_from_kafka_are_held_to_the_same_limits(engine: Engine) -> None:
+    """What the routes refuse (409 not_acceptable) is dead-lettered when a lender's core
+    writes it on loans.events itself."""
+    from shared.consumer import Rejected
+
+    engine.deliver(overdue("L-60"))
+    with pytest.raises(Rejected, match="already past"):
+        engine.deliver(promise("L-60", date(2026, 12, 1)))
+    with pytest.raises(Rejected, match="max_days"):
+        engine.deliver(HardshipGranted.model_validate({
+            "loan_id": "L-60", "hardship_id": "H-9", "reason": "other", "note": "",
+            "starts_at": START.isoformat(),
+            "ends_at": (START + timedelta(days=200)).isoformat()}))
+    with pytest.raises(Rejected, match="currency"):
+        engine.deliver(RepaymentPlanAgreed.model_validate({
+            "loan_id": "L-60", "plan_id": "PL-9", "currency": "USD",
+            "agreed_at": START.isoformat(),
+            "instalments": [{"due_date": "2026-12-28", "amount": "10.00"}]}))
+    assert engine.of_type("L-60", "CadencePaused") == []
