@@ -164,6 +164,38 @@ def asyncapi(
     typer.echo(f"wrote {out}")
 
 
+STRATEGY_SCHEMA_PATH = Path("docs/strategy.schema.json")
+
+
+def strategy_schema_text() -> str:
+    """The JSON Schema of a lender's strategy document, as docs/strategy.schema.json holds it."""
+    import json
+
+    from shared.events import StrategyDocument
+
+    return json.dumps(StrategyDocument.model_json_schema(), indent=2) + "\n"
+
+
+@app.command("strategy-schema")
+def strategy_schema(
+    out: Path = typer.Option(STRATEGY_SCHEMA_PATH, help="File to write."),
+    check: bool = typer.Option(False, "--check",
+                               help="Write nothing; exit 1 if OUT differs from the code."),
+) -> None:
+    """Write the JSON Schema of a strategy document (PUT /v1/strategies/{lender_id})."""
+    text = strategy_schema_text()
+    if check:
+        current = out.read_text() if out.is_file() else None
+        if current != text:
+            typer.echo(f"{out} is stale: run `dunwell strategy-schema --out {out}`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is current")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out}")
+
+
 @app.command()
 def verify(
     bundle: Path = typer.Argument(
