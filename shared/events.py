@@ -603,7 +603,7 @@ class CaseClosed(EventData):
     closed_at: Time
 
 
-HoldId = Annotated[str, Field(min_length=1, max_length=80)]
+HoldId = Annotated[str, Field(min_length=1, max_length=96)]  # a kind, ":", and an id
 
 
 class ContactHeld(EventData):

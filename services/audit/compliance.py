@@ -877,7 +877,7 @@ def _disputes(found: Sequence[Fact]) -> list[Span]:
         if fact.type == "DisputeOpened" and name not in opened:
             opened[name] = Span(fact.index, name, moment, None)
         elif fact.type == "DisputeResolved" and name in opened \
-                and opened[name].start < moment:
+                and opened[name].start <= moment:
             result.append(Span(opened[name].index, name, opened[name].start, moment))
             del opened[name]
     return result + list(opened.values())

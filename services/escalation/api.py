@@ -287,9 +287,9 @@ class Performance(BaseModel):
 
 
 def _record(cases: Cases, data: EventData, user: Principal, key: str | None,
-            stamped: tuple[str, ...] = ()) -> Accepted:
+            stamped: tuple[str, ...] = (), collector: str | None = None) -> Accepted:
     try:
-        return Accepted(event_id=cases.report(data, user.subject, key, stamped))
+        return Accepted(event_id=cases.report(data, user.subject, key, stamped, collector))
     except NotTheReporter as error:
         raise HTTPException(403, f"this token reports for lender {user.subject!r} only") \
             from error
@@ -426,16 +426,14 @@ def list_cases(cases: CasesDep, clock: ClockDep, user: ReaderDep,
 # --- promises, plans, hardship ---
 
 
-def _as_reporter(cases: Cases, loan_id: str, user: Principal, key: str | None
-                 ) -> tuple[str, str | None]:
-    """Who reports a follow-up, and under which key: a lender for itself; a collector for
-    the loan's lender, its keys kept apart from the lender's own."""
-    if user.role is Role.LENDER:
-        return user.subject, key
+def _as_reporter(cases: Cases, loan_id: str, user: Principal) -> tuple[str, str | None]:
+    """Who reports a follow-up, and whose keys it uses: a lender for itself, on its own
+    loans only; a collector for the loan's lender, with keys of its own. Asked before any
+    other check, so nothing of another lender's loan shows."""
     lender = cases.lender_of(loan_id)
-    if lender is None:
-        raise HTTPException(404, f"no case for loan {loan_id}")
-    return lender, None if key is None else json.dumps(["collector", user.subject, key])
+    if lender is None or (user.role is Role.LENDER and lender != user.subject):
+        raise HTTPException(404, f"no case for loan {loan_id} that this token may see")
+    return lender, None if user.role is Role.LENDER else user.subject
 
 
 def _unacceptable(error: Unacceptable) -> HTTPException:
@@ -464,19 +462,21 @@ def promise(loan_id: LoanId, body: PromiseIn, cases: CasesDep, clock: ClockDep,
             user: FollowerDep, key: IdempotencyKey = None) -> PromiseAccepted:
     """A promise to pay: holds escalation and pauses the cadence (one courtesy reminder the
     day before it is due) until the end of its due day, when it is kept or broken."""
-    reporter, scoped = _as_reporter(cases, loan_id, user, key)
+    reporter, collector = _as_reporter(cases, loan_id, user)
     now = clock.now()
-    try:
-        cases.check_promise(loan_id, reporter, body.currency, body.due_date, now)
-    except Unacceptable as error:
-        raise _unacceptable(error) from error
-    except CaseClosed as error:
-        raise _closed(loan_id) from error
+    if not cases.known_report(reporter, key, collector):
+        try:
+            cases.check_promise(loan_id, reporter, body.currency, body.due_date, now)
+        except Unacceptable as error:
+            raise _unacceptable(error) from error
+        except CaseClosed as error:
+            raise _closed(loan_id) from error
     via = body.via or (Via.LENDER if user.role is Role.LENDER else Via.CALL)
-    promise_id = cases.follow_up_id("promise", reporter, scoped)
+    promise_id = cases.follow_up_id("promise", reporter, key, collector)
     data = _with_loan(PromiseToPayMade, loan_id, body, promise_id=promise_id, made_at=now,
                       via=via)
-    accepted = _record(cases, data, _acting(user, reporter), scoped, stamped=("made_at",))
+    accepted = _record(cases, data, _acting(user, reporter), key, stamped=("made_at",),
+                       collector=collector)
     return PromiseAccepted(event_id=accepted.event_id, promise_id=promise_id)
 
 
@@ -493,12 +493,14 @@ def repayment_plan(loan_id: LoanId, body: PlanIn, cases: CasesDep, clock: ClockD
     if days != sorted(set(days)):
         raise HTTPException(400, {"code": "bad_request",
                                   "message": "instalments must fall on distinct days, in order"})
-    try:
-        cases.check_plan(loan_id, user.subject, body.currency, days, now)
-    except Unacceptable as error:
-        raise _unacceptable(error) from error
-    except CaseClosed as error:
-        raise _closed(loan_id) from error
+    _as_reporter(cases, loan_id, user)
+    if not cases.known_report(user.subject, key):
+        try:
+            cases.check_plan(loan_id, user.subject, body.currency, days, now)
+        except Unacceptable as error:
+            raise _unacceptable(error) from error
+        except CaseClosed as error:
+            raise _closed(loan_id) from error
     plan_id = cases.follow_up_id("plan", user.subject, key)
     data = _with_loan(RepaymentPlanAgreed, loan_id, body, plan_id=plan_id, agreed_at=now)
     accepted = _record(cases, data, user, key, stamped=("agreed_at",))
@@ -511,17 +513,19 @@ def hardship(loan_id: LoanId, body: HardshipIn, cases: CasesDep, clock: ClockDep
              user: FollowerDep, key: IdempotencyKey = None) -> HardshipAccepted:
     """A hardship pause (illness, unemployment, disaster): no contact, no escalation and no
     DPD ageing until `ends_at`, at most the strategy's `hardship.max_days` ahead."""
-    reporter, scoped = _as_reporter(cases, loan_id, user, key)
+    reporter, collector = _as_reporter(cases, loan_id, user)
     now = clock.now()
-    try:
-        cases.check_hardship(loan_id, reporter, body.ends_at, now)
-    except Unacceptable as error:
-        raise _unacceptable(error) from error
-    except CaseClosed as error:
-        raise _closed(loan_id) from error
-    hardship_id = cases.follow_up_id("hardship", reporter, scoped)
+    if not cases.known_report(reporter, key, collector):
+        try:
+            cases.check_hardship(loan_id, reporter, body.ends_at, now)
+        except Unacceptable as error:
+            raise _unacceptable(error) from error
+        except CaseClosed as error:
+            raise _closed(loan_id) from error
+    hardship_id = cases.follow_up_id("hardship", reporter, key, collector)
     data = _with_loan(HardshipGranted, loan_id, body, hardship_id=hardship_id, starts_at=now)
-    accepted = _record(cases, data, _acting(user, reporter), scoped, stamped=("starts_at",))
+    accepted = _record(cases, data, _acting(user, reporter), key, stamped=("starts_at",),
+                       collector=collector)
     return HardshipAccepted(event_id=accepted.event_id, hardship_id=hardship_id)
 
 
@@ -530,17 +534,28 @@ def hardship(loan_id: LoanId, body: HardshipIn, cases: CasesDep, clock: ClockDep
                  404, meaning={404: "No such loan, or no hardship pause in force on it."}))
 def end_hardship(loan_id: LoanId, body: HardshipEndIn, cases: CasesDep, clock: ClockDep,
                  user: FollowerDep, key: IdempotencyKey = None) -> HardshipAccepted:
-    reporter, scoped = _as_reporter(cases, loan_id, user, key)
+    reporter, collector = _as_reporter(cases, loan_id, user)
     now = clock.now()
     case = cases.case(loan_id)
     current = case.hardship_at(now) if case is not None else None
-    hardship_id = body.hardship_id or current
-    if case is None or hardship_id is None or hardship_id not in case.hardships:
+    earlier = cases.earlier_report(reporter, key, collector)
+    known = earlier is not None
+    hardship_id = body.hardship_id or (str(earlier.get("hardship_id")) if earlier else current)
+    if not known and case is not None and case.status != "open":
+        raise _closed(loan_id)
+    if hardship_id is None or (not known and (case is None or hardship_id != current)):
         raise HTTPException(404, f"no hardship pause in force on loan {loan_id}")
+    if not known and body.ended_at is not None and not (
+            case is not None and case.hardships[hardship_id]["starts_at"] <= body.ended_at <= now):
+        raise HTTPException(409, {"code": "not_acceptable",
+                                  "message": "ended_at must lie between the pause's start and "
+                                             "now",
+                                  "details": {"field": "ended_at",
+                                              "reason": "outside the pause, or in the future"}})
     data = _with_loan(HardshipEnded, loan_id, body, hardship_id=hardship_id,
                       ended_at=body.ended_at or now)
-    accepted = _record(cases, data, _acting(user, reporter), scoped,
-                       stamped=() if body.ended_at else ("ended_at",))
+    accepted = _record(cases, data, _acting(user, reporter), key,
+                       stamped=() if body.ended_at else ("ended_at",), collector=collector)
     return HardshipAccepted(event_id=accepted.event_id, hardship_id=hardship_id)
 
 

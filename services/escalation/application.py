@@ -115,7 +115,7 @@ class Cases(ServiceApplication):
     # --- the intake ---
 
     def report(self, data: EventData, reporter: str, idempotency_key: str | None,
-               stamped: tuple[str, ...] = ()) -> str:
+               stamped: tuple[str, ...] = (), collector: str | None = None) -> str:
         """Record a report durably (the relay publishes it); returns its CloudEvents id.
 
         The same idempotency key from the same reporter returns the first report's id. A
@@ -127,19 +127,19 @@ class Cases(ServiceApplication):
         if getattr(data, "lender_id", reporter) != reporter:
             raise NotTheReporter(reporter)
         try:
-            return self._record_report(data, reporter, idempotency_key, stamped)
+            return self._record_report(data, reporter, idempotency_key, stamped, collector)
         except Conflict:  # a concurrent first report of the same loan or key: decide again
-            return self._record_report(data, reporter, idempotency_key, stamped)
+            return self._record_report(data, reporter, idempotency_key, stamped, collector)
 
     def _record_report(self, data: EventData, reporter: str, idempotency_key: str | None,
-                       stamped: tuple[str, ...]) -> str:
+                       stamped: tuple[str, ...], collector: str | None) -> str:
         loan_id = data.subject()
         lender = self.lender_of(loan_id)
         if lender is not None and lender != reporter:
             raise OtherLendersLoan(loan_id)
         if lender is None and not isinstance(data, LoanOverdue):
             raise UnknownLoan(loan_id)
-        key = self._intake_key(reporter, idempotency_key)
+        key = self._intake_key(reporter, idempotency_key, collector)
         intake_id = Intake.create_id(key)
         payload = data.model_dump(mode="json", exclude_none=True)
         if self.exists(intake_id):
@@ -156,17 +156,42 @@ class Cases(ServiceApplication):
         return event_id_for(intake_id, 1)
 
     @staticmethod
-    def _intake_key(reporter: str, idempotency_key: str | None) -> str:
-        # A pair, not a joined string: lender "a/b" with key "c" is not lender "a" with "b/c".
-        return (json.dumps([reporter, idempotency_key]) if idempotency_key is not None
-                else json.dumps(["anonymous", str(uuid4())]))
+    def _intake_key(reporter: str, idempotency_key: str | None,
+                    collector: str | None = None) -> str:
+        # A list, not a joined string: lender "a/b" with key "c" is not lender "a" with "b/c";
+        # and a collector's keys (four items) are never a lender's (two).
+        if idempotency_key is None:
+            return json.dumps(["anonymous", str(uuid4())])
+        if collector is not None:
+            return json.dumps(["collector", collector, reporter, idempotency_key])
+        return json.dumps([reporter, idempotency_key])
 
-    def follow_up_id(self, kind: str, reporter: str, idempotency_key: str | None) -> str:
+    def known_report(self, reporter: str, idempotency_key: str | None,
+                     collector: str | None = None) -> bool:
+        """Whether this key was used before: a retry answers as the first time, before any
+        check that the moment may no longer pass (the case closed since, say)."""
+        return idempotency_key is not None and self.exists(
+            Intake.create_id(self._intake_key(reporter, idempotency_key, collector)))
+
+    def earlier_report(self, reporter: str, idempotency_key: str | None,
+                       collector: str | None = None) -> dict[str, Any] | None:
+        """What the first report under this key said (its event's data), or None."""
+        if idempotency_key is None:
+            return None
+        intake_id = Intake.create_id(self._intake_key(reporter, idempotency_key, collector))
+        if not self.exists(intake_id):
+            return None
+        earlier: Intake = self.load(intake_id)
+        return dict(earlier.payload)
+
+    def follow_up_id(self, kind: str, reporter: str, idempotency_key: str | None,
+                     collector: str | None = None) -> str:
         """The id a follow-up names (a promise, a plan, a hardship): the same for a repeated
         Idempotency-Key, so a retry is the same report."""
         if idempotency_key is None:
             return str(uuid4())
-        return str(uuid5(FOLLOW_UP_NAMESPACE, json.dumps([kind, reporter, idempotency_key])))
+        return str(uuid5(FOLLOW_UP_NAMESPACE, json.dumps(
+            [kind, self._intake_key(reporter, idempotency_key, collector)])))
 
     def lender_of(self, loan_id: str) -> str | None:
         """Whose loan it is: its case's lender, else the lender whose LoanOverdue the intake
@@ -203,10 +228,9 @@ class Cases(ServiceApplication):
             return
         if currency != case.currency:
             raise Unacceptable("currency", f"the case is in {case.currency}, not {currency}")
-        today = policy.local_day(now, case.zone)
-        if due_dates[0] < today:
-            raise Unacceptable("instalments", f"the first instalment ({due_dates[0]}) is "
-                                              f"already past (today is {today} for the borrower)")
+        why = policy.plan_days_ok(due_dates, now, case.zone)
+        if why is not None:
+            raise Unacceptable("instalments", why)
 
     def check_hardship(self, loan_id: str, reporter: str, ends_at: datetime,
                        now: datetime) -> None:
@@ -217,7 +241,10 @@ class Cases(ServiceApplication):
         if ends_at - now > timedelta(days=longest):
             raise Unacceptable("ends_at", f"a hardship pause may last at most {longest} days "
                                           f"(the strategy's hardship.max_days)")
-        self._open_case_of(loan_id, reporter)
+        case = self._open_case_of(loan_id, reporter)
+        if case is not None and case.hardship_at(now) is not None:
+            raise Unacceptable("ends_at", "a hardship pause is in force already: end it first "
+                                          "(one pause at a time)")
 
     def _open_case_of(self, loan_id: str, reporter: str) -> CollectionCase | None:
         case = self.case(loan_id)
@@ -267,6 +294,9 @@ class Cases(ServiceApplication):
         record a new version; (version, whether it is new). The relay publishes it as
         StrategyPublished."""
         problems = policy.incoherence(document)
+        if lender_id == policy.DEFAULT_NAME:
+            problems.insert(0, f"{policy.DEFAULT_NAME!r} names the shipped default strategy, "
+                               f"not a lender")
         if problems:
             raise Incoherent(problems)
         loosened = policy.loosenings(document, self.pack)
@@ -373,7 +403,7 @@ class Cases(ServiceApplication):
         party = str(attempt.party) if attempt.party else None
         case.record_attempt(attempt.attempted_at, str(attempt.outcome), party)
         promise = attempt.promise_to_pay
-        if promise is not None and case.status == "open":
+        if promise is not None and case.status == "open" and party in (None, "borrower"):
             why = self._promise_refusal(case, promise.currency, promise.due_date,
                                         attempt.attempted_at)
             if why is None and promise.amount > 0:
@@ -402,6 +432,8 @@ class Cases(ServiceApplication):
             why = self._promise_refusal(case, data.currency, data.due_date, data.made_at)
             if why is not None:
                 raise Unacceptable("promise", why)
+            if "/" in data.promise_id and data.promise_id.rsplit("/", 1)[0] in case.plans:
+                raise Unacceptable("promise_id", "it is the id of a plan's instalment")
             case.make_promise(data.promise_id, data.amount, data.currency, data.due_date,
                               data.made_at, str(data.via), cause.id)
         self._evaluated(unit, case, now)
@@ -417,9 +449,11 @@ class Cases(ServiceApplication):
             if data.currency != case.currency:
                 raise Unacceptable("currency", f"the case is in {case.currency}, "
                                                f"not {data.currency}")
-            if days != sorted(set(days)):
-                raise Unacceptable("instalments", "instalments must fall on distinct days, "
-                                                  "in order")
+            why = policy.plan_days_ok(days, data.agreed_at, case.zone)
+            if why is not None:
+                raise Unacceptable("instalments", why)
+            if any(f"{data.plan_id}/{n}" in case.promises for n in range(1, len(days) + 1)):
+                raise Unacceptable("plan_id", "its instalments' ids are a promise's already")
         case.agree_plan(data.plan_id, [(i.due_date, i.amount) for i in data.instalments],
                         data.currency, data.agreed_at, cause.id)
         self._evaluated(unit, case, now)
@@ -431,11 +465,15 @@ class Cases(ServiceApplication):
         if case is None:
             return False
         longest = self.strategy_for(case.lender_id).document.hardship.max_days
-        if data.hardship_id not in case.hardships and (
-                data.ends_at <= data.starts_at
-                or data.ends_at - data.starts_at > timedelta(days=longest)):
-            raise Unacceptable("ends_at", f"a hardship pause ends after it starts, at most "
-                                          f"{longest} days later (hardship.max_days)")
+        if data.hardship_id not in case.hardships:
+            if (data.ends_at <= data.starts_at
+                    or data.ends_at - data.starts_at > timedelta(days=longest)):
+                raise Unacceptable("ends_at", f"a hardship pause ends after it starts, at most "
+                                              f"{longest} days later (hardship.max_days)")
+            if any(data.starts_at < (h["ended_at"] or h["ends_at"])
+                   and h["starts_at"] < data.ends_at for h in case.hardships.values()):
+                raise Unacceptable("starts_at", "it overlaps a hardship pause the case has "
+                                                "(one pause at a time)")
         case.grant_hardship(data.hardship_id, str(data.reason), data.starts_at, data.ends_at,
                             cause.id)
         self._evaluated(unit, case, now)

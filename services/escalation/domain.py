@@ -59,6 +59,17 @@ class CollectionCase(Aggregate):
         self.closed_at: datetime | None = None
         self.close_reason: str | None = None
         self.holds: dict[str, list[str] | None] = {}
+        self.held_at: dict[str, datetime] = {}
+        # What the loan has seen stays with it when the case opens again (a payment that
+        # bounced): its calls, promises, plans, hardship pauses and payments, as the log keeps
+        # them, so escalation counts them as the audit does.
+        self.attempts: list[list[str]] = []  # [attempted_at, outcome] of calls, time order
+        self.broken_promises = 0
+        self.promises_kept = 0
+        self.promises: dict[str, dict[str, Any]] = {}
+        self.plans: dict[str, dict[str, Any]] = {}
+        self.hardships: dict[str, dict[str, Any]] = {}
+        self.payments: list[list[Any]] = []  # [paid_at, amount]
         self._start(stage, opened_at, policy_version, variant)
         self._next_check: datetime | None = None  # not recorded: the agenda row keeps it
 
@@ -72,13 +83,6 @@ class CollectionCase(Aggregate):
         self.stage_entry = 1  # which entry into a stage this is: a visit is asked once per entry
         self.visit_requested_entry: int | None = None
         self.visit_requests: list[dict[str, Any]] = []
-        self.attempts: list[list[str]] = []  # [attempted_at, outcome] of calls, time order
-        self.broken_promises = 0
-        self.promises_kept = 0
-        self.promises: dict[str, dict[str, Any]] = {}
-        self.plans: dict[str, dict[str, Any]] = {}
-        self.hardships: dict[str, dict[str, Any]] = {}
-        self.payments: list[list[Any]] = []  # [paid_at, amount]
 
     @staticmethod
     def create_id(loan_id: str) -> UUID:
@@ -224,8 +228,9 @@ class CollectionCase(Aggregate):
                                self.correlation_id)
 
     def resume_contact(self, hold_id: str, reason: str, at: datetime, cause: str) -> bool:
-        """False when no such hold is in force (nothing to resume)."""
-        if hold_id not in self.holds:
+        """False when no such hold is in force (nothing to resume), or when the resolution is
+        dated before the hold began (the hold stays: the audit would not see it lifted)."""
+        if hold_id not in self.holds or at < self.held_at.get(hold_id, at):
             return False
         self._contact_resumed(self.loan_id, hold_id, self.holds[hold_id], reason, at, cause,
                               self.correlation_id)
@@ -265,7 +270,7 @@ class CollectionCase(Aggregate):
 
     def grant_hardship(self, hardship_id: str, reason: str, starts_at: datetime,
                        ends_at: datetime, cause: str) -> bool:
-        if hardship_id in self.hardships or self.status != "open":
+        if hardship_id in self.hardships or self.status != "open" or ends_at <= starts_at:
             return False
         self._hardship_granted(self.loan_id, hardship_id, reason, starts_at, ends_at, cause,
                                self.correlation_id)
@@ -274,9 +279,11 @@ class CollectionCase(Aggregate):
     def end_hardship(self, hardship_id: str, ended_at: datetime, cause: str) -> bool:
         """An early end: ageing, contact and escalation resume from `ended_at`."""
         hardship = self.hardships.get(hardship_id)
-        if hardship is None or hardship["ended_at"] is not None or hardship["lapsed"]:
+        if (hardship is None or hardship["ended_at"] is not None or hardship["lapsed"]
+                or self.status != "open"):
             return False
-        at = max(ended_at, hardship["starts_at"])
+        # Within the pause as granted: never before it began, never past its end.
+        at = min(max(ended_at, hardship["starts_at"]), hardship["ends_at"])
         self._hardship_ended(self.loan_id, hardship_id, at, cause, self.correlation_id)
         self._pause_lifted(self.loan_id, f"hardship:{hardship_id}", "hardship", at, cause,
                            self.correlation_id)
@@ -337,28 +344,29 @@ class CollectionCase(Aggregate):
         standing = self.standing(now)
         if standing.in_hardship or standing.promise_current or standing.plan_current:
             return
-        stages = context.strategy.stages(self.variant)
+        variant = context.variant_of(self)
+        stages = context.strategy.stages(variant)
         move = policy.next_stage(stages, self.stage, self.facts(now))
         if move is None:
             return
         self._escalated(self.loan_id, self.stage, move.to_stage.name,
                         [r.as_dict() for r in move.reasons],
-                        context.policy_version(self.variant),
+                        context.policy_version(variant),
                         policy.cadence_json(move.to_stage.cadence), now,
                         self.dpd_at(now), self.correlation_id)
 
     def _request_visit(self, now: datetime, context: Context) -> None:
-        stage = policy.stage_named(context.strategy.stages(self.variant), self.stage)
+        variant = context.variant_of(self)
+        stage = policy.stage_named(context.strategy.stages(variant), self.stage)
         if stage is None or not stage.requests_visit:
             return
         if self.visit_requested_entry == self.stage_entry:
             return  # asked once for this entry into the stage
-        decision, reasons = policy.visit_allowed(context.pack,
-                                                 context.strategy.visit(self.variant),
+        decision, reasons = policy.visit_allowed(context.pack, context.strategy.visit(variant),
                                                  self.facts(now), self.standing(now))
         if decision.allowed:
             self._visit_requested(self.loan_id, [r.as_dict() for r in reasons],
-                                  context.policy_version(self.variant), self.stage, now,
+                                  context.policy_version(variant), self.stage, now,
                                   self.correlation_id)
 
     # --- recorded ---
@@ -368,6 +376,7 @@ class CollectionCase(Aggregate):
                       reason: str, at: datetime, permanent: bool, cause: str,
                       correlation: str) -> None:
         self.holds[hold_id] = channels
+        self.held_at[hold_id] = at
 
     @event("ContactResumed")
     def _contact_resumed(self, loan_id: str, hold_id: str, channels: list[str] | None,
@@ -525,6 +534,14 @@ class Context:
 
     def policy_version(self, variant: str | None) -> str:
         return self.strategy.policy_version(self.pack, variant)
+
+    def variant_of(self, case: CollectionCase) -> str | None:
+        """The case's variant while the strategy in force has it; a case whose variant a
+        later version dropped falls in one of the new version's (or none)."""
+        names = [v.name for v in self.strategy.document.variants or []]
+        if case.variant in names:
+            return case.variant
+        return self.strategy.variant_of(case.loan_id)
 
 
 STRATEGY_NAMESPACE = uuid5(NAMESPACE_URL, "https://dunwell.dev/strategies")

@@ -178,6 +178,8 @@ def thresholds(pack: PolicyPack, visit: VisitThresholds) -> VisitThresholds:
 
 # --- ageing ---
 
+MAX_DPD = 36500  # the contract's bound on a DPD (a hundred years)
+
 
 def local_day(moment: datetime, zone: ZoneInfo) -> date:
     return moment.astimezone(zone).date()
@@ -208,7 +210,7 @@ def suspended_days(pauses: Iterable[Pause], zone: ZoneInfo, now: datetime) -> in
         if pause.start > now:
             continue
         end = now if pause.end is None or pause.end > now else pause.end
-        total += (local_day(end, zone) - local_day(pause.start, zone)).days
+        total += max(0, (local_day(end, zone) - local_day(pause.start, zone)).days)
     return total
 
 
@@ -216,7 +218,8 @@ def days_past_due(due_date: date, zone: ZoneInfo, now: datetime,
                   pauses: Iterable[Pause] = ()) -> int:
     """DPD follows the clock from the reported due date, in the borrower's zone, less the
     days spent in hardship."""
-    return max(0, (local_day(now, zone) - due_date).days - suspended_days(pauses, zone, now))
+    aged = (local_day(now, zone) - due_date).days - suspended_days(pauses, zone, now)
+    return min(MAX_DPD, max(0, aged))
 
 
 # --- stages ---
@@ -273,9 +276,11 @@ class Move:
 
 def next_stage(stages: Sequence[StageDef], current: str, facts: Facts) -> Move | None:
     """The furthest stage beyond the current one whose entry criteria the case meets; cases
-    move forward only. A stage the strategy no longer has counts as before the first."""
+    move forward only."""
     names = [stage.name for stage in stages]
-    position = names.index(current) if current in names else -1
+    # A stage the strategy no longer has: only a stage beyond the first can be a move (the
+    # first is where every case starts, so going there would be going back).
+    position = names.index(current) if current in names else 0
     for index in range(len(stages) - 1, position, -1):
         reasons = meets(stages[index].entry, facts)
         if reasons is not None:
@@ -361,6 +366,22 @@ def promise_due_ok(due_date: date, made_at: datetime, zone: ZoneInfo,
     if due_date > today + timedelta(days=max_days_ahead):
         return (f"due_date {due_date} is more than {max_days_ahead} days ahead "
                 f"(the strategy's promises.max_days_ahead)")
+    return None
+
+
+PLAN_HORIZON_DAYS = 3660  # no instalment further ahead than ten years
+
+
+def plan_days_ok(days: Sequence[date], agreed_at: datetime, zone: ZoneInfo) -> str | None:
+    """Why a plan's instalment days cannot be taken, or None: distinct, in order, none past
+    and none more than ten years ahead in the borrower's zone."""
+    if list(days) != sorted(set(days)):
+        return "instalments must fall on distinct days, in order"
+    today = local_day(agreed_at, zone)
+    if days[0] < today:
+        return f"the first instalment ({days[0]}) is already past (today is {today})"
+    if days[-1] > today + timedelta(days=PLAN_HORIZON_DAYS):
+        return f"the last instalment ({days[-1]}) is more than ten years ahead"
     return None
 
 

@@ -291,3 +291,49 @@ def test_a_retry_a_moment_later_is_the_same_report(escalation: TestClient, loop:
         clock.advance(timedelta(seconds=30))
         again = escalation.post(route, json=body, headers=headers)
         assert (again.status_code, again.json()) == (202, first.json()), route
+
+
+def test_another_lenders_loan_shows_nothing_to_a_follow_up(
+        escalation: TestClient, loop: Loop, token: Headers, clock: ManualClock) -> None:
+    report(escalation, loop, token, clock, "L-1")
+    other = token(Role.LENDER, "lender-2")
+    for route, body in (
+            ("/v1/loans/L-1/promises", {"amount": "1.00", "currency": "USD",
+                                        "due_date": "2026-10-20"}),
+            ("/v1/loans/L-1/hardship", {"reason": "other", "note": "",
+                                        "ends_at": "2026-10-20T00:00:00Z"}),
+            ("/v1/loans/L-1/hardship/end", {}),
+            ("/v1/loans/L-1/repayment-plans", {"currency": "USD", "instalments": [
+                {"due_date": "2026-10-20", "amount": "1.00"}]})):
+        answer = escalation.post(route, json=body, headers=other)
+        assert answer.status_code == 404, (route, answer.text)
+
+
+def test_a_collectors_keys_are_never_a_lenders(escalation: TestClient, loop: Loop,
+                                               token: Headers, clock: ManualClock) -> None:
+    report(escalation, loop, token, clock, "L-1")
+    body = {"amount": "100.00", "currency": "CNY", "due_date": "2026-10-20"}
+    by_collector = escalation.post("/v1/loans/L-1/promises", json=body, headers={
+        **token(Role.COLLECTOR, "c-1"), "Idempotency-Key": "k"})
+    forged = json.dumps(["collector", "c-1", "k"])
+    by_lender = escalation.post("/v1/loans/L-1/promises", json=body, headers={
+        **token(Role.LENDER, "lender-1"), "Idempotency-Key": forged})
+    assert by_collector.status_code == by_lender.status_code == 202
+    assert by_collector.json()["promise_id"] != by_lender.json()["promise_id"]
+
+
+def test_a_hardship_is_ended_only_inside_it_and_one_at_a_time(
+        escalation: TestClient, loop: Loop, token: Headers, clock: ManualClock) -> None:
+    report(escalation, loop, token, clock, "L-1")
+    lender = token(Role.LENDER, "lender-1")
+    ends = (clock.now() + timedelta(days=10)).isoformat()
+    first = escalation.post("/v1/loans/L-1/hardship", headers=lender,
+                            json={"reason": "other", "note": "", "ends_at": ends})
+    assert first.status_code == 202, first.text
+    loop()
+    second = escalation.post("/v1/loans/L-1/hardship", headers=lender,
+                             json={"reason": "other", "note": "", "ends_at": ends})
+    assert second.status_code == 409 and second.json()["error"]["code"] == "not_acceptable"
+    future = escalation.post("/v1/loans/L-1/hardship/end", headers=lender,
+                             json={"ended_at": (clock.now() + timedelta(days=1)).isoformat()})
+    assert future.status_code == 409, future.text

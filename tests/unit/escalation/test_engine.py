@@ -495,3 +495,86 @@ def test_follow_ups_straight_from_kafka_are_held_to_the_same_limits(engine: Engi
             "agreed_at": START.isoformat(),
             "instalments": [{"due_date": "2026-12-28", "amount": "10.00"}]}))
     assert engine.of_type("L-60", "CadencePaused") == []
+
+
+# --- found by review: each was a defect ---
+
+
+def test_a_reopened_case_keeps_its_hardship_and_its_failed_calls(engine: Engine) -> None:
+    engine.deliver(overdue("L-70", dpd=85))
+    three_failures(engine, "L-70")
+    engine.deliver(HardshipGranted.model_validate({
+        "loan_id": "L-70", "hardship_id": "H-70", "reason": "illness", "note": "",
+        "starts_at": START.isoformat(), "ends_at": (START + timedelta(days=30)).isoformat()}))
+    engine.advance(days=3)
+    engine.deliver(PaymentReceived.model_validate({
+        "loan_id": "L-70", "amount": "5000.00", "currency": "CNY",
+        "paid_at": engine.clock.now().isoformat(), "remaining_overdue": "0"}))
+    engine.advance(days=1)
+    engine.deliver(overdue("L-70", dpd=85, at=START))  # the payment bounced: reported again
+    engine.advance(days=10)
+    assert engine.of_type("L-70", "VisitRequested") == []
+    reopened = engine.case("L-70")
+    assert reopened.status == "open" and reopened.hardship_at(engine.clock.now()) == "H-70"
+    assert reopened.failed_contacts_at(engine.clock.now()) == 3
+
+
+def test_a_hardship_ended_later_than_granted_ends_when_granted(engine: Engine) -> None:
+    engine.deliver(overdue("L-71", dpd=40))
+    engine.deliver(HardshipGranted.model_validate({
+        "loan_id": "L-71", "hardship_id": "H-71", "reason": "other", "note": "",
+        "starts_at": START.isoformat(), "ends_at": (START + timedelta(days=5)).isoformat()}))
+    engine.deliver(HardshipEnded.model_validate({
+        "loan_id": "L-71", "hardship_id": "H-71",
+        "ended_at": (START + timedelta(days=50)).isoformat()}))
+    assert engine.case("L-71").hardships["H-71"]["ended_at"] == START + timedelta(days=5)
+
+
+def test_a_case_whose_variant_a_new_version_dropped_names_no_variant(engine: Engine) -> None:
+    body = policy.DEFAULT_DOCUMENT.model_dump(mode="json")
+    body["variants"] = [{"name": "champion", "share": 100}, {"name": "challenger", "share": 0}]
+    engine.cases.publish_strategy("lender-1", StrategyDocument.model_validate(body), START)
+    engine.deliver(overdue("L-72"))
+    assert engine.case("L-72").variant == "champion"
+    three_failures(engine, "L-72")
+    engine.cases.publish_strategy("lender-1", policy.DEFAULT_DOCUMENT, START)
+    engine.advance(days=7)
+    (visit,) = engine.of_type("L-72", "VisitRequested")
+    assert visit.policy_version == "cn-2026.1/lender-1@2"
+
+
+def test_a_stage_a_new_version_removed_never_moves_a_case_back(engine: Engine) -> None:
+    body = policy.DEFAULT_DOCUMENT.model_dump(mode="json")
+    body["stages"].insert(1, {"name": "calls", "entry": {"min_dpd": 31},
+                              "cadence": {"repeat": {"channel": "call", "from_day": 0}}})
+    engine.cases.publish_strategy("lender-1", StrategyDocument.model_validate(body), START)
+    engine.deliver(overdue("L-73", dpd=40))
+    assert engine.case("L-73").stage == "calls"
+    engine.cases.publish_strategy("lender-1", policy.DEFAULT_DOCUMENT, START)
+    engine.advance(days=2)
+    assert [(e.from_stage, e.to_stage) for e in engine.of_type("L-73", "CaseEscalated")] == [
+        ("soft_reminders", "calls")]
+
+
+def test_overlapping_or_backwards_hardships_are_refused(engine: Engine) -> None:
+    from shared.consumer import Rejected
+
+    engine.deliver(overdue("L-74", dpd=40))
+    grant = {"loan_id": "L-74", "reason": "other", "note": "",
+             "starts_at": START.isoformat(), "ends_at": (START + timedelta(days=20)).isoformat()}
+    engine.deliver(HardshipGranted.model_validate({**grant, "hardship_id": "H-1"}))
+    with pytest.raises(Rejected, match="overlaps"):
+        engine.deliver(HardshipGranted.model_validate({
+            **grant, "hardship_id": "H-2",
+            "starts_at": (START + timedelta(days=5)).isoformat()}))
+    with pytest.raises(Rejected, match="ends after it starts"):
+        engine.deliver(HardshipGranted.model_validate({
+            **grant, "hardship_id": "H-3", "starts_at": (START + timedelta(days=40)).isoformat(),
+            "ends_at": (START + timedelta(days=30)).isoformat()}))
+    engine.advance(days=25)
+    assert engine.case("L-74").dpd_at(engine.clock.now()) == 45  # 20 days taken out, once
+
+
+def test_no_strategy_may_be_published_for_the_shipped_defaults_name(engine: Engine) -> None:
+    with pytest.raises(Incoherent, match="shipped default"):
+        engine.cases.publish_strategy("default", policy.DEFAULT_DOCUMENT, START)
