@@ -151,11 +151,15 @@ def asyncapi(
     """Write the AsyncAPI 3.0 document of the Kafka side, generated from shared/events.py."""
     from dunwell.asyncapi import render
 
-    text = render()
+    _write_or_check(out, render(), check, "asyncapi")
+
+
+def _write_or_check(out: Path, text: str, check: bool, command: str) -> None:
+    """Write a generated document, or (`--check`) exit 1 when the committed one is stale."""
     if check:
         current = out.read_text() if out.is_file() else None
         if current != text:
-            typer.echo(f"{out} is stale: run `dunwell asyncapi --out {out}`", err=True)
+            typer.echo(f"{out} is stale: run `dunwell {command} --out {out}`", err=True)
             raise typer.Exit(1)
         typer.echo(f"{out} is current")
         return
@@ -183,17 +187,7 @@ def strategy_schema(
                                help="Write nothing; exit 1 if OUT differs from the code."),
 ) -> None:
     """Write the JSON Schema of a strategy document (PUT /v1/strategies/{lender_id})."""
-    text = strategy_schema_text()
-    if check:
-        current = out.read_text() if out.is_file() else None
-        if current != text:
-            typer.echo(f"{out} is stale: run `dunwell strategy-schema --out {out}`", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"{out} is current")
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    typer.echo(f"wrote {out}")
+    _write_or_check(out, strategy_schema_text(), check, "strategy-schema")
 
 
 @app.command()

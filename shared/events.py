@@ -645,9 +645,10 @@ class StrategyPublished(EventData):
         return self.lender_id
 
 
-class PromiseKept(EventData):
-    """An addition to v1: by the end of its due day (borrower's zone), payments received since
-    the promise reached its amount. An instalment of a plan is a promise with its `plan_id`."""
+class PromiseDecision(EventData):
+    """What PromiseKept and PromiseBroken both say (not an event type of its own): by the end
+    of its due day (borrower's zone), whether the payments received since the promise reached
+    its amount. An instalment of a plan is a promise with its `plan_id`."""
 
     topic = topics.CASES
     loan_id: LoanId
@@ -660,16 +661,12 @@ class PromiseKept(EventData):
     plan_id: Ident | None = None
 
 
-class PromiseBroken(EventData):
-    topic = topics.CASES
-    loan_id: LoanId
-    promise_id: PromiseId
-    paid: Money
-    due_date: Day
-    decided_at: Time
-    amount: Money | None = None
-    currency: Currency | None = None
-    plan_id: Ident | None = None
+class PromiseKept(PromiseDecision):
+    """An addition to v1: the promise (or instalment) was kept."""
+
+
+class PromiseBroken(PromiseDecision):
+    """An addition to v1: the promise (or instalment) was broken."""
 
 
 class Courtesy(BaseModel):

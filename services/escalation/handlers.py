@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from shared.application import Unit
@@ -51,34 +52,30 @@ def on_dispute_resolved(cases: Cases, unit: Unit, event: CloudEvent, data: Dispu
         raise Rejected(f"no case for loan {data.loan_id}")
 
 
-def on_promise(cases: Cases, unit: Unit, event: CloudEvent, data: PromiseToPayMade,
-               now: datetime) -> None:
+def _taken(apply: Callable[[], bool], loan_id: str) -> None:
+    """A follow-up the case refuses (outside the strategy's limits) or cannot find is
+    dead-lettered with the reason."""
     try:
-        known = cases.make_promise(unit, event, data, now)
+        known = apply()
     except Unacceptable as error:
         raise Rejected(f"{error.field}: {error}") from error
     if not known:
-        raise Rejected(f"no case for loan {data.loan_id}")
+        raise Rejected(f"no case for loan {loan_id}")
+
+
+def on_promise(cases: Cases, unit: Unit, event: CloudEvent, data: PromiseToPayMade,
+               now: datetime) -> None:
+    _taken(lambda: cases.make_promise(unit, event, data, now), data.loan_id)
 
 
 def on_plan(cases: Cases, unit: Unit, event: CloudEvent, data: RepaymentPlanAgreed,
             now: datetime) -> None:
-    try:
-        known = cases.agree_plan(unit, event, data, now)
-    except Unacceptable as error:
-        raise Rejected(f"{error.field}: {error}") from error
-    if not known:
-        raise Rejected(f"no case for loan {data.loan_id}")
+    _taken(lambda: cases.agree_plan(unit, event, data, now), data.loan_id)
 
 
 def on_hardship_granted(cases: Cases, unit: Unit, event: CloudEvent, data: HardshipGranted,
                         now: datetime) -> None:
-    try:
-        known = cases.grant_hardship(unit, event, data, now)
-    except Unacceptable as error:
-        raise Rejected(f"{error.field}: {error}") from error
-    if not known:
-        raise Rejected(f"no case for loan {data.loan_id}")
+    _taken(lambda: cases.grant_hardship(unit, event, data, now), data.loan_id)
 
 
 def on_hardship_ended(cases: Cases, unit: Unit, event: CloudEvent, data: HardshipEnded,

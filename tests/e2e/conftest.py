@@ -27,3 +27,15 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
     finally:
         running.broker.popen.send_signal(signal.SIGCONT)  # in case the test froze it
         running.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """An installation on the simulated clock (`DUNWELL_CLOCK=simulated`), one per test
+    module: its time only goes forward, so each test moves it to a moment of its own."""
+    running = start_stack(tmp_path_factory.mktemp("simulated"),
+                          extra_env={"DUNWELL_CLOCK": "simulated"})
+    try:
+        yield running
+    finally:
+        running.shutdown()

@@ -12,54 +12,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
-from aiokafka import AIOKafkaProducer
 
 from shared import topics
 from shared.auth import Role
-from shared.clock import SimulatedClock
-from shared.events import CLOUDEVENTS_CONTENT_TYPE, Channel, CloudEvent, ReminderSent, envelope
-from tests.e2e.stack import Stack, start_stack
+from shared.events import Channel, CloudEvent, ReminderSent, envelope
+from tests.e2e.simulated import clock, events, now, produce, wait_event
+from tests.e2e.stack import Stack
 from tests.helpers import loan_body, wait_for
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
 PHONE = "+8613800000000"
 CONTACT_PHONE = "+8613900000000"
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(tmp_path_factory.mktemp("simulated"),
-                          extra_env={"DUNWELL_CLOCK": "simulated"})
-    try:
-        yield running
-    finally:
-        running.shutdown()
-
-
-def clock(stack: Stack, *args: str) -> str:
-    """`dunwell clock ...` for this installation, as an operator runs it."""
-    command = [str(Path(sys.executable).with_name("dunwell")), "clock", *args]
-    done = subprocess.run(command, env={**os.environ, "DUNWELL_VAR_DIR": str(stack.var_dir)},
-                          capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def now(stack: Stack) -> datetime:
-    return SimulatedClock(stack.var_dir / "clock.json").now()
 
 
 def move_to(stack: Stack, zone: ZoneInfo, hour: int) -> datetime:
@@ -80,20 +53,6 @@ def post_loan(stack: Stack, zone: str, **extra: Any) -> str:
         response = lender.post("/v1/loans/overdue", json=body)
     assert response.status_code == 202, response.text
     return str(body["loan_id"])
-
-
-def events(stack: Stack, loan_id: str, kind: str) -> list[dict[str, Any]]:
-    return [e["cloudevent"]["data"] for e in stack.timeline(loan_id) if e["type"] == kind]
-
-
-def wait_event(stack: Stack, loan_id: str, kind: str, count: int = 1,
-               **fields: Any) -> list[dict[str, Any]]:
-    def found() -> list[dict[str, Any]] | None:
-        matching = [d for d in events(stack, loan_id, kind)
-                    if all(d.get(k) == v for k, v in fields.items())]
-        return matching if len(matching) >= count else None
-
-    return wait_for(found, timeout=60, what=f"{count} {kind} {fields} for {loan_id}")
 
 
 def sent_channels(stack: Stack, loan_id: str) -> list[str]:
@@ -267,21 +226,6 @@ def test_cease_for_sms_cancels_it_while_email_goes_on_and_a_dispute_holds_everyt
 # --- the audit's verdicts, from the log alone ---
 
 
-STRUCTURED = CLOUDEVENTS_CONTENT_TYPE.encode()
-
-
-async def _produce(bootstrap: str, events: list[CloudEvent]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send_and_wait(topics.REMINDERS, event.encode(),
-                                         key=event.subject.encode(),
-                                         headers=[("content-type", STRUCTURED)])
-    finally:
-        await producer.stop()
-
-
 def rogue_sent(loan_id: str, at: datetime) -> CloudEvent:
     """A ReminderSent as a rogue service would write it, straight onto reminders.events."""
     data = ReminderSent(loan_id=loan_id, reminder_id=uuid.uuid4(), channel=Channel.SMS,
@@ -324,7 +268,7 @@ def test_rogue_events_fail_their_rule_and_an_honest_loan_never_fails(sim: Stack)
     at_night = day + timedelta(hours=13)  # 23:00 in Shanghai
     after_close = datetime.fromisoformat(closing["closed_at"]) + timedelta(minutes=5)
     late, after = rogue_sent(night, at_night), rogue_sent(closed, after_close)
-    asyncio.run(_produce(sim.bootstrap, [late, after]))
+    asyncio.run(produce(sim.bootstrap, topics.REMINDERS, [late, after]))
     wait_for(lambda: all(any(e["id"] == r.id for e in sim.timeline(loan))
                          for loan, r in ((night, late), (closed, after))),
              what="the rogue events in the audit log")

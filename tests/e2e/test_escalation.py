@@ -10,59 +10,29 @@ One installation runs through every test of this module; its time only goes forw
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
-from aiokafka import AIOKafkaProducer
 
 from shared import topics
 from shared.auth import Role
-from shared.clock import SimulatedClock
 from shared.events import (
-    CLOUDEVENTS_CONTENT_TYPE,
     CloudEvent,
     LoanOverdue,
     Reason,
     VisitRequested,
     envelope,
 )
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.simulated import clock, events, now, produce, wait_event
+from tests.e2e.stack import Stack
 from tests.helpers import loan_body, wait_for
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 VISIT_REASONS = {"dpd", "amount", "failed_contacts"}
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(tmp_path_factory.mktemp("escalation"),
-                          extra_env={"DUNWELL_CLOCK": "simulated"})
-    try:
-        yield running
-    finally:
-        running.shutdown()
-
-
-def clock(stack: Stack, *args: str) -> None:
-    """`dunwell clock ...` for this installation, as an operator runs it."""
-    command = [str(Path(sys.executable).with_name("dunwell")), "clock", *args]
-    done = subprocess.run(command, env={**os.environ, "DUNWELL_VAR_DIR": str(stack.var_dir)},
-                          capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-
-
-def now(stack: Stack) -> datetime:
-    return SimulatedClock(stack.var_dir / "clock.json").now()
 
 
 def today(stack: Stack) -> date:
@@ -101,20 +71,6 @@ def post_loan(stack: Stack, dpd: int = 85, amount: str = "5000.00",
         response = lender.post("/v1/loans/overdue", json=body)
     assert response.status_code == 202, response.text
     return str(body["loan_id"])
-
-
-def events(stack: Stack, loan_id: str, kind: str) -> list[dict[str, Any]]:
-    return [e["cloudevent"]["data"] for e in stack.timeline(loan_id) if e["type"] == kind]
-
-
-def wait_event(stack: Stack, loan_id: str, kind: str, count: int = 1,
-               **fields: Any) -> list[dict[str, Any]]:
-    def found() -> list[dict[str, Any]] | None:
-        matching = [d for d in events(stack, loan_id, kind)
-                    if all(d.get(k) == v for k, v in fields.items())]
-        return matching if len(matching) >= count else None
-
-    return wait_for(found, timeout=90, what=f"{count} {kind} {fields} for {loan_id}")
 
 
 def failed_calls(stack: Stack, loan_id: str, count: int = 3) -> None:
@@ -156,18 +112,6 @@ def compliance(stack: Stack, loan_id: str, covering: int) -> dict[str, dict[str,
 def leaf_of(stack: Stack, loan_id: str, kind: str) -> int:
     return int(next(e["leaf_index"] for e in reversed(stack.timeline(loan_id))
                     if e["type"] == kind))
-
-
-async def _produce(bootstrap: str, topic: str, events: list[CloudEvent]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send(topic, event.encode(), key=event.subject.encode(),
-                                headers=[("content-type", CLOUDEVENTS_CONTENT_TYPE.encode())])
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def lender_event(data: Any, at: datetime) -> CloudEvent:
@@ -226,7 +170,7 @@ def test_a_rogue_visit_request_for_a_dpd_10_loan_fails_c6_at_its_leaf(sim: Stack
                                     Reason(code="failed_contacts", value="3", threshold="3")])
     event = envelope(rogue, event_id=str(uuid.uuid4()), source="/dunwell/escalation",
                      time=now(sim), causation_id=None, correlation_id=None)
-    asyncio.run(_produce(sim.bootstrap, topics.CASES, [event]))
+    asyncio.run(produce(sim.bootstrap, topics.CASES, [event]))
     wait_event(sim, loan, "VisitRequested")
     leaf = leaf_of(sim, loan, "VisitRequested")
     c6 = compliance(sim, loan, leaf)["C6"]
@@ -413,7 +357,7 @@ def test_champion_and_challenger_split_a_thousand_loans_and_both_are_reported(
     reports = [lender_event(LoanOverdue.model_validate(overdue_body(sim, 20, "800.00",
                                                                     "lender-cc")), at)
                for _ in range(1000)]
-    asyncio.run(_produce(sim.bootstrap, topics.LOANS, reports))
+    asyncio.run(produce(sim.bootstrap, topics.LOANS, reports))
 
     def performance() -> dict[str, Any] | None:
         with sim.client("escalation", Role.OPS, "ops-1") as ops:
@@ -455,7 +399,7 @@ def test_kill_9_during_the_daily_evaluation_escalates_each_case_once(sim: Stack)
                                                                     "lender-k")), at)
                for _ in range(total)]
     loans = [r.subject for r in reports]
-    asyncio.run(_produce(sim.bootstrap, topics.LOANS, reports))
+    asyncio.run(produce(sim.bootstrap, topics.LOANS, reports))
 
     def in_stage(stage: str) -> int:
         with sim.client("escalation", Role.OPS, "ops-1") as ops:
