@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -507,14 +507,20 @@ def verify_loan(bundle: Mapping[str, object]) -> None:
             raise VerificationError(f"strategy leaf {index} {problem}", leaf_index=index)
 
 
-def _not_a_strategy(data: bytes) -> str | None:
-    """Why a `strategies` leaf is not a lender's StrategyPublished; None when it is. (Which
-    lender's, and which version, the rules match with the visit requests that name one.)"""
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    """The leaf as a JSON object, or None when it is not one."""
     try:
         event = json.loads(data)
     except (ValueError, RecursionError):
-        return "is not a JSON CloudEvent"
-    if not isinstance(event, dict):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _not_a_strategy(data: bytes) -> str | None:
+    """Why a `strategies` leaf is not a lender's StrategyPublished; None when it is. (Which
+    lender's, and which version, the rules match with the visit requests that name one.)"""
+    event = _json_object(data)
+    if event is None:
         return "is not a JSON CloudEvent"
     kind = event.get("type")
     if kind != STRATEGY_TYPE:
@@ -528,11 +534,8 @@ def _not_a_strategy(data: bytes) -> str | None:
 
 def _not_of_loan(data: bytes, loan_id: str) -> str | None:
     """Why the leaf is not an event of `loan_id`; None when it is."""
-    try:
-        event = json.loads(data)
-    except (ValueError, RecursionError):
-        return "is not a JSON CloudEvent"
-    if not isinstance(event, dict):
+    event = _json_object(data)
+    if event is None:
         return "is not a JSON CloudEvent"
     subject = event.get("subject")
     if not isinstance(subject, str):

@@ -320,9 +320,12 @@ class Cases(ServiceApplication):
         raise Conflict(f"the strategy of {lender_id} kept changing; send it again")
 
     def context_for(self, case: CollectionCase) -> Context:
-        jurisdiction = case.terms.get("jurisdiction")
-        pack = pack_named(str(jurisdiction)) if jurisdiction else self.pack
-        return Context(pack, self.strategy_for(case.lender_id))
+        return Context(self.pack_of(case.terms), self.strategy_for(case.lender_id))
+
+    def pack_of(self, terms: dict[str, Any]) -> PolicyPack:
+        """The loan's own jurisdiction pack, else the installation's."""
+        jurisdiction = terms.get("jurisdiction")
+        return pack_named(str(jurisdiction)) if jurisdiction else self.pack
 
     # --- what the log says: cases open, age and move ---
 
@@ -336,8 +339,7 @@ class Cases(ServiceApplication):
         strategy = self.strategy_for(overdue.lender_id)
         variant = strategy.variant_of(overdue.loan_id)
         stage = policy.opening_stage(strategy.stages(variant))
-        jurisdiction = terms.get("jurisdiction")
-        pack = pack_named(str(jurisdiction)) if jurisdiction else self.pack
+        pack = self.pack_of(terms)
         opening: dict[str, Any] = {
             "stage": stage.name, "cadence": policy.cadence_json(stage.cadence),
             "policy_version": strategy.policy_version(pack, variant), "variant": variant}

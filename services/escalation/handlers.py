@@ -26,6 +26,17 @@ from services.escalation.application import Cases, Unacceptable
 from services.escalation.domain import OtherLendersLoan
 
 
+def _taken(apply: Callable[[], bool], loan_id: str) -> None:
+    """A follow-up the case refuses (outside the strategy's limits) or cannot find is
+    dead-lettered with the reason."""
+    try:
+        known = apply()
+    except Unacceptable as error:
+        raise Rejected(f"{error.field}: {error}") from error
+    if not known:
+        raise Rejected(f"no case for loan {loan_id}")
+
+
 def on_loan_overdue(cases: Cases, unit: Unit, event: CloudEvent, data: LoanOverdue,
                     now: datetime) -> None:
     try:
@@ -36,31 +47,17 @@ def on_loan_overdue(cases: Cases, unit: Unit, event: CloudEvent, data: LoanOverd
 
 def on_payment_received(cases: Cases, unit: Unit, event: CloudEvent, data: PaymentReceived,
                         now: datetime) -> None:
-    if not cases.apply_payment(unit, event, data, now):
-        raise Rejected(f"no case for loan {data.loan_id}")
+    _taken(lambda: cases.apply_payment(unit, event, data, now), data.loan_id)
 
 
 def on_contact_stopped(cases: Cases, unit: Unit, event: CloudEvent,
                        data: CeaseContactRequested | DisputeOpened, now: datetime) -> None:
-    if not cases.hold_contact(unit, event, data, now):
-        raise Rejected(f"no case for loan {data.loan_id}")
+    _taken(lambda: cases.hold_contact(unit, event, data, now), data.loan_id)
 
 
 def on_dispute_resolved(cases: Cases, unit: Unit, event: CloudEvent, data: DisputeResolved,
                         now: datetime) -> None:
-    if not cases.resolve_dispute(unit, event, data, now):
-        raise Rejected(f"no case for loan {data.loan_id}")
-
-
-def _taken(apply: Callable[[], bool], loan_id: str) -> None:
-    """A follow-up the case refuses (outside the strategy's limits) or cannot find is
-    dead-lettered with the reason."""
-    try:
-        known = apply()
-    except Unacceptable as error:
-        raise Rejected(f"{error.field}: {error}") from error
-    if not known:
-        raise Rejected(f"no case for loan {loan_id}")
+    _taken(lambda: cases.resolve_dispute(unit, event, data, now), data.loan_id)
 
 
 def on_promise(cases: Cases, unit: Unit, event: CloudEvent, data: PromiseToPayMade,
@@ -80,8 +77,7 @@ def on_hardship_granted(cases: Cases, unit: Unit, event: CloudEvent, data: Hards
 
 def on_hardship_ended(cases: Cases, unit: Unit, event: CloudEvent, data: HardshipEnded,
                       now: datetime) -> None:
-    if not cases.end_hardship(unit, event, data, now):
-        raise Rejected(f"no case for loan {data.loan_id}")
+    _taken(lambda: cases.end_hardship(unit, event, data, now), data.loan_id)
 
 
 def on_contact_attempt(cases: Cases, unit: Unit, event: CloudEvent,
