@@ -414,6 +414,7 @@ class PromiseToPayMade(EventData):
     made_at: Time
     via: Via
     attempt_id: EventUUID | None = None
+    visit_id: EventUUID | None = None  # made during this field visit (its VisitRecorded)
 
 
 class Instalment(BaseModel):
@@ -422,15 +423,19 @@ class Instalment(BaseModel):
     amount: PositiveMoney
 
 
+Instalments = Annotated[list[Instalment], Field(min_length=1, max_length=120)]
+
+
 class RepaymentPlanAgreed(EventData):
     """An addition to v1: instalments agreed with the borrower, each due by the end of its day."""
 
     topic = topics.LOANS
     loan_id: LoanId
     plan_id: Ident
-    instalments: Annotated[list[Instalment], Field(min_length=1, max_length=120)]
+    instalments: Instalments
     currency: Currency
     agreed_at: Time
+    visit_id: EventUUID | None = None  # agreed during this field visit (its VisitRecorded)
 
 
 class HardshipGranted(EventData):
@@ -823,6 +828,35 @@ class ContactBlocked(EventData):
 # --- visits.events: written by visit ---
 
 
+def _day_of(value: object) -> object:
+    """A review date given as an RFC 3339 time is the day written in it."""
+    if isinstance(value, str) and len(value) > 10 and re.fullmatch(TIME_PATTERN, value):
+        return value[:10]
+    return value
+
+
+ReviewDay = Annotated[Day, BeforeValidator(_day_of)]
+Lenders = Annotated[list[Ident], Field(min_length=1, max_length=1000)]
+
+
+class AgencyRegistered(EventData):
+    """An addition to v1: a collection agency, its licence, the lenders that authorised it and
+    its yearly review. Its collectors may visit only while `next_review_due` has not passed
+    (a day in the borrower's zone, inclusive). Registering it again records the new review."""
+
+    topic = topics.VISITS
+    agency_id: Ident
+    name: Name
+    licence_number: Ident
+    authorised_lenders: Lenders
+    reviewed_at: ReviewDay
+    next_review_due: ReviewDay
+    registered_at: Time | None = None
+
+    def subject(self) -> str:
+        return self.agency_id
+
+
 class Certification(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     number: Ident
@@ -830,6 +864,9 @@ class Certification(BaseModel):
 
 
 class AuthorisationLetter(BaseModel):
+    """The lender's authorisation letter (委托书): valid from `valid_from` to `valid_until`,
+    both days inclusive and read in the borrower's zone."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     letter_id: Ident
     lender_id: Ident
@@ -839,6 +876,10 @@ class AuthorisationLetter(BaseModel):
 
 
 class CollectorRegistered(EventData):
+    """A collector, their certification and the lender's letter. Registered again (a new
+    letter, a renewed certification), the latest registration is the one in force. The
+    letter's verification code is not logged: it is the borrower's key to `GET /v1/verify`."""
+
     topic = topics.VISITS
     collector_id: Ident
     name: Name
@@ -848,18 +889,45 @@ class CollectorRegistered(EventData):
     certification: Certification
     authorisation_letter: AuthorisationLetter
     registered_at: Time
+    agency_id: Ident | None = None
+
+    def subject(self) -> str:
+        return self.collector_id
+
+
+class CollectorRevoked(EventData):
+    """An addition to v1: the collector may no longer be scheduled nor check in."""
+
+    topic = topics.VISITS
+    collector_id: Ident
+    reason: Line
+    revoked_at: Time
 
     def subject(self) -> str:
         return self.collector_id
 
 
 class DebtorVerified(EventData):
+    """C7: the back office checked these facts (`name`, `phone`, `amount_overdue`,
+    `days_past_due`) against the case and found them to match."""
+
     topic = topics.VISITS
     loan_id: LoanId
     visit_id: EventUUID | None = None
     checked: Annotated[list[Code], Field(max_length=16)]
     verified_by: Ident
     verified_at: Time
+
+
+class ScheduledCollector(BaseModel):
+    """Who the notice names: the collector, the letter they carry and its verification code."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    collector_id: Ident
+    name: Name
+    agency: Name | None = None
+    letter_id: Ident
+    verification_code: Code
 
 
 class VisitScheduled(EventData):
@@ -870,6 +938,10 @@ class VisitScheduled(EventData):
     scheduled_end: Time
     address_kind: AddressKind
     collector_ids: CollectorIds
+    collectors: Annotated[list[ScheduledCollector], Field(max_length=10)] = []
+    scheduled_at: Time | None = None
+    # C14: the complaints still open against any of these collectors when it was scheduled.
+    open_complaints: Annotated[list[EventUUID], Field(max_length=100)] = []
 
 
 class VisitNoticeSent(EventData):
@@ -881,6 +953,7 @@ class VisitNoticeSent(EventData):
     window_end: Time
     address_kind: AddressKind
     sent_at: Time
+    reminder_id: EventUUID | None = None
 
 
 class VisitNoticeDelivered(EventData):
@@ -892,13 +965,28 @@ class VisitNoticeDelivered(EventData):
     window_end: Time
     address_kind: AddressKind
     delivered_at: Time
+    reminder_id: EventUUID | None = None
 
 
 class VisitDeclined(EventData):
+    """C9: the borrower refused the visit; none goes ahead for the loan until a
+    VisitConsented."""
+
     topic = topics.VISITS
     visit_id: EventUUID
     loan_id: LoanId
     declined_at: Time
+    via: Code
+    reason: Line | None = None
+
+
+class VisitConsented(EventData):
+    """An addition to v1: after a refusal, the borrower agreed to a visit after all (C9)."""
+
+    topic = topics.VISITS
+    visit_id: EventUUID
+    loan_id: LoanId
+    consented_at: Time
     via: Code
 
 
@@ -916,19 +1004,60 @@ class VisitCheckedIn(EventData):
     collector_ids: CollectorIds
     credentials_presented: Credentials
     checked_in_at: Time
+    address_kind: AddressKind | None = None
+
+
+class VisitBlocked(EventData):
+    """An addition to v1: a check-in the rules refused (nothing else of it is recorded)."""
+
+    topic = topics.VISITS
+    visit_id: EventUUID
+    loan_id: LoanId
+    action: Code  # check_in
+    rule: RuleId
+    reason: Line
+    at: Time
+    collector_ids: Annotated[list[Ident], Field(max_length=10)] = []
+
+
+class VisitRecordingStored(EventData):
+    """An addition to v1: the visit's recording is in the store under its SHA-256."""
+
+    topic = topics.VISITS
+    visit_id: EventUUID
+    loan_id: LoanId
+    recording_sha256: Sha256Hex
+    bytes: Annotated[StrictInt, Field(gt=0, le=2**40)]
+    media_type: Annotated[str, Field(min_length=3, max_length=127)]
+    stored_at: Time
+
+
+class PlanTerms(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    currency: Currency
+    instalments: Instalments
 
 
 class VisitRecorded(EventData):
+    """C12: the visit written up, naming its stored recording. A promise or a plan made in it
+    goes to escalation as a PromiseToPayMade / RepaymentPlanAgreed with this visit's id. C11:
+    whether the home was entered, and the consent it was entered with."""
+
     topic = topics.VISITS
     visit_id: EventUUID
     loan_id: LoanId
     outcome: Code
     borrower_attitude: Code
     difficulties: Text
-    repayment_plan: Text | None = None
+    repayment_plan: PlanTerms | None = None
     recording_sha256: Sha256Hex
     recording_seconds: Annotated[StrictInt, Field(gt=0, le=86_400)]
     ended_at: Time
+    promise_to_pay: PromiseToPay | None = None
+    home_entered: StrictBool = False
+    entry_consent: Code | None = None
+    person_met: Code | None = None
+    notes: Text | None = None
 
 
 class VisitCancelled(EventData):
@@ -941,11 +1070,18 @@ class VisitCancelled(EventData):
 
 
 class ComplaintFiled(EventData):
+    """C14: a complaint about a visit, a collector, a call or a message (`about`), to be
+    answered by `answer_by` (the pack's days after `filed_at`)."""
+
     topic = topics.VISITS
     complaint_id: EventUUID
     loan_id: LoanId
     about: Text
     filed_at: Time
+    visit_id: EventUUID | None = None
+    collector_id: Ident | None = None
+    details: Text | None = None
+    answer_by: Time | None = None
 
 
 class ComplaintResolved(EventData):
@@ -954,6 +1090,7 @@ class ComplaintResolved(EventData):
     loan_id: LoanId
     outcome: Text
     resolved_at: Time
+    resolved_by: Ident | None = None
 
 
 # --- audit.checkpoints: written by audit ---
@@ -981,8 +1118,9 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         CadenceResumed,
         ReminderScheduled, ReminderSent, ReminderDelivered, ReminderFailed, ReminderCancelled,
         ContactAttemptRecorded, ContactBlocked, CallTaskIssued, DialPermitted,
-        CollectorRegistered, DebtorVerified, VisitScheduled, VisitNoticeSent,
-        VisitNoticeDelivered, VisitDeclined, VisitCheckedIn, VisitRecorded, VisitCancelled,
+        AgencyRegistered, CollectorRegistered, CollectorRevoked, DebtorVerified,
+        VisitScheduled, VisitNoticeSent, VisitNoticeDelivered, VisitDeclined, VisitConsented,
+        VisitCheckedIn, VisitBlocked, VisitRecordingStored, VisitRecorded, VisitCancelled,
         ComplaintFiled, ComplaintResolved,
         CheckpointSigned,
     )

@@ -130,6 +130,8 @@ class PolicyPack:
     # C5: the repayment deadline a reminder states. A shorter one presses the borrower
     # harder, so a longer one is the stricter rule.
     reminder_deadline_days: int = field(metadata=rule("C5", tighter=Tighter.HIGHER))
+    # C14: the days a complaint may wait for its answer.
+    complaint_answer_days: int = field(metadata=rule("C14", tighter=Tighter.LOWER))
 
     @classmethod
     def rules(cls) -> dict[str, Rule | None]:
@@ -166,7 +168,7 @@ CN = PolicyPack(
     visit_min_dpd=91, visit_min_amount=Decimal("3000.00"), visit_min_failed_contacts=3,
     notice_lead=timedelta(hours=24), min_collectors_per_visit=2,
     third_party_after_failed_attempts=3, max_third_party_contacts=100,
-    reminder_deadline_days=7,
+    reminder_deadline_days=7, complaint_answer_days=15,
 )
 
 US = PolicyPack(
@@ -177,7 +179,7 @@ US = PolicyPack(
     visit_min_dpd=91, visit_min_amount=Decimal("500.00"), visit_min_failed_contacts=3,
     notice_lead=timedelta(hours=24), min_collectors_per_visit=1,
     third_party_after_failed_attempts=3, max_third_party_contacts=1,
-    reminder_deadline_days=7,
+    reminder_deadline_days=7, complaint_answer_days=30,
 )
 
 PACKS = {pack.name: pack for pack in (CN, US)}

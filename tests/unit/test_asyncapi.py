@@ -173,7 +173,8 @@ def test_every_event_type_is_a_message_on_its_topic(doc: dict[str, Any]) -> None
 def test_the_key_is_the_subject_field(doc: dict[str, Any]) -> None:
     keys = {name: asyncapi.subject_field(cls) for name, cls in EVENT_TYPES.items()}
     assert {name for name, field in keys.items() if field != "loan_id"} == \
-        {"CollectorRegistered", "CheckpointSigned", "StrategyPublished"}
+        {"AgencyRegistered", "CollectorRegistered", "CollectorRevoked", "CheckpointSigned",
+         "StrategyPublished"}
     for name, field in keys.items():
         key = doc["components"]["messages"][name]["bindings"]["kafka"]["key"]
         data = doc["components"]["schemas"][name]["properties"][field]

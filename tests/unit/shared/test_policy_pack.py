@@ -113,7 +113,7 @@ def test_caps_are_lower_floors_higher_and_hours_within() -> None:
     assert directions["contact_hours"] is Tighter.WITHIN
     assert {name for name, way in directions.items() if way is Tighter.LOWER} == {
         "max_answered_calls_per_day", "max_unanswered_per_number_per_day",
-        "max_call_attempts_per_7_days", "max_third_party_contacts"}
+        "max_call_attempts_per_7_days", "max_third_party_contacts", "complaint_answer_days"}
     assert directions["quiet_after_conversation"] is Tighter.HIGHER
     # a shorter stated deadline presses harder, so a longer one is the stricter rule
     assert directions["reminder_deadline_days"] is Tighter.HIGHER
