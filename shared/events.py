@@ -740,6 +740,7 @@ class ReminderDelivered(EventData):
     reminder_id: EventUUID
     channel: Channel
     delivered_at: Time
+    visit_id: EventUUID | None = None  # the receipt of a visit's notice (C8)
 
 
 class ReminderFailed(EventData):
@@ -749,6 +750,7 @@ class ReminderFailed(EventData):
     channel: Channel
     reason: Text
     failed_at: Time
+    visit_id: EventUUID | None = None
 
 
 class ReminderCancelled(EventData):
