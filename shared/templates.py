@@ -11,6 +11,8 @@ Kinds:
 - `reminder`: a message about the debt; it must show every item of `REQUIRED_CONTENT` (C5);
 - `reestablish`: to a pre-agreed contact person (C13); it must say nothing of the debt, so it
   may show none of `DEBT_CONTENT`.
+- `visit_notice`: a field visit's advance notice (C8); it must show every item of
+  `NOTICE_CONTENT`: the window, the place, who comes and how to check them.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ DEBT_CONTENT = ("loan_id", "amount", "currency", "deadline", "repayment_channel"
 LANGUAGES = ("zh-CN", "en")
 DEFAULT_LANGUAGE = "zh-CN"
 
+# A visit's notice tells the borrower when (the window, in their time), where (the kind of
+# address), who (the collectors' names) and how to check them (the verification route with
+# each letter's code).
+NOTICE_CONTENT = ("window_start", "window_end", "place", "collectors", "verification")
+
 REMINDER = "reminder"
 REESTABLISH = "reestablish"
+VISIT_NOTICE = "visit_notice"
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,14 @@ _APPROVED = (
         "en": "A friendly reminder: on loan {loan_id} you agreed to pay {amount} {currency} by "
               "{deadline}, via {repayment_channel}. To check that this message is genuine, "
               "contact {verification_channel}."}),
+    _t("visit.notice", 1, "sms", VISIT_NOTICE,
+       {"zh-CN": "{lender_name}通知：我们将于{window_start}至{window_end}到您的{place}上门拜访，"
+                 "上门人员：{collectors}。上门人员会出示身份证、工作证和授权委托书；您可通过"
+                 "{verification}核实其身份。如您不同意本次上门，请回复或致电告知，我们将取消。",
+        "en": "{lender_name}: we plan to visit you at your {place} between {window_start} and "
+              "{window_end}. Coming: {collectors}. They will show an ID card, a work badge and "
+              "the lender's authorisation letter; you can check them at {verification}. If you "
+              "do not agree to this visit, tell us and it will not go ahead."}),
     _t("contact.reestablish", 1, "call", REESTABLISH,
        {"zh-CN": "您好，我们是{lender_name}，想与{borrower_name}取得联系。请转告其通过"
                  "{verification_channel}回电。谢谢。",
@@ -100,6 +116,7 @@ CURRENT = MappingProxyType({"sms": ("sms.reminder", 1), "email": ("email.reminde
                             "push": ("push.reminder", 1), "call": ("call.reminder", 1)})
 REESTABLISH_TEMPLATE = ("contact.reestablish", 1)
 COURTESY_TEMPLATE = ("sms.promise_courtesy", 1)  # before a promise's or an instalment's due date
+VISIT_NOTICE_TEMPLATE = ("visit.notice", 1)  # a field visit's advance notice (C8)
 
 
 def approved(template_id: str, version: int) -> Template | None:

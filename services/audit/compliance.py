@@ -46,9 +46,11 @@ from shared.policy_pack import PACKS, PolicyPack
 from shared.templates import (
     APPROVED,
     DEBT_CONTENT,
+    NOTICE_CONTENT,
     REESTABLISH,
     REMINDER,
     REQUIRED_CONTENT,
+    VISIT_NOTICE,
     Template,
     approved,
 )
@@ -550,6 +552,11 @@ def template_problems(template_id: str, version: int) -> tuple[str, ...]:
         shown = template.fields(language)
         if template.kind == REMINDER:
             missing = [item for item in REQUIRED_CONTENT if item not in shown]
+            if missing:
+                problems.append(f"template {template_id} v{version} ({language}) lacks "
+                                f"{', '.join(missing)}")
+        elif template.kind == VISIT_NOTICE:
+            missing = [item for item in NOTICE_CONTENT if item not in shown]
             if missing:
                 problems.append(f"template {template_id} v{version} ({language}) lacks "
                                 f"{', '.join(missing)}")
