@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -96,14 +97,18 @@ def error_responses(*statuses: int, meaning: Mapping[int, str] | None = None
 
 
 class BodyLimit:
-    """Refuses a request body over the limit with 413 before any of it is parsed."""
+    """Refuses a request body over the limit with 413 before any of it is parsed. Paths that
+    match `streamed` (an upload read as a stream, with its own limit) are let through."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES,
+                 streamed: Sequence[str] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.streamed = [re.compile(pattern) for pattern in streamed]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or any(p.fullmatch(scope.get("path", ""))
+                                          for p in self.streamed):
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
@@ -142,12 +147,12 @@ def _too_large(limit: int) -> JSONResponse:
 
 def create_app(*, title: str, routers: Sequence[APIRouter], checks: Checks,
                lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
-               jwt_secret: str) -> FastAPI:
+               jwt_secret: str, streamed: Sequence[str] = ()) -> FastAPI:
     app = FastAPI(title=title, version="1", lifespan=lifespan)
     app.state.jwt_secret = jwt_secret
     for router in routers:
         app.include_router(router, prefix="/v1")
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, streamed=streamed)
     _add_errors(app)
     _add_operations(app, checks)
     _add_metrics(app)

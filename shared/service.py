@@ -41,6 +41,7 @@ class Parts:
     loops: Sequence[tuple[str, Callable[[Runtime, Callable[[], None]], Loop]]] = \
         field(default_factory=tuple)
     order_across_partitions: bool = False
+    streamed: Sequence[str] = ()  # paths (regular expressions) whose bodies are streamed
 
 
 def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
@@ -98,7 +99,7 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
 
     secret = parts.settings.auth.secret or load_or_create_secret(parts.settings.secret_file())
     app = create_app(title=f"dunwell {parts.name}", routers=parts.routers, checks=checks,
-                     lifespan=lifespan, jwt_secret=secret)
+                     lifespan=lifespan, jwt_secret=secret, streamed=parts.streamed)
     app.state.service = parts.store
     app.state.clock = parts.clock
     app.state.settings = parts.settings

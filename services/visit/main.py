@@ -7,27 +7,41 @@ from fastapi import FastAPI
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import HandlerSink
+from shared.policy_pack import pack
 from shared.relay import StoredEvents
 from shared.service import Parts, assemble, serve
 
-from services.visit.api import router
+from services.visit.api import RateLimit, router
 from services.visit.application import Visits
 from services.visit.handlers import HANDLERS
-from services.visit.relay import integration_event
+from services.visit.recordings import RecordingStore
+from services.visit.relay import publisher
 from services.visit.settings import Settings
+
+RECORDING_PATH = r"/v1/visits/[^/]+/recording"
 
 
 def create(settings: Settings | None = None, clock: Clock | None = None,
            connect: bool = True) -> FastAPI:
     settings = settings or Settings()
     clock = clock or settings.make_clock()
-    visits = Visits(env=settings.persistence_env("visit"))
+    visits = Visits(pack(settings.pack), env=settings.persistence_env("visit"))
+
+    def at_version(aggregate_id: object, version: int) -> object:
+        return visits.repository.get(aggregate_id, version=version)  # type: ignore[arg-type]
+
     parts = Parts(
         name="visit", settings=settings, clock=clock, store=visits,
         store_check=visits.check_store,
-        sink=HandlerSink(visits, HANDLERS, clock), subscribe=[topics.CASES],
-        routers=[router], outbox=StoredEvents(visits, integration_event, "/dunwell/visit"))
-    return assemble(parts, connect=connect)
+        sink=HandlerSink(visits, HANDLERS, clock),
+        subscribe=[topics.CASES, topics.REMINDERS],
+        routers=[router], outbox=StoredEvents(visits, publisher(at_version), "/dunwell/visit"),
+        streamed=[RECORDING_PATH])
+    app = assemble(parts, connect=connect)
+    app.state.recordings = RecordingStore(settings.recordings_path(),
+                                          settings.max_recording_bytes)
+    app.state.verify_limit = RateLimit(settings.verify_per_second)
+    return app
 
 
 def main() -> None:
