@@ -80,6 +80,9 @@ USES = (
     Use("escalation", "receive", topics.REMINDERS,
         "Counts consecutive failed calls (C6) and takes the promises made in calls.",
         _service_group("escalation")),
+    Use("escalation", "receive", topics.VISITS,
+        "Takes the promise or repayment plan written up in a field visit's VisitRecorded.",
+        _service_group("escalation")),
     Use("escalation", "send", topics.CASES,
         "What happens to each collection case: opened, escalated with its reasons, visits "
         "requested (C6), promises kept or broken, the cadence paused and resumed, and each "
@@ -88,8 +91,18 @@ USES = (
         "Plans reminders when a case opens, follows its stage's cadence and its pauses; "
         "cancels what is pending when it closes.",
         _service_group("reminder")),
-    Use("visit", "receive", topics.CASES, "Follows the cases that may need a field visit.",
+    Use("visit", "receive", topics.CASES,
+        "Takes each visit request (C6) and follows its case: terms, stage, holds (C3), "
+        "hardship, promises and closing (C4), which call pending visits off.",
         _service_group("visit")),
+    Use("visit", "receive", topics.REMINDERS,
+        "Records a visit's notice as sent and delivered (C8) from the reminder's reports, "
+        "and keeps the contact history in short for the visit's dossier.",
+        _service_group("visit")),
+    Use("reminder", "receive", topics.VISITS,
+        "Sends a scheduled visit's advance notice (C8) under the contact rules, and drops it "
+        "while still pending when the visit is cancelled or declined.",
+        _service_group("reminder")),
     Use("reminder", "send", topics.REMINDERS,
         "Every reminder planned, sent, delivered, failed or cancelled, every contact attempt "
         "and every contact a rule blocked."),

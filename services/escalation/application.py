@@ -29,6 +29,7 @@ from shared.events import (
     PromiseToPayMade,
     RepaymentPlanAgreed,
     StrategyDocument,
+    VisitRecorded,
     event_id_for,
 )
 from shared.policy_pack import Loosening, PolicyPack
@@ -415,6 +416,40 @@ class Cases(ServiceApplication):
             else:
                 log.warning("a promise in attempt %s on loan %s is not taken: %s",
                             attempt.attempt_id, attempt.loan_id, why or "amount is zero")
+        self._evaluated(unit, case, now)
+
+    def record_visit(self, unit: Unit, cause: CloudEvent, visit: VisitRecorded,
+                     now: datetime) -> None:
+        """A field visit's write-up: a promise or a repayment plan made in it holds
+        escalation as one made to the lender does. One the case or strategy cannot take is
+        logged and left (the visit is a fact either way)."""
+        case: CollectionCase | None = unit.find(CollectionCase.create_id(visit.loan_id))
+        if case is None or case.status != "open":
+            return
+        made_id = f"visit:{visit.visit_id}"
+        promise = visit.promise_to_pay
+        if promise is not None:
+            why = self._promise_refusal(case, promise.currency, promise.due_date,
+                                        visit.ended_at)
+            if why is None:
+                case.make_promise(made_id, promise.amount, promise.currency, promise.due_date,
+                                  visit.ended_at, "visit", cause.id,
+                                  visit_id=str(visit.visit_id))
+            else:
+                log.warning("the promise of visit %s on loan %s is not taken: %s",
+                            visit.visit_id, visit.loan_id, why)
+        plan = visit.repayment_plan
+        if plan is not None:
+            days = [i.due_date for i in plan.instalments]
+            why = (f"the case is in {case.currency}, not {plan.currency}"
+                   if plan.currency != case.currency
+                   else policy.plan_days_ok(days, visit.ended_at, case.zone))
+            if why is None:
+                case.agree_plan(made_id, [(i.due_date, i.amount) for i in plan.instalments],
+                                plan.currency, visit.ended_at, cause.id)
+            else:
+                log.warning("the plan of visit %s on loan %s is not taken: %s",
+                            visit.visit_id, visit.loan_id, why)
         self._evaluated(unit, case, now)
 
     def _promise_refusal(self, case: CollectionCase, currency: str, due_date: date,

@@ -243,16 +243,17 @@ class CollectionCase(Aggregate):
 
     def make_promise(self, promise_id: str, amount: Decimal, currency: str, due_date: date,
                      made_at: datetime, via: str, cause: str,
-                     attempt_id: str | None = None) -> bool:
+                     attempt_id: str | None = None, visit_id: str | None = None) -> bool:
         """A promise to pay holds escalation and pauses the cadence (but for one courtesy
         reminder) until the end of its due day. False when it was known already. A promise
-        heard in a call is also told on loans.events, as a lender's own promise is."""
+        heard in a call or a field visit is also told on loans.events, as a lender's own
+        promise is."""
         if promise_id in self.promises or self.status != "open":
             return False
         deadline = policy.end_of_day(due_date, self.zone)
-        if attempt_id is not None:
+        if attempt_id is not None or visit_id is not None:
             self._heard(self.loan_id, promise_id, amount, currency, due_date.isoformat(),
-                        made_at, via, attempt_id, cause, self.correlation_id)
+                        made_at, via, attempt_id, cause, self.correlation_id, visit_id)
         self._promised(self.loan_id, promise_id, amount, currency, due_date.isoformat(),
                        made_at, via, deadline, cause, self.correlation_id)
         return True
@@ -423,9 +424,9 @@ class CollectionCase(Aggregate):
 
     @event("PromiseHeard")
     def _heard(self, loan_id: str, promise_id: str, amount: Decimal, currency: str,
-               due_date: str, made_at: datetime, via: str, attempt_id: str, cause: str,
-               correlation: str) -> None:
-        """A promise made in a call: told on loans.events (no state of its own)."""
+               due_date: str, made_at: datetime, via: str, attempt_id: str | None, cause: str,
+               correlation: str, visit_id: str | None = None) -> None:
+        """A promise made in a call or a visit: told on loans.events (no state of its own)."""
 
     @event("PauseLifted")
     def _pause_lifted(self, loan_id: str, pause_id: str, reason: str, at: datetime,

@@ -20,6 +20,7 @@ from shared.events import (
     PaymentReceived,
     PromiseToPayMade,
     RepaymentPlanAgreed,
+    VisitRecorded,
 )
 
 from services.escalation.application import Cases, Unacceptable
@@ -85,6 +86,11 @@ def on_contact_attempt(cases: Cases, unit: Unit, event: CloudEvent,
     cases.record_attempt(unit, event, data, now)
 
 
+def on_visit_recorded(cases: Cases, unit: Unit, event: CloudEvent, data: VisitRecorded,
+                      now: datetime) -> None:
+    cases.record_visit(unit, event, data, now)
+
+
 HANDLERS: dict[type[EventData], Handler] = {
     LoanOverdue: on_loan_overdue,
     PaymentReceived: on_payment_received,
@@ -96,4 +102,5 @@ HANDLERS: dict[type[EventData], Handler] = {
     HardshipGranted: on_hardship_granted,
     HardshipEnded: on_hardship_ended,
     ContactAttemptRecorded: on_contact_attempt,
+    VisitRecorded: on_visit_recorded,
 }

@@ -40,7 +40,8 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     parts = Parts(
         name="escalation", settings=settings, clock=clock, store=cases,
         store_check=cases.check_store,
-        sink=HandlerSink(cases, HANDLERS, clock), subscribe=[topics.LOANS, topics.REMINDERS],
+        sink=HandlerSink(cases, HANDLERS, clock),
+        subscribe=[topics.LOANS, topics.REMINDERS, topics.VISITS],
         routers=[router], outbox=StoredEvents(cases, integration_event, "/dunwell/escalation"),
         loops=[("agenda", agenda)])
     return assemble(parts, connect=connect)

@@ -74,7 +74,8 @@ def _case_event(event: Any) -> Any:
                                 amount=event.amount, currency=event.currency,
                                 due_date=date.fromisoformat(event.due_date),
                                 made_at=event.made_at, via=event.via,
-                                attempt_id=event.attempt_id)
+                                attempt_id=event.attempt_id,
+                                visit_id=getattr(event, "visit_id", None))
     if is_event(event, CollectionCase, "Promised"):
         return CadencePaused(
             loan_id=event.loan_id, pause_id=f"promise:{event.promise_id}", reason="promise",

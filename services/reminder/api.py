@@ -99,6 +99,7 @@ class ReminderView(BaseModel):
     party: str = "borrower"
     paused_by: str | None = None  # the pause holding it back, if one does
     courtesy_of: str | None = None  # a courtesy reminder: the pause that planned it
+    visit_id: UUID | None = None  # a visit's advance notice (C8): its visit
 
 
 class CallTaskView(BaseModel):
@@ -146,7 +147,8 @@ def _view(reminder: Reminder) -> ReminderView:
         blocked=[Block(**b) for b in reminder.blocks],
         cancelled_rule=reminder.cancelled["rule"] if reminder.cancelled else None,
         delivery=reminder.delivery, party=reminder.party,  # type: ignore[arg-type]
-        paused_by=reminder.paused_by, courtesy_of=reminder.courtesy_of)
+        paused_by=reminder.paused_by, courtesy_of=reminder.courtesy_of,
+        visit_id=reminder.visit_id)  # type: ignore[arg-type]
 
 
 def _task_view(task: CallTask) -> CallTaskView:

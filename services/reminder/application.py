@@ -1,10 +1,11 @@
 """The reminder application: a contact plan per case, its cadence, every channel, and the
 contact rules (C1-C5, C13) asked before anything reaches the borrower.
 
-Handlers (cases.events) start, escalate, hold, pause, resume and close plans; the agenda fires
-what falls due (a plan's next step, a reminder's send, a call task's issue or expiry); the
-collectors' routes ask the pre-dial gate and record what their calls came to; the providers'
-receipts say what was delivered.
+Handlers (cases.events) start, escalate, hold, pause, resume and close plans; handlers of
+visits.events plan a visit's advance notice (C8) and drop it when the visit is called off; the
+agenda fires what falls due (a plan's next step, a reminder's send, a call task's issue or
+expiry); the collectors' routes ask the pre-dial gate and record what their calls came to; the
+providers' receipts say what was delivered.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from shared.events import (
     ContactResumed,
     Courtesy,
     LoanTerms,
+    VisitCancelled,
+    VisitDeclined,
+    VisitScheduled,
 )
 from shared.policy_pack import Decision, PolicyPack
 from shared.templates import (
@@ -40,12 +44,14 @@ from shared.templates import (
     CURRENT,
     DEFAULT_LANGUAGE,
     REESTABLISH_TEMPLATE,
+    VISIT_NOTICE_TEMPLATE,
     approved,
 )
 
 from services.reminder import policy
 from services.reminder.channels import ChannelError, ChannelRefused, Gateway, OutboundMessage
 from services.reminder.domain import (
+    CANCELLED,
     COURTESY_PAUSES,
     DEFAULT_CADENCE,
     DEFAULT_CADENCE_VERSION,
@@ -65,6 +71,38 @@ log = logging.getLogger(__name__)
 PERMIT_LIFETIME = timedelta(minutes=10)
 PERMIT_SKEW = timedelta(minutes=1)  # a dialer's clock a little off the service's
 COURTESY_TERMS = ("amount", "currency", "deadline")  # a courtesy states the promise's own
+DEFAULT_VERIFY_URL = "http://127.0.0.1:8003/v1/verify"  # the visit service's check of a letter
+
+# How a visit's notice words its place and lists (the template says the rest).
+PLACES = {"zh-CN": {"residence": "住所", "workplace": "工作单位"},
+          "en": {"residence": "home", "workplace": "workplace"}}
+NAMES_JOINED = {"zh-CN": "、", "en": ", "}
+# A link ends at a space: a reader's phone must not take the Chinese after it for its path.
+LINKS_JOINED = {"zh-CN": " 、", "en": ", "}
+LINKS_END = {"zh-CN": " ", "en": ""}
+
+
+def notice_content(visit: Mapping[str, Any], lender_name: str, zone: ZoneInfo, language: str,
+                   verify_url: str) -> dict[str, str]:
+    """What a visit's notice states (C8), in the borrower's language and zone: the window as
+    local date and time (the end's date only when it is another day), the kind of place, who
+    comes (with their agency), and each one's letter to check at the visit service."""
+    words = language if language in PLACES else DEFAULT_LANGUAGE
+    start = datetime.fromisoformat(visit["window_start"]).astimezone(zone)
+    end = datetime.fromisoformat(visit["window_end"]).astimezone(zone)
+    collectors = visit["collectors"]
+    names = [c["name"] if not c.get("agency") else
+             (f"{c['name']}（{c['agency']}）" if words == "zh-CN"  # noqa: RUF001
+              else f"{c['name']} ({c['agency']})") for c in collectors]
+    links = [f"{verify_url.rstrip('/')}/{c['verification_code']}" for c in collectors]
+    return {
+        "lender_name": lender_name,
+        "window_start": f"{start:%Y-%m-%d %H:%M}",
+        "window_end": f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}",
+        "place": PLACES[words][str(visit["address_kind"])],
+        "collectors": NAMES_JOINED[words].join(names),
+        "verification": (LINKS_JOINED[words].join(links) + LINKS_END[words]) if links else "",
+    }
 
 
 class NotFound(LookupError):
@@ -105,6 +143,10 @@ class ContactPaused(Exception):
                             "until": until.isoformat() if until else None}}
 
 
+class NoticeIncomplete(ValueError):
+    """A visit's notice could not state everything C8 asks (no collectors named)."""
+
+
 class KeyReused(Exception):
     """An Idempotency-Key this caller used before for another request (409)."""
 
@@ -136,11 +178,13 @@ class Reminders(ServiceApplication):
 
     def __init__(self, pack: PolicyPack, verification_channel: str,
                  env: dict[str, str] | None = None,
-                 default_cadence: Cadence = DEFAULT_CADENCE) -> None:
+                 default_cadence: Cadence = DEFAULT_CADENCE,
+                 verify_url: str = DEFAULT_VERIFY_URL) -> None:
         super().__init__(env)
         self.pack = pack
         self.verification_channel = verification_channel
         self.default_cadence = default_cadence  # for a case whose opening names none
+        self.verify_url = verify_url  # where a borrower checks a collector's letter by its code
 
     def pack_of(self, plan: ContactPlan) -> PolicyPack:
         return policy.pack_for(plan.jurisdiction, self.pack)
@@ -271,7 +315,7 @@ class Reminders(ServiceApplication):
                    [r.id for r in courtesy])
         unit.save(plan, *courtesy)
         for item in self._pending_of(unit, plan):
-            pause_id = plan.paused_by(max(now, paused.at), item.courtesy_of)
+            pause_id = plan.paused_by(max(now, paused.at), item.outside_cadence)
             if pause_id is not None and item.paused_by is None:
                 item.pause(pause_id)
                 unit.save(item)
@@ -294,7 +338,7 @@ class Reminders(ServiceApplication):
                 item.cancel(f"{pause['reason']}_ended",
                             f"the {pause['reason']} ended ({resumed.pause_id})", now, cause.id)
             elif item.paused_by == resumed.pause_id:
-                other = plan.paused_by(lifted, item.courtesy_of)
+                other = plan.paused_by(lifted, item.outside_cadence)
                 if other is not None:
                     item.pause(other)
                 else:
@@ -302,6 +346,77 @@ class Reminders(ServiceApplication):
             else:
                 continue
             unit.save(item)
+
+    # --- handlers: what the visits say ---
+
+    def plan_notice(self, unit: Unit, cause: CloudEvent, scheduled: VisitScheduled,
+                    now: datetime) -> bool:
+        """C8: a scheduled visit's advance notice, an SMS to the borrower that goes at once
+        under C4, C3 and C1 like any message (a promise's or a plan's pause does not hold it:
+        it is no step of the cadence). False when the loan has no plan here.
+
+        Once per visit and window: the same schedule seen again plans nothing more; a new
+        window drops the notice of the old one if it is still pending and plans its own.
+        A closed case is sent nothing (C4)."""
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(scheduled.loan_id))
+        if plan is None:
+            return False
+        if not plan.open:
+            log.info("visit %s of loan %s: the case is closed, no notice (C4)",
+                     scheduled.visit_id, scheduled.loan_id)
+            return True
+        visit_id = str(scheduled.visit_id)
+        visit = {"visit_id": visit_id,
+                 "window_start": scheduled.scheduled_start.isoformat(),
+                 "window_end": scheduled.scheduled_end.isoformat(),
+                 "address_kind": str(scheduled.address_kind),
+                 "collectors": [c.model_dump(mode="json", include={
+                     "collector_id", "name", "agency", "verification_code"})
+                     for c in scheduled.collectors]}
+        window = (visit["window_start"], visit["window_end"])
+        earlier: list[Reminder] = [unit.get(i) for i in plan.notices.get(visit_id, [])]
+        live = [n for n in earlier if n.status != CANCELLED and n.withdrawn is None]
+        if any(n.visit and (n.visit["window_start"], n.visit["window_end"]) == window
+               for n in live):
+            return True
+        for notice in live:
+            if notice.status == PENDING:
+                notice.cancel("rescheduled", "the visit was scheduled again: a new notice "
+                              "states its new window", now, cause.id)
+                unit.save(notice)
+        template_id, version = VISIT_NOTICE_TEMPLATE
+        content = notice_content(visit, plan.content["lender_name"], ZoneInfo(plan.timezone),
+                                 plan.language, self.verify_url)
+        checked = policy.required_content(template_id, version, content, plan.language)
+        if not checked.allowed:
+            raise NoticeIncomplete(f"visit {visit_id}: {checked.rule}: {checked.reason}")
+        notice = Reminder(
+            key=f"visit:{visit_id}/notice/{len(earlier)}", loan_id=plan.loan_id, channel="sms",
+            template_id=template_id, template_version=version,
+            recipient=str(plan.borrower["phone"]), timezone=plan.timezone, content=content,
+            due_at=now, cause=cause.id, correlation=cause.correlationid or plan.correlation,
+            language=plan.language, party="borrower", visit=visit)
+        plan.add_notice(visit_id, notice.id)
+        unit.save(plan, notice)
+        return True
+
+    def withdraw_notice(self, unit: Unit, cause: CloudEvent,
+                        called_off: VisitCancelled | VisitDeclined, now: datetime) -> None:
+        """The visit is cancelled (rule C4 when the case closed) or declined (C9): a notice
+        still pending is dropped under that rule (a cancel naming none: C3). One handed over
+        already is not recalled."""
+        plan: ContactPlan | None = unit.find(ContactPlan.create_id(called_off.loan_id))
+        if plan is None:
+            return
+        if isinstance(called_off, VisitDeclined):
+            rule, reason = "C9", "the borrower declined the visit"
+        else:
+            rule = called_off.rule or "C3"
+            reason = f"the visit was cancelled: {called_off.reason}"[:500]
+        for notice_id in plan.notices.get(str(called_off.visit_id), []):
+            notice: Reminder = unit.get(notice_id)
+            notice.withdraw(rule, reason, now, cause.id)
+            unit.save(notice)
 
     def _pending_of(self, unit: Unit, plan: ContactPlan) -> list[Reminder | CallTask]:
         items: list[Reminder | CallTask] = [unit.get(i) for i in plan.reminder_ids]
@@ -421,18 +536,32 @@ class Reminders(ServiceApplication):
             unit.save(reminder)
             self.commit(unit)
             return
-        # The case's terms as they are now (a payment may have lowered the amount since the
-        # step was planned), and a deadline counted from today; a courtesy reminder states
-        # its promise's own amount and date.
-        content = {**reminder.content, **plan.content, "deadline": self._deadline(plan, now)}
-        if reminder.courtesy_of is not None:
-            content.update({k: reminder.content[k] for k in COURTESY_TERMS})
+        standing = Decision.allow()
+        if reminder.visit is not None:
+            # A visit's notice, worded now in the borrower's zone as it is now; it goes only
+            # while its visit stands and before its window opens (C8).
+            content = notice_content(reminder.visit, plan.content["lender_name"],
+                                     ZoneInfo(plan.timezone), reminder.language,
+                                     self.verify_url)
+            standing = policy.notice_stands(
+                reminder.withdrawn, datetime.fromisoformat(reminder.visit["window_start"]), now)
+        else:
+            # The case's terms as they are now (a payment may have lowered the amount since
+            # the step was planned), and a deadline counted from today; a courtesy reminder
+            # states its promise's own amount and date.
+            content = {**reminder.content, **plan.content,
+                       "deadline": self._deadline(plan, now)}
+            if reminder.courtesy_of is not None:
+                content.update({k: reminder.content[k] for k in COURTESY_TERMS})
+        contact = self._rules_before_contact(plan, reminder.channel, now)
         decision = policy.first_refusal(
-            self._rules_before_contact(plan, reminder.channel, now),
+            standing, contact,
             policy.required_content(reminder.template_id, reminder.template_version,
                                     content, reminder.language))
         if not decision.allowed:
-            self._refuse(unit, plan, reminder, decision, now)
+            # A notice a contact rule drops is reported blocked as well (C3: nothing goes).
+            barred = reminder.visit is not None and decision is contact
+            self._refuse(unit, plan, reminder, decision, now, barred)
             return
         reminder.start_sending(now)
         self.save(reminder)
@@ -457,7 +586,7 @@ class Reminders(ServiceApplication):
     def _paused(self, plan: ContactPlan, item: Reminder | CallTask, now: datetime) -> bool:
         """Whether a pause holds the item back now (then it waits off the agenda). A closed
         case is not paused: C4 cancels what it planned."""
-        pause_id = plan.paused_by(now, item.courtesy_of) if plan.open else None
+        pause_id = plan.paused_by(now, item.outside_cadence) if plan.open else None
         if pause_id is None:
             return False
         item.pause(pause_id)
@@ -477,13 +606,15 @@ class Reminders(ServiceApplication):
         return True
 
     def _refuse(self, unit: Unit, plan: ContactPlan, reminder: Reminder, decision: Decision,
-                now: datetime) -> None:
+                now: datetime, barred: bool = False) -> None:
         rule, reason = decision.rule or "", decision.reason or ""
         if decision.until is not None:
             reminder.defer(rule, reason, decision.until)
         elif decision.held:
             reminder.hold(rule, reason, plan.stopped_on(reminder.channel, now) or "hold")
         else:
+            if barred:
+                reminder.bar(rule, reason)
             if reminder.status == SENDING:
                 reminder.abandon(rule, reason, now)
             else:

@@ -137,6 +137,7 @@ class ContactPlan(Aggregate):
         self.failed_streak = 0
         self.third_party_calls = 0
         self.attempt_ids: dict[UUID, bool] = {}  # each recorded call: had it a permit?
+        self.notices: dict[str, list[UUID]] = {}  # a visit's notices (C8), by visit id
         self._begin(borrower, contacts, language, jurisdiction, content, opened_at, strategy,
                     cause, correlation, cadence, stage, policy_version)
 
@@ -287,6 +288,12 @@ class ContactPlan(Aggregate):
         if task_id not in self.task_ids:
             self._task_added(task_id)
 
+    def add_notice(self, visit_id: str, reminder_id: UUID) -> None:
+        """A visit's advance notice (C8) is one of the plan's messages, off the cadence: the
+        rules that drop or hold its messages (C4, C3) drop or hold it too."""
+        if reminder_id not in self.reminder_ids:
+            self._notice_added(visit_id, reminder_id)
+
     def hold(self, hold_id: str, channels: list[str] | None, permanent: bool) -> None:
         if permanent:
             if not set(channels or CHANNELS) <= self.ceased:
@@ -408,6 +415,11 @@ class ContactPlan(Aggregate):
     def _task_added(self, task_id: UUID) -> None:
         self.task_ids.append(task_id)
 
+    @event("NoticeAdded")
+    def _notice_added(self, visit_id: str, reminder_id: UUID) -> None:
+        self.reminder_ids.append(reminder_id)
+        self.notices.setdefault(visit_id, []).append(reminder_id)
+
     @event("Ceased")
     def _ceased(self, hold_id: str, channels: list[str] | None) -> None:
         self.ceased |= set(channels or CHANNELS)
@@ -453,7 +465,8 @@ class Reminder(Aggregate):
                  template_version: int, recipient: str, timezone: str,
                  content: dict[str, str], due_at: datetime, cause: str,
                  correlation: str, language: str = "zh-CN", party: str = "borrower",
-                 subject: str | None = None, courtesy_of: str | None = None) -> None:
+                 subject: str | None = None, courtesy_of: str | None = None,
+                 visit: dict[str, Any] | None = None) -> None:
         self.loan_id = loan_id
         self.channel = channel
         self.template_id = template_id
@@ -468,6 +481,10 @@ class Reminder(Aggregate):
         self.party = party
         self.subject = subject
         self.courtesy_of = courtesy_of  # a courtesy reminder: the pause that planned it
+        # A visit's notice: the visit as scheduled (plain JSON: visit_id, window_start,
+        # window_end, address_kind, collectors), rendered when it goes.
+        self.visit = visit
+        self.withdrawn: dict[str, str] | None = None  # its visit was cancelled or declined
         self.status = PENDING
         self.held_by: str | None = None
         self.paused_by: str | None = None
@@ -484,6 +501,17 @@ class Reminder(Aggregate):
     @property
     def pending(self) -> bool:
         return self.status in (PENDING, SENDING)
+
+    @property
+    def visit_id(self) -> str | None:
+        """The visit whose advance notice this is (C8), or None."""
+        return None if self.visit is None else str(self.visit["visit_id"])
+
+    @property
+    def outside_cadence(self) -> str | None:
+        """What planned it apart from the cadence (a courtesy reminder's pause, a notice's
+        visit): a promise's or a plan's pause does not hold it back, a hardship does."""
+        return self.courtesy_of or (None if self.visit_id is None else f"visit:{self.visit_id}")
 
     def next_due(self) -> datetime | None:
         """On the agenda while pending and neither held nor paused; a send cut short by a crash
@@ -525,16 +553,33 @@ class Reminder(Aggregate):
     def mark_sent(self, at: datetime, local_time: str, provider_id: str) -> None:
         if self.status != SENT:
             self._sent(self.loan_id, self.channel, self.template_id, self.template_version, at,
-                       local_time, provider_id, self.cause, self.correlation, self.party)
+                       local_time, provider_id, self.cause, self.correlation, self.party,
+                       self.visit_id)
 
     def fail(self, reason: str, at: datetime, retry_at: datetime) -> None:
         self._failed(self.loan_id, self.channel, reason, at, retry_at, self.cause,
-                     self.correlation)
+                     self.correlation, self.visit_id)
 
     def refused(self, reason: str, at: datetime) -> None:
         """The provider will not take it (a bad number or address): failed for good."""
         if self.pending:
-            self._refused(self.loan_id, self.channel, reason, at, self.cause, self.correlation)
+            self._refused(self.loan_id, self.channel, reason, at, self.cause, self.correlation,
+                          self.visit_id)
+
+    def bar(self, rule: str, reason: str) -> None:
+        """A contact rule forbids a visit's notice outright (C3: the borrower ceased SMS):
+        reported as blocked, then dropped by `cancel` or `abandon`."""
+        if self.pending:
+            self._barred(self.loan_id, self.channel, rule, reason, self.cause, self.correlation)
+
+    def withdraw(self, rule: str, reason: str, at: datetime, cause: str) -> None:
+        """Its visit was cancelled or declined: a pending notice is dropped; one already
+        handed over is not recalled, only marked, so that a send cut short by a crash is not
+        finished and a later schedule of the visit gets a notice of its own."""
+        if self.status == PENDING:
+            self.cancel(rule, reason, at, cause)
+        elif self.withdrawn is None and self.status in (SENDING, SENT):
+            self._withdrawn(rule, reason, at)
 
     def cancel(self, rule: str, reason: str, at: datetime, cause: str) -> None:
         """A rule drops a planned message. One being handed over is left to finish: its send
@@ -558,10 +603,11 @@ class Reminder(Aggregate):
             return False
         if self.delivery is None:
             if delivered:
-                self._delivered(self.loan_id, self.channel, at, self.cause, self.correlation)
+                self._delivered(self.loan_id, self.channel, at, self.cause, self.correlation,
+                                self.visit_id)
             else:
                 self._undelivered(self.loan_id, self.channel, reason or "not delivered", at,
-                                  self.cause, self.correlation)
+                                  self.cause, self.correlation, self.visit_id)
         return True
 
     @event("Blocked")
@@ -576,6 +622,15 @@ class Reminder(Aggregate):
               cause: str, correlation: str) -> None:
         self.held_by = hold_id
         self.blocks.append({"rule": rule, "reason": reason, "deferred_until": None})
+
+    @event("Barred")
+    def _barred(self, loan_id: str, channel: str, rule: str, reason: str, cause: str,
+                correlation: str) -> None:
+        self.blocks.append({"rule": rule, "reason": reason, "deferred_until": None})
+
+    @event("Withdrawn")
+    def _withdrawn(self, rule: str, reason: str, at: datetime) -> None:
+        self.withdrawn = {"rule": rule, "reason": reason}
 
     @event("Released")
     def _released(self, at: datetime) -> None:
@@ -599,30 +654,31 @@ class Reminder(Aggregate):
     @event("Sent")
     def _sent(self, loan_id: str, channel: str, template_id: str, template_version: int,
               sent_at: datetime, borrower_local_time: str, provider_id: str, cause: str,
-              correlation: str, party: str = "borrower") -> None:
+              correlation: str, party: str = "borrower", visit_id: str | None = None) -> None:
         self.status = SENT
         self.sent_at = sent_at
 
     @event("Failed")
     def _failed(self, loan_id: str, channel: str, reason: str, failed_at: datetime,
-                retry_at: datetime, cause: str, correlation: str) -> None:
+                retry_at: datetime, cause: str, correlation: str,
+                visit_id: str | None = None) -> None:
         self.status = PENDING
         self.due_at = retry_at
 
     @event("Refused")
     def _refused(self, loan_id: str, channel: str, reason: str, failed_at: datetime,
-                 cause: str, correlation: str) -> None:
+                 cause: str, correlation: str, visit_id: str | None = None) -> None:
         self.status = CANCELLED
         self.cancelled = {"rule": None, "reason": reason, "at": failed_at}
 
     @event("Delivered")
     def _delivered(self, loan_id: str, channel: str, delivered_at: datetime, cause: str,
-                   correlation: str) -> None:
+                   correlation: str, visit_id: str | None = None) -> None:
         self.delivery = "delivered"
 
     @event("Undelivered")
     def _undelivered(self, loan_id: str, channel: str, reason: str, failed_at: datetime,
-                     cause: str, correlation: str) -> None:
+                     cause: str, correlation: str, visit_id: str | None = None) -> None:
         self.delivery = "failed"
 
     @event("Cancelled")
@@ -669,6 +725,10 @@ class CallTask(Aggregate):
     @property
     def courtesy_of(self) -> str | None:
         return None  # a call task is never a courtesy reminder
+
+    @property
+    def outside_cadence(self) -> str | None:
+        return None  # a call task is a step of the cadence
 
     @property
     def pending(self) -> bool:

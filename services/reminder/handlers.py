@@ -1,11 +1,12 @@
-"""Integration events in, application calls out: one function per event type."""
+"""Integration events in, application calls out: one function per event type (cases.events,
+and of visits.events what a visit's advance notice needs)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from shared.application import Unit
-from shared.consumer import Handler
+from shared.consumer import Handler, Rejected
 from shared.events import (
     CadencePaused,
     CadenceResumed,
@@ -17,9 +18,12 @@ from shared.events import (
     ContactHeld,
     ContactResumed,
     EventData,
+    VisitCancelled,
+    VisitDeclined,
+    VisitScheduled,
 )
 
-from services.reminder.application import Reminders
+from services.reminder.application import NoticeIncomplete, Reminders
 
 
 def on_case_opened(reminders: Reminders, unit: Unit, event: CloudEvent, data: CaseOpened,
@@ -62,6 +66,23 @@ def on_contact_resumed(reminders: Reminders, unit: Unit, event: CloudEvent,
     reminders.resume(unit, event, data, now)
 
 
+def on_visit_scheduled(reminders: Reminders, unit: Unit, event: CloudEvent,
+                       data: VisitScheduled, now: datetime) -> None:
+    """C8: the visit's advance notice; dead-lettered when the loan has no plan here, or when
+    the notice could not say who comes and how to check them."""
+    try:
+        planned = reminders.plan_notice(unit, event, data, now)
+    except NoticeIncomplete as error:
+        raise Rejected(str(error)) from error
+    if not planned:
+        raise Rejected(f"no contact plan for loan {data.loan_id}")
+
+
+def on_visit_called_off(reminders: Reminders, unit: Unit, event: CloudEvent,
+                        data: VisitCancelled | VisitDeclined, now: datetime) -> None:
+    reminders.withdraw_notice(unit, event, data, now)
+
+
 HANDLERS: dict[type[EventData], Handler] = {
     CaseOpened: on_case_opened,
     CaseUpdated: on_case_updated,
@@ -71,4 +92,7 @@ HANDLERS: dict[type[EventData], Handler] = {
     ContactResumed: on_contact_resumed,
     CadencePaused: on_cadence_paused,
     CadenceResumed: on_cadence_resumed,
+    VisitScheduled: on_visit_scheduled,
+    VisitCancelled: on_visit_called_off,
+    VisitDeclined: on_visit_called_off,
 }

@@ -31,7 +31,8 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     settings = settings or Settings()
     clock = clock or settings.make_clock()
     reminders = Reminders(pack(settings.pack), settings.verification_channel,
-                          env=settings.persistence_env("reminder"))
+                          env=settings.persistence_env("reminder"),
+                          verify_url=settings.verify_url)
     channels = gateways if gateways is not None else build_gateways(settings)
     retry_after = timedelta(seconds=settings.retry_after_seconds)
 
@@ -47,7 +48,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     parts = Parts(
         name="reminder", settings=settings, clock=clock, store=reminders,
         store_check=reminders.check_store,
-        sink=HandlerSink(reminders, HANDLERS, clock), subscribe=[topics.CASES],
+        sink=HandlerSink(reminders, HANDLERS, clock), subscribe=[topics.CASES, topics.VISITS],
         routers=[router], outbox=StoredEvents(reminders, integration_event, "/dunwell/reminder"),
         loops=[("agenda", agenda)])
     return assemble(parts, connect=connect)

@@ -1,18 +1,25 @@
 """Reminder's pure contact rules: state and time passed in, decisions out, each naming its rule.
 
 C1 contact hours, C2 call caps, C3 cease and holds, C4 nothing after payment, C5 content,
-C13 third parties. The audit service checks the same rules again from the log, with its own
-code (services/audit/compliance.py).
+C8 a visit's notice goes before its window, C13 third parties. The audit service checks the
+same rules again from the log, with its own code (services/audit/compliance.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.policy_pack import Decision, PolicyPack, pack
-from shared.templates import DEBT_CONTENT, REESTABLISH, REQUIRED_CONTENT, approved
+from shared.templates import (
+    DEBT_CONTENT,
+    NOTICE_CONTENT,
+    REESTABLISH,
+    REQUIRED_CONTENT,
+    VISIT_NOTICE,
+    approved,
+)
 
 from services.reminder.domain import ANSWERED_OUTCOMES, Dial
 
@@ -56,7 +63,8 @@ def not_stopped(channel: str, stopped_by: str | None) -> Decision:
 def required_content(template_id: str, version: int, content: dict[str, str],
                      language: str) -> Decision:
     """C5: an approved template whose text in this language shows every required item, each
-    filled in; a re-establishing template for a third party shows nothing of the debt."""
+    filled in; a re-establishing template for a third party shows nothing of the debt; a
+    visit's notice shows its window, place, collectors and how to check them (C8)."""
     template = approved(template_id, version)
     if template is None:
         return Decision.refuse("C5", f"template {template_id} v{version} is not approved")
@@ -66,7 +74,8 @@ def required_content(template_id: str, version: int, content: dict[str, str],
         if leaked:
             return Decision.refuse("C5", f"a third-party template shows {', '.join(leaked)}")
         return Decision.allow()
-    missing = [item for item in REQUIRED_CONTENT
+    required = NOTICE_CONTENT if template.kind == VISIT_NOTICE else REQUIRED_CONTENT
+    missing = [item for item in required
                if item not in shown or not content.get(item, "").strip()]
     if missing:
         return Decision.refuse("C5", f"required content missing: {', '.join(missing)}")
@@ -157,6 +166,19 @@ def courtesy_due(due_date: date, borrower_tz: ZoneInfo, now: datetime) -> dateti
     if now >= ended:
         return None
     return max(planned, now).astimezone(UTC)
+
+
+def notice_stands(withdrawn: Mapping[str, str] | None, window_start: datetime,
+                  now: datetime) -> Decision:
+    """C8: a visit's notice goes only while its visit stands (neither cancelled nor declined)
+    and before the window opens: once it has, no notice is an advance notice."""
+    if withdrawn is not None:
+        return Decision.refuse(withdrawn["rule"], withdrawn["reason"])
+    if now >= window_start:
+        return Decision.refuse("C8", f"the visit's window opened at "
+                                     f"{window_start.astimezone(UTC):%Y-%m-%d %H:%M} UTC, "
+                                     f"before the notice could go")
+    return Decision.allow()
 
 
 def first_refusal(*decisions: Decision) -> Decision:

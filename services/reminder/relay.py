@@ -40,17 +40,20 @@ def _reminder(event: Any) -> EventData | None:
     if is_event(event, Reminder, "Blocked"):
         return ContactBlocked(**ids, rule=event.rule, reason=event.reason,
                               deferred_until=event.until)
-    if is_event(event, Reminder, "HeldBack"):
+    if is_event(event, Reminder, "HeldBack", "Barred"):
         return ContactBlocked(**ids, rule=event.rule, reason=event.reason)
+    # A visit's notice (C8) names its visit when it is sent, delivered or failed.
+    visit_id = event.__dict__.get("visit_id")
     if is_event(event, Reminder, "Sent"):
         return ReminderSent(**ids, template_id=event.template_id,
                             template_version=event.template_version, sent_at=event.sent_at,
                             borrower_local_time=event.borrower_local_time,
-                            party=event.__dict__.get("party", "borrower"))
+                            party=event.__dict__.get("party", "borrower"), visit_id=visit_id)
     if is_event(event, Reminder, "Failed", "Refused", "Undelivered"):
-        return ReminderFailed(**ids, reason=event.reason, failed_at=event.failed_at)
+        return ReminderFailed(**ids, reason=event.reason, failed_at=event.failed_at,
+                              visit_id=visit_id)
     if is_event(event, Reminder, "Delivered"):
-        return ReminderDelivered(**ids, delivered_at=event.delivered_at)
+        return ReminderDelivered(**ids, delivered_at=event.delivered_at, visit_id=visit_id)
     if is_event(event, Reminder, "Cancelled"):
         return ReminderCancelled(**ids, rule=event.rule, reason=event.reason,
                                  cancelled_at=event.cancelled_at)

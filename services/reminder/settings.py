@@ -22,6 +22,9 @@ class Settings(ServiceSettings):
     replica_id: str | None = None
     agenda_lease_seconds: float = 60.0
     verification_channel: str = "the official hotline printed on your loan contract"
+    # Where a visit's notice sends the borrower to check a collector's letter, by its code
+    # (the visit service's `GET /v1/verify/{code}`).
+    verify_url: str = "http://127.0.0.1:8003/v1/verify"
 
     # The channels. SMS and push: a provider's JSON API; e-mail: an SMTP relay.
     sms_gateway_url: str = PROVIDER_SINK

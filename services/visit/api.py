@@ -36,7 +36,7 @@ from shared.events import (
     Text,
     Time,
 )
-from shared.http import error_responses
+from shared.http import ErrorBody, error_responses
 from shared.roles import Role
 
 from services.visit.application import Unknown, Visits
@@ -53,7 +53,9 @@ ReaderDep = Annotated[Principal, Depends(require(Role.COLLECTOR, Role.OPS, Role.
 BorrowerSideDep = Annotated[Principal, Depends(require(Role.LENDER, Role.COLLECTOR))]
 LenderDep = Annotated[Principal, Depends(require(Role.LENDER))]
 FieldDep = Annotated[Principal, Depends(require(Role.COLLECTOR, Role.OPS))]
-VisitId = Annotated[UUID, Path(description="The visit's id, as `GET /v1/visits` gives it.")]
+VisitId = Annotated[EventUUID, Path(description="The visit's id, as `GET /v1/visits` gives it.")]
+ComplaintId = Annotated[EventUUID, Path(description="The id `POST /v1/complaints` answered.")]
+CollectorId = Annotated[str, Path(min_length=1, max_length=64)]
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=128,
     description="The same key and body answers the same complaint id.")]
@@ -153,7 +155,7 @@ async def _run(work: Any) -> Any:
         raise _unknown(error) from error
 
 
-@router.post("/agencies", status_code=201, responses=error_responses(401, 403, 413, 422))
+@router.post("/agencies", status_code=201, responses=error_responses(400, 401, 403, 413, 422))
 async def register_agency(body: AgencyIn, visits: VisitsDep, clock: ClockDep,
                           user: OpsDep) -> dict[str, Any]:
     """Register an agency, or record its yearly review (the same body again changes nothing)."""
@@ -163,7 +165,7 @@ async def register_agency(body: AgencyIn, visits: VisitsDep, clock: ClockDep,
 
 
 @router.post("/collectors", status_code=201,
-             responses=error_responses(401, 403, 409, 413, 422, meaning={
+             responses=error_responses(400, 401, 403, 409, 413, 422, meaning={
                  409: "`unknown_reference`: the agency is not registered."}))
 async def register_collector(body: CollectorIn, visits: VisitsDep, clock: ClockDep,
                              user: OpsDep) -> dict[str, Any]:
@@ -181,8 +183,8 @@ async def register_collector(body: CollectorIn, visits: VisitsDep, clock: ClockD
 
 
 @router.post("/collectors/{collector_id}/revoke", status_code=202,
-             responses=error_responses(401, 403, 404, 413, 422))
-async def revoke_collector(collector_id: Annotated[str, Path(min_length=1, max_length=64)],
+             responses=error_responses(400, 401, 403, 404, 413, 422))
+async def revoke_collector(collector_id: CollectorId,
                            body: RevokeIn, visits: VisitsDep, clock: ClockDep,
                            user: OpsDep) -> dict[str, Any]:
     revoked = await _run(lambda: visits.revoke_collector(collector_id, body.reason,
@@ -191,7 +193,7 @@ async def revoke_collector(collector_id: Annotated[str, Path(min_length=1, max_l
 
 
 @router.get("/collectors/{collector_id}", responses=error_responses(401, 403, 404, 422))
-def get_collector(collector_id: Annotated[str, Path(min_length=1, max_length=64)],
+def get_collector(collector_id: CollectorId,
                   visits: VisitsDep, user: ReaderDep) -> dict[str, Any]:
     collector = visits.collector(collector_id)
     if collector is None or user.role is Role.LENDER or (
@@ -240,8 +242,9 @@ class VerifyOut(BaseModel):
     visit_window: dict[str, datetime] | None
 
 
-@router.get("/verify/{code}", response_model=VerifyOut,
+@router.get("/verify/{code}", response_model=VerifyOut, openapi_extra={"security": []},
             responses={**error_responses(404, 422), 429: {
+                "model": ErrorBody,
                 "description": "Too many checks from this client; `Retry-After` says when."}})
 def verify_code(code: Annotated[str, Path(min_length=1, max_length=64)], request: Request,
                 visits: VisitsDep, clock: ClockDep) -> Any:
@@ -371,7 +374,7 @@ def _not_ahead(moment: datetime, now: datetime, name: str) -> None:
                                              f"clock ({now.isoformat()})"})
 
 
-STEP_ERRORS = error_responses(401, 403, 404, 409, 413, 422, meaning={409: RULE_REFUSED})
+STEP_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, meaning={409: RULE_REFUSED})
 
 
 class VerifyIn(Body):
@@ -480,7 +483,12 @@ def _on_visit(visit: Visit, user: Principal) -> None:
         raise HTTPException(403, "only a collector checked in to the visit may do this")
 
 
-@router.put("/visits/{visit_id}/recording", status_code=201,
+MEDIA = ("audio/mpeg", "audio/mp4", "audio/wav", "audio/ogg", "video/mp4", "video/webm")
+
+
+@router.put("/visits/{visit_id}/recording", status_code=201, openapi_extra={"requestBody": {
+    "required": True, "description": "The recording's bytes; any audio/* or video/* type.",
+    "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in MEDIA}}},
             responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, meaning={
                 400: "`empty_recording`: the body is empty.",
                 409: "`not_checked_in`: a recording comes after the check-in.",
@@ -585,7 +593,7 @@ class ComplaintIn(Body):
 
 
 @router.post("/complaints", status_code=201, responses=error_responses(
-    401, 403, 409, 413, 422, meaning={409: "`unknown_reference`: no such loan of this lender, "
+    400, 401, 403, 409, 413, 422, meaning={409: "`unknown_reference`: no such loan of this lender, "
                                            "visit of the loan, or collector; or "
                                            "`idempotency_key_reused`."}))
 async def file_complaint(body: ComplaintIn, visits: VisitsDep, clock: ClockDep,
@@ -608,8 +616,8 @@ class ResolveIn(Body):
 
 
 @router.post("/complaints/{complaint_id}/resolve", status_code=202,
-             responses=error_responses(401, 403, 404, 409, 413, 422))
-async def resolve_complaint(complaint_id: UUID, body: ResolveIn, visits: VisitsDep,
+             responses=error_responses(400, 401, 403, 404, 409, 413, 422))
+async def resolve_complaint(complaint_id: ComplaintId, body: ResolveIn, visits: VisitsDep,
                             clock: ClockDep, user: OpsDep) -> dict[str, Any]:
     _not_ahead(body.resolved_at, clock.now(), "resolved_at")
     changed = await _run(lambda: visits.resolve_complaint(complaint_id, body.outcome,
@@ -618,7 +626,7 @@ async def resolve_complaint(complaint_id: UUID, body: ResolveIn, visits: VisitsD
 
 
 @router.get("/complaints/{complaint_id}", responses=error_responses(401, 403, 404, 422))
-def get_complaint(complaint_id: UUID, visits: VisitsDep, user: ReaderDep) -> dict[str, Any]:
+def get_complaint(complaint_id: ComplaintId, visits: VisitsDep, user: ReaderDep) -> dict[str, Any]:
     complaint = visits.complaint(complaint_id)
     if complaint is None or user.role is Role.COLLECTOR or (
             user.role is Role.LENDER and complaint.lender_id != user.subject):

@@ -609,12 +609,6 @@ class Visit(Aggregate):
         if record["ended_at"] < self.checked_in["checked_in_at"]:
             raise NotNow("ended_before_check_in", "`ended_at` is before the check-in")
         self._write_up(record, now)
-        promise = record.get("promise_to_pay")
-        if promise is not None:
-            self._promise_taken(f"visit:{self.visit_id}", promise, record["ended_at"])
-        plan = record.get("repayment_plan")
-        if isinstance(plan, dict):
-            self._plan_taken(f"visit:{self.visit_id}", plan, record["ended_at"])
         return True
 
     @event("Recorded")
@@ -622,15 +616,6 @@ class Visit(Aggregate):
         self.record = record
         self.status = "recorded"
         self.steps.append({"step": "recorded", "at": record["ended_at"]})
-
-    @event("PromiseTaken")
-    def _promise_taken(self, promise_id: str, promise: dict[str, Any],
-                       made_at: datetime) -> None:
-        """Published as a PromiseToPayMade (via visit), which escalation keeps."""
-
-    @event("PlanTaken")
-    def _plan_taken(self, plan_id: str, plan: dict[str, Any], agreed_at: datetime) -> None:
-        """Published as a RepaymentPlanAgreed naming this visit."""
 
     # --- the end ---
 

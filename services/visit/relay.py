@@ -1,5 +1,6 @@
 """Visit's stored domain events that other services and the audit must see, as integration
-events on visits.events (and a promise or plan made in a visit on loans.events).
+events on visits.events. A promise or a plan made in a visit travels in its VisitRecorded;
+escalation takes it from there, and tells it on loans.events as it does a call's.
 
 A visit's event says only what changed; what it is published as is read from the visit as
 that event left it (`at_version`), so every integration event carries the loan, the window
@@ -9,7 +10,6 @@ and the collectors as they then were.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -21,11 +21,7 @@ from shared.events import (
     ComplaintResolved,
     DebtorVerified,
     EventData,
-    Instalment,
-    PromiseToPayMade,
-    RepaymentPlanAgreed,
     ScheduledCollector,
-    Via,
     VisitBlocked,
     VisitCancelled,
     VisitCheckedIn,
@@ -48,7 +44,7 @@ _REGISTRATION = ("name", "agency", "agency_id", "id_number", "contact", "certifi
                  "authorisation_letter")
 _VISIT_EVENTS = ("Verified", "Scheduled", "NoticeSent", "NoticeDelivered", "Declined",
                  "Consented", "CheckedIn", "Blocked", "RecordingStored", "Recorded",
-                 "PromiseTaken", "PlanTaken", "Cancelled")
+                 "Cancelled")
 
 
 def publisher(at_version: AtVersion) -> Callable[[Any], Publication | None]:
@@ -139,17 +135,6 @@ def _visit_event(event: Any, visit: Visit) -> EventData | None:
                                     stored_at=event.stored_at)
     if is_event(event, Visit, "Recorded"):
         return VisitRecorded.model_validate({**event.record, **ids})
-    if is_event(event, Visit, "PromiseTaken"):
-        return PromiseToPayMade(loan_id=visit.loan_id, promise_id=event.promise_id,
-                                amount=event.promise["amount"],
-                                currency=event.promise["currency"],
-                                due_date=date.fromisoformat(event.promise["due_date"]),
-                                made_at=event.made_at, via=Via.VISIT, visit_id=visit.id)
-    if is_event(event, Visit, "PlanTaken"):
-        return RepaymentPlanAgreed(
-            loan_id=visit.loan_id, plan_id=event.plan_id, currency=event.plan["currency"],
-            instalments=[Instalment.model_validate(i) for i in event.plan["instalments"]],
-            agreed_at=event.agreed_at, visit_id=visit.id)
     if is_event(event, Visit, "Cancelled"):
         return VisitCancelled(**ids, reason=event.reason, rule=event.rule,
                               cancelled_at=event.cancelled_at)

@@ -28,15 +28,16 @@ from schemathesis.schemas import BaseSchema
 from shared.auth import Role, issue_token, load_or_create_secret, now_utc
 from shared.clock import ManualClock
 from shared.consumer import HandlerSink
-from shared.events import CaseOpened, EventData, LoanOverdue, envelope
+from shared.events import CaseOpened, EventData, LoanOverdue, VisitRequested, envelope
 from tests.helpers import loan_body
 from tests.service.records import consumer_record, tracking_of
 
 from services.escalation.handlers import HANDLERS as ESCALATION_HANDLERS
 from services.reminder.handlers import HANDLERS as REMINDER_HANDLERS
+from services.visit.handlers import HANDLERS as VISIT_HANDLERS
 
-FUZZED = ["escalation", "reminder", "audit"]
-UNFUZZED = ["visit"]  # no /v1 routes yet: test_every_service_with_routes_is_fuzzed keeps watch
+FUZZED = ["escalation", "reminder", "visit", "audit"]
+UNFUZZED: list[str] = []  # no /v1 routes: test_every_service_with_routes_is_fuzzed watches
 SCHEME = "bearer"
 LOAN_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Fuzzing examples per operation; the examples and coverage phases add their own, bounded by
@@ -44,6 +45,17 @@ LOAN_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MAX_EXAMPLES = 100
 
 load_all_checks()
+
+
+@schemathesis.serializer("audio/mpeg", "audio/mp4", "audio/wav", "audio/ogg", "video/mp4",
+                         "video/webm")
+def _recording_bytes(ctx: Any, value: Any) -> bytes:
+    """A visit's recording is bytes: what the generator made, as bytes."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
 # Every check schemathesis has. `max_response_time` is not among them: it needs a limit, and
 # an in-process timing on a shared two-core machine would measure the machine, not the service.
 ALL_CHECKS = CHECKS.get_all()
@@ -60,9 +72,11 @@ def _config() -> SchemathesisConfig:
             # What no JSON Schema can say is a documented 400, on these operations only: a
             # proof's parameters in order (leaf_index < tree_size, first <= second), a cursor
             # this service gave, a strategy that can be followed (names unique, shares adding
-            # up to 100), a plan's instalments on distinct days in order.
+            # up to 100), a plan's instalments on distinct days in order, a visit's window
+            # that ends after it starts, a recording that is not empty.
             "include-path-regex":
-                "^/v1/(proofs/|cases$|strategies/|loans/[^/]+/repayment-plans$)",
+                "^/v1/(proofs/|cases$|strategies/|loans/[^/]+/repayment-plans$"
+                "|visits/[^/]+/(schedule|recording)$)",
             "checks": {"positive_data_acceptance": {"expected-statuses": [
                 "2xx", "3xx", "401", "403", "404", "409", "429", "5xx",  # the default
                 "400"]}},
@@ -104,10 +118,10 @@ class RoleTokens:
 SEEDED = "L-1"  # the loan id the documents give as their example
 
 
-def _deliver(sink: Any, data: EventData, clock: ManualClock) -> None:
+def _deliver(sink: Any, data: EventData, clock: ManualClock, offset: int = 0) -> None:
     event = envelope(data, source="/dunwell/test", time=clock.now(), event_id=f"ev-{uuid4()}",
                      causation_id=None, correlation_id=None)
-    record = consumer_record(event, data.topic, offset=0)
+    record = consumer_record(event, data.topic, offset=offset)
     assert sink.process(tracking_of(record), record, event, event.payload())
 
 
@@ -129,8 +143,18 @@ def _seed_audit(app: FastAPI, clock: ManualClock) -> None:
     assert app.state.service.sign_checkpoint(clock.now()) is not None
 
 
+def _seed_visit(app: FastAPI, clock: ManualClock) -> None:
+    """A case and a visit asked for it, so the visit's steps meet a visit."""
+    sink = HandlerSink(app.state.service, VISIT_HANDLERS, clock)
+    _deliver(sink, CaseOpened.model_validate({**loan_body(SEEDED), "stage": "field_visit",
+                                              "opened_at": clock.now()}), clock)
+    _deliver(sink, VisitRequested(loan_id=SEEDED, reasons=[], policy_version="cn-2026.1/x@1",
+                                  requested_at=clock.now()), clock, offset=1)
+
+
 SEED: dict[str, Callable[[FastAPI, ManualClock], None]] = {
-    "escalation": _seed_escalation, "reminder": _seed_reminder, "audit": _seed_audit}
+    "escalation": _seed_escalation, "reminder": _seed_reminder, "visit": _seed_visit,
+    "audit": _seed_audit}
 
 
 def schema_of(app: FastAPI, secret: str) -> BaseSchema:

@@ -22,9 +22,9 @@ from shared.events import (
     Borrower,
     CaseClosed,
     CaseOpened,
+    Channel,
     ContactHeld,
     EventData,
-    PromiseToPayMade,
     Reason,
     ReminderDelivered,
     ReminderSent,
@@ -172,10 +172,10 @@ def schedule(client: TestClient, token: Headers, visit_id: str, **changes: Any) 
 
 def noticed(feed: Feed, visit_id: str, at: datetime) -> None:
     reminder_id = uuid4()
-    feed(ReminderSent(loan_id="L-1", reminder_id=reminder_id, channel="sms",  # type: ignore
+    feed(ReminderSent(loan_id="L-1", reminder_id=reminder_id, channel=Channel.SMS,
                       template_id="visit.notice", template_version=1, sent_at=at,
                       borrower_local_time="x", visit_id=UUID(visit_id)))
-    feed(ReminderDelivered(loan_id="L-1", reminder_id=reminder_id, channel="sms",  # type: ignore
+    feed(ReminderDelivered(loan_id="L-1", reminder_id=reminder_id, channel=Channel.SMS,
                            delivered_at=at, visit_id=UUID(visit_id)))
 
 
@@ -244,7 +244,7 @@ def _ready(client: TestClient, token: Headers, feed: Feed, visits: Visits,
     return visit_id
 
 
-def test_check_in_record_and_the_promise_goes_to_escalation(
+def test_check_in_record_and_the_promise_is_in_the_write_up(
         client: TestClient, token: Headers, feed: Feed, visits: Visits, clock: ManualClock,
         registry: dict[str, str]) -> None:
     visit_id = _ready(client, token, feed, visits, clock)
@@ -281,10 +281,10 @@ def test_check_in_record_and_the_promise_goes_to_escalation(
     events = published(visits)
     (stored,) = [e for e in events if isinstance(e, VisitRecordingStored)]
     (record,) = [e for e in events if isinstance(e, VisitRecorded)]
-    (promise,) = [e for e in events if isinstance(e, PromiseToPayMade)]
     assert stored.recording_sha256 == record.recording_sha256 == sha
-    assert promise.via == "visit" and promise.visit_id == UUID(visit_id)
-    assert promise.amount == Decimal("500.00") and promise.due_date == date(2026, 10, 20)
+    promise = record.promise_to_pay
+    assert promise is not None and promise.amount == Decimal("500.00")
+    assert promise.due_date == date(2026, 10, 20)
     assert client.get(f"/v1/visits/{visit_id}",
                       headers=token(Role.OPS, "ops-1")).json()["status"] == "recorded"
 
