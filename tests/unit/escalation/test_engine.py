@@ -27,6 +27,7 @@ from shared.events import (
     PromiseToPayMade,
     RepaymentPlanAgreed,
     StrategyDocument,
+    VisitRecorded,
     envelope,
 )
 from shared.policy_pack import CN
@@ -578,3 +579,41 @@ def test_overlapping_or_backwards_hardships_are_refused(engine: Engine) -> None:
 def test_no_strategy_may_be_published_for_the_shipped_defaults_name(engine: Engine) -> None:
     with pytest.raises(Incoherent, match="shipped default"):
         engine.cases.publish_strategy("default", policy.DEFAULT_DOCUMENT, START)
+
+
+def visit_recorded(loan_id: str, at: datetime, **made: Any) -> VisitRecorded:
+    return VisitRecorded.model_validate({
+        "visit_id": str(uuid.uuid4()), "loan_id": loan_id, "outcome": "promise",
+        "borrower_attitude": "cooperative", "difficulties": "", "recording_sha256": "a" * 64,
+        "recording_seconds": 600, "ended_at": at.isoformat(), **made})
+
+
+def test_a_promise_made_in_a_visit_is_told_on_loans_events_and_holds_escalation(
+        engine: Engine) -> None:
+    engine.deliver(overdue("L-V1", dpd=89))
+    three_failures(engine, "L-V1")
+    visit = visit_recorded("L-V1", START + timedelta(hours=5), promise_to_pay={
+        "amount": "700.00", "currency": "CNY", "due_date": "2026-12-28"})
+    engine.deliver(visit)
+    (told,) = engine.of_type("L-V1", "PromiseToPayMade")
+    assert told.via == "visit" and told.visit_id == visit.visit_id
+    assert told.promise_id == f"visit:{visit.visit_id}" and told.amount == Decimal("700.00")
+    engine.deliver(visit)  # redelivered: the promise is known, nothing new
+    engine.deliver(told)  # and back from loans.events: known already
+    assert len(engine.of_type("L-V1", "CadencePaused")) == 1
+    engine.advance(days=3)
+    assert engine.of_type("L-V1", "CaseEscalated") == []
+
+
+def test_a_plan_made_in_a_visit_pauses_the_cadence_and_a_bad_one_is_left(
+        engine: Engine) -> None:
+    engine.deliver(overdue("L-V2"))
+    engine.deliver(visit_recorded("L-V2", START + timedelta(hours=5), repayment_plan={
+        "currency": "CNY", "instalments": [{"due_date": "2027-01-05", "amount": "2500.00"},
+                                           {"due_date": "2027-02-05", "amount": "2500.00"}]}))
+    (paused,) = engine.of_type("L-V2", "CadencePaused")
+    assert paused.reason == "plan" and paused.pause_id.startswith("plan:visit:")
+    engine.deliver(overdue("L-V3"))
+    engine.deliver(visit_recorded("L-V3", START + timedelta(hours=5), promise_to_pay={
+        "amount": "700.00", "currency": "USD", "due_date": "2026-12-28"}))
+    assert engine.of_type("L-V3", "CadencePaused") == []  # another currency: not taken
