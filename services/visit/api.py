@@ -19,9 +19,10 @@ from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.events import (
     AddressKind,
+    AuthorisationLetter,
+    Certification,
     Code,
     Credentials,
-    Day,
     EventUUID,
     Ident,
     Lenders,
@@ -99,27 +100,14 @@ class AgencyIn(Body):
     next_review_due: ReviewDay
 
 
-class CertificationIn(Body):
-    number: Ident
-    valid_until: Day
-
-
-class LetterIn(Body):
-    letter_id: Ident
-    lender_id: Ident
-    scope: Text
-    valid_from: Day
-    valid_until: Day
-
-
 class CollectorIn(Body):
     collector_id: Ident
     name: Name
     agency_id: Ident | None = None
     id_number: Ident
     contact: Annotated[str, Field(min_length=1, max_length=256)]
-    certification: CertificationIn
-    authorisation_letter: LetterIn
+    certification: Certification
+    authorisation_letter: AuthorisationLetter
 
 
 class RevokeIn(Body):
