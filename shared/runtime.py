@@ -5,9 +5,11 @@ incarnation is checked every few seconds: a broker that lost its data (an in-mem
 restarted, a rebuilt cluster) has a new one, and every loop is then restarted under it, so
 relays refill the new broker from the store and consumers read it from its beginning.
 
-Each loop is supervised: an exception is logged and the loop restarted with backoff; a loop
-that keeps failing shows in readiness and in metrics. Shutdown is bounded: every loop is
-asked to stop and awaited, and whatever is still running after the budget is cancelled.
+Each loop is supervised: an exception is logged and the loop restarted with backoff, and so is
+a cancellation that did not come to the loop's own task (a Kafka client cancelling its own
+futures under it); a loop that keeps failing shows in readiness and in metrics. Shutdown is
+bounded: every loop is asked to stop and awaited, and whatever is still running after the
+budget is cancelled.
 """
 
 from __future__ import annotations
@@ -158,14 +160,29 @@ class Runtime:
             generation = self._generation
             try:
                 await loop(generation)
+            except asyncio.CancelledError as error:
+                if self._cancelled():
+                    raise
+                # Not this task's cancellation: a Kafka client cancelled one of its own
+                # futures under the loop (aiokafka does, when a rejoin resets the group).
+                # Let through, it would end the loop for good with the service still up.
+                await self._failed(health, error)
             except Exception as error:  # noqa: BLE001 - logged, counted, restarted
-                health.failed(error)
-                log.error("%s failed (%s); restarting, failure %d", health.name,
-                          describe(error), health.failures)
-                await self._pause(min(0.5 * 2 ** min(health.failures - 1, 5), 10.0))
+                await self._failed(health, error)
             else:
                 if not generation.is_set():  # a loop that returned by itself: run it again
                     await self._pause(0.5)
+
+    def _cancelled(self) -> bool:
+        """Whether the running task itself is being cancelled (or the runtime stopping)."""
+        task = asyncio.current_task()
+        return self._stopping.is_set() or (task is not None and task.cancelling() > 0)
+
+    async def _failed(self, health: LoopHealth, error: BaseException) -> None:
+        health.failed(error)
+        log.error("%s failed (%s); restarting, failure %d", health.name, describe(error),
+                  health.failures)
+        await self._pause(min(0.5 * 2 ** min(health.failures - 1, 5), 10.0))
 
     async def _until_connected(self) -> bool:
         if self._connected.is_set():

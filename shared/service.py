@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -126,6 +128,16 @@ class OncePer(logging.Filter):
         return True
 
 
+def dump_tasks() -> None:
+    """Log where every asyncio task of the process is waiting (`kill -USR1 <pid>`): for an
+    operator whose service says it is not ready and does not say why. Frames only, no data."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=12)
+        where = " <- ".join(f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno}"
+                            f" {f.f_code.co_name}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
+
+
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service process; logs carry ids, never personal data."""
     logging.basicConfig(level=os.environ.get("DUNWELL_LOG_LEVEL", "INFO"),
@@ -139,5 +151,12 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         handler.addFilter(OncePer("aiokafka", 10.0))
     # Open connections get 2 s to finish; the loops then have their own bounded stop, so
     # SIGTERM ends the process well within 10 s whatever the broker does.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                access_log=False, timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
+        await server.serve()
+
+    asyncio.run(run())

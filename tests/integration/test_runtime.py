@@ -40,6 +40,33 @@ async def test_a_broker_that_lost_its_data_is_noticed_and_the_loops_restart(
     assert noticed < 10, f"took {noticed:.1f} s"
 
 
+async def test_a_cancellation_from_inside_a_loop_restarts_it_and_close_still_stops_it(
+        broker: Broker) -> None:
+    """aiokafka may cancel a future of its own that a loop awaits (a rejoin resetting the
+    group): the CancelledError is the loop's failure, not the end of the service's loop."""
+    runtime = Runtime(broker.settings(incarnation_check_seconds=0.5))
+    runtime.start()
+    runs: list[int] = []
+
+    async def loop(stop: asyncio.Event) -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            inner: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            inner.cancel()  # what a client does to a future the loop awaits
+            await inner
+        await stop.wait()
+
+    runtime.spawn("consumer", loop)
+    try:
+        await eventually(lambda: len(runs) == 2, timeout=20, what="the loop to run again")
+        assert runtime.health["consumer"].failures == 1
+    finally:
+        started = time.monotonic()
+        await runtime.close()
+    assert time.monotonic() - started < 5  # a real stop still ends it
+    assert len(runs) == 2
+
+
 async def test_readiness_says_the_broker_is_gone_while_it_is(own_broker: Broker) -> None:
     runtime = Runtime(own_broker.settings(incarnation_check_seconds=0.5))
     runtime.start()
