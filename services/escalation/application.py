@@ -440,17 +440,28 @@ class Cases(ServiceApplication):
                             visit.visit_id, visit.loan_id, why)
         plan = visit.repayment_plan
         if plan is not None:
-            days = [i.due_date for i in plan.instalments]
-            why = (f"the case is in {case.currency}, not {plan.currency}"
-                   if plan.currency != case.currency
-                   else policy.plan_days_ok(days, visit.ended_at, case.zone))
-            if why is None:
+            refused = self._plan_refusal(case, made_id, plan.currency,
+                                         [i.due_date for i in plan.instalments], visit.ended_at)
+            if refused is None:
                 case.agree_plan(made_id, [(i.due_date, i.amount) for i in plan.instalments],
                                 plan.currency, visit.ended_at, cause.id)
             else:
                 log.warning("the plan of visit %s on loan %s is not taken: %s",
-                            visit.visit_id, visit.loan_id, why)
+                            visit.visit_id, visit.loan_id, refused[1])
         self._evaluated(unit, case, now)
+
+    @staticmethod
+    def _plan_refusal(case: CollectionCase, plan_id: str, currency: str, days: list[date],
+                      agreed_at: datetime) -> tuple[str, str] | None:
+        """Why a new plan cannot be taken (the field and the reason), or None."""
+        if currency != case.currency:
+            return "currency", f"the case is in {case.currency}, not {currency}"
+        why = policy.plan_days_ok(days, agreed_at, case.zone)
+        if why is not None:
+            return "instalments", why
+        if any(f"{plan_id}/{n}" in case.promises for n in range(1, len(days) + 1)):
+            return "plan_id", "its instalments' ids are a promise's already"
+        return None
 
     def _promise_refusal(self, case: CollectionCase, currency: str, due_date: date,
                          made_at: datetime) -> str | None:
@@ -481,16 +492,11 @@ class Cases(ServiceApplication):
         case: CollectionCase | None = unit.find(CollectionCase.create_id(data.loan_id))
         if case is None:
             return False
-        days = [i.due_date for i in data.instalments]
         if data.plan_id not in case.plans:
-            if data.currency != case.currency:
-                raise Unacceptable("currency", f"the case is in {case.currency}, "
-                                               f"not {data.currency}")
-            why = policy.plan_days_ok(days, data.agreed_at, case.zone)
-            if why is not None:
-                raise Unacceptable("instalments", why)
-            if any(f"{data.plan_id}/{n}" in case.promises for n in range(1, len(days) + 1)):
-                raise Unacceptable("plan_id", "its instalments' ids are a promise's already")
+            refused = self._plan_refusal(case, data.plan_id, data.currency,
+                                         [i.due_date for i in data.instalments], data.agreed_at)
+            if refused is not None:
+                raise Unacceptable(*refused)
         case.agree_plan(data.plan_id, [(i.due_date, i.amount) for i in data.instalments],
                         data.currency, data.agreed_at, cause.id)
         self._evaluated(unit, case, now)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
@@ -420,7 +420,8 @@ async def decline_visit(visit_id: VisitId, body: DeclineIn, visits: VisitsDep,
     """C9: the borrower refuses the visit. It is cancelled, and no visit of the loan goes
     ahead until the borrower agrees (`consent`)."""
     _not_ahead(body.declined_at, clock.now(), "declined_at")
-    _seen(visits, visit_id, user) if user.role is Role.COLLECTOR else None
+    if user.role is Role.COLLECTOR:
+        _seen(visits, visit_id, user)
     changed = await _run(lambda: visits.decline(visit_id, body.declined_at, body.via,
                                                 body.reason, _lender(user)))
     return _accepted(visits, visit_id, changed)
@@ -491,10 +492,7 @@ async def upload_recording(visit_id: VisitId, request: Request, visits: VisitsDe
     if not re.fullmatch(r"(audio|video)/[a-z0-9][a-z0-9.+-]{0,100}", media_type):
         raise HTTPException(415, {"code": "unsupported_media_type",
                                   "message": "a recording is audio/* or video/*"})
-    visit = _seen(visits, visit_id, user) if user.role is Role.COLLECTOR else visits.visit(
-        visit_id)
-    if visit is None:
-        raise HTTPException(404, f"no visit {visit_id}")
+    visit = _seen(visits, visit_id, user)
     if visit.checked_in is None:
         raise HTTPException(409, {"code": "not_checked_in",
                                   "message": "a recording is uploaded after the check-in"})
@@ -626,6 +624,3 @@ def get_complaint(complaint_id: ComplaintId, visits: VisitsDep, user: ReaderDep)
             "status": "resolved" if complaint.resolution else "open",
             "resolution": complaint.resolution}
 
-
-Status = Literal["requested", "verified", "scheduled", "notified", "checked_in", "recorded",
-                 "declined", "cancelled"]

@@ -68,10 +68,6 @@ class Unknown(LookupError):
         self.field = field
 
 
-class Forbidden(PermissionError):
-    """The caller may not act on this visit (another lender's loan, a collector not on it)."""
-
-
 @dataclass(frozen=True)
 class Registered:
     collector_id: str
@@ -242,115 +238,93 @@ class Visits(ServiceApplication):
             case.reopen(terms, data.opened_at)
         elif case.terms != terms:
             case.change_terms(terms)
-        if isinstance(data, CaseOpened) and data.stage and case.stage != data.stage:
-            case.stage_seen(data.stage)
+        if isinstance(data, CaseOpened) and data.stage:
+            case.see_stage(data.stage)
         unit.save(case)
+
+    def _on_case(self, unit: Unit, loan_id: str, change: Callable[[CaseFile], object]) -> bool:
+        """Apply `change` to the loan's case file and save it; False when there is none."""
+        case = self._case(unit, loan_id)
+        if case is None:
+            return False
+        change(case)
+        unit.save(case)
+        return True
 
     def case_escalated(self, unit: Unit, data: CaseEscalated) -> bool:
-        case = self._case(unit, data.loan_id)
-        if case is None:
-            return False
-        if case.stage != data.to_stage:
-            case.stage_seen(data.to_stage)
-            unit.save(case)
-        return True
+        return self._on_case(unit, data.loan_id, lambda case: case.see_stage(data.to_stage))
 
     def case_closed(self, unit: Unit, event: CloudEvent, data: CaseClosed) -> bool:
-        case = self._case(unit, data.loan_id)
-        if case is None:
-            return False
-        if case.status != "closed":
-            case.close(data.closed_at)
-        self._call_off(unit, case, f"the case closed ({data.reason[:200]})", "C4",
-                       data.closed_at)
-        unit.save(case)
-        return True
+        def change(case: CaseFile) -> None:
+            if case.status != "closed":
+                case.close(data.closed_at)
+            self._call_off(unit, case, f"the case closed ({data.reason[:200]})", "C4",
+                           data.closed_at)
+        return self._on_case(unit, data.loan_id, change)
 
     def contact_held(self, unit: Unit, data: ContactHeld) -> bool:
-        case = self._case(unit, data.loan_id)
-        if case is None:
-            return False
-        hold_id = data.hold_id
-        channels = [str(c) for c in data.channels] if data.channels else None
-        case.hold(hold_id, channels)
-        stopped = case.visits_stopped()
-        if stopped is not None:
-            self._call_off(unit, case, f"visits may not go ahead: {stopped}", "C3", data.at)
-        unit.save(case)
-        return True
+        def change(case: CaseFile) -> None:
+            case.hold(data.hold_id, [str(c) for c in data.channels] if data.channels else None)
+            stopped = case.visits_stopped()
+            if stopped is not None:
+                self._call_off(unit, case, f"visits may not go ahead: {stopped}", "C3",
+                               data.at)
+        return self._on_case(unit, data.loan_id, change)
 
     def contact_resumed(self, unit: Unit, data: ContactResumed) -> bool:
-        case = self._case(unit, data.loan_id)
-        if case is None:
-            return False
-        if data.hold_id in case.holds:
-            case.release(data.hold_id)
-            unit.save(case)
-        return True
+        return self._on_case(unit, data.loan_id, lambda case: case.release(data.hold_id))
 
     def cadence_paused(self, unit: Unit, data: CadencePaused) -> bool:
-        case = self._case(unit, data.loan_id)
-        if case is None:
-            return False
-        if data.reason == "hardship":
-            case.hardship_started(data.pause_id)
-            self._call_off(unit, case, "hardship: the borrower is not to be pressed", None,
-                           data.at)
-        else:
-            for courtesy in data.courtesy or []:
+        def change(case: CaseFile) -> None:
+            if data.reason == "hardship":
+                case.hardship_started(data.pause_id)
+                self._call_off(unit, case, "hardship: the borrower is not to be pressed",
+                               None, data.at)
+                return
+            for courtesy in data.courtesy:
                 case.note_promise(f"{data.pause_id}:{courtesy.due_date}", {
                     "kind": str(data.reason), "due_date": courtesy.due_date.isoformat(),
                     "amount": str(courtesy.amount), "currency": courtesy.currency,
                     "status": "current"})
-        unit.save(case)
-        return True
+        return self._on_case(unit, data.loan_id, change)
 
     def cadence_resumed(self, unit: Unit, data: CadenceResumed) -> bool:
-        case = self._case(unit, data.loan_id)
-        if case is None:
-            return False
-        if data.pause_id in case.hardship:
-            case.hardship_over(data.pause_id)
-            unit.save(case)
-        return True
+        return self._on_case(unit, data.loan_id,
+                             lambda case: case.hardship_over(data.pause_id))
 
     def promise_decided(self, unit: Unit, data: PromiseKept | PromiseBroken) -> bool:
-        case = self._case(unit, data.loan_id)
-        if case is None:
-            return False
-        kept = isinstance(data, PromiseKept)
-        for key, promise in case.promises.items():
-            if promise.get("due_date") == data.due_date.isoformat() \
-                    and promise.get("status") == "current":
-                case.note_promise(key, {"status": "kept" if kept else "broken"})
-                break
-        else:
-            case.note_promise(f"{data.promise_id}:{data.due_date}", {
-                "kind": "promise", "due_date": data.due_date.isoformat(),
-                "status": "kept" if kept else "broken"})
-        unit.save(case)
-        return True
+        def change(case: CaseFile) -> None:
+            decided = {"status": "kept" if isinstance(data, PromiseKept) else "broken"}
+            due = data.due_date.isoformat()
+            key = next((k for k, p in case.promises.items()
+                        if p.get("due_date") == due and p.get("status") == "current"), None)
+            if key is None:
+                key, decided = f"{data.promise_id}:{due}", {
+                    **decided, "kind": "promise", "due_date": due}
+            case.note_promise(key, decided)
+        return self._on_case(unit, data.loan_id, change)
 
     def contacted(self, unit: Unit, data: ReminderSent | ContactAttemptRecorded) -> bool:
-        case = self._case(unit, data.loan_id)
-        if case is None:
-            return False
-        if isinstance(data, ReminderSent):
+        def change(case: CaseFile) -> None:
+            if isinstance(data, ContactAttemptRecorded):
+                case.contacted(f"call_{data.outcome}", data.attempted_at)
+                return
             case.contacted(f"{data.channel}_sent", data.sent_at)
-            if data.visit_id is not None:
-                visit: Visit | None = unit.find(data.visit_id)
-                if visit is not None and visit.notice_sent(str(data.reminder_id),
-                                                           str(data.channel), data.sent_at):
-                    unit.save(visit)
-        else:
-            case.contacted(f"call_{data.outcome}", data.attempted_at)
-        unit.save(case)
-        return True
+            visit = self._visit_of(unit, data.visit_id, data.loan_id)
+            if visit is not None and visit.notice_sent(str(data.reminder_id),
+                                                       str(data.channel), data.sent_at):
+                unit.save(visit)
+        return self._on_case(unit, data.loan_id, change)
+
+    def _visit_of(self, unit: Unit, visit_id: UUID | None, loan_id: str) -> Visit | None:
+        """The visit a reminder's report names, if it is one of that loan's."""
+        if visit_id is None:
+            return None
+        visit: Visit | None = unit.find(visit_id)
+        return visit if visit is not None and visit.loan_id == loan_id else None
 
     def delivered(self, unit: Unit, data: ReminderDelivered) -> None:
-        if data.visit_id is None:
-            return
-        visit: Visit | None = unit.find(data.visit_id)
+        visit = self._visit_of(unit, data.visit_id, data.loan_id)
         if visit is not None and visit.notice_delivered(str(data.reminder_id),
                                                         str(data.channel), data.delivered_at):
             unit.save(visit)
@@ -397,141 +371,103 @@ class Visits(ServiceApplication):
         found: Visit | None = self.find(visit_id)
         return found
 
-    def verify(self, visit_id: UUID, claimed: dict[str, str | int], by: str,
-               now: datetime) -> bool:
+    def _step(self, visit_id: UUID, act: Callable[[Unit, Visit, CaseFile], bool]) -> bool:
+        """One step of a visit in one unit of work, tried again on a conflict: `act` decides
+        (through the visit) and saves what else it changed; False when nothing changed (a
+        retry of the same step)."""
         def work() -> bool:
             unit = self.unit()
             visit, case = self._visit(unit, visit_id)
-            changed = visit.verify(claimed, case_view(case), by, now)
+            changed = act(unit, visit, case)
             if changed:
                 unit.save(visit)
                 self.commit(unit)
             return changed
         return self._retry(work)
+
+    def _standings(self, unit: Unit, collector_ids: list[str]
+                   ) -> list[tuple[policy.Standing, policy.AgencyStanding | None]]:
+        """The registry's word on each collector named; C10 when one is not registered."""
+        found = {c: self.standing(unit, c) for c in collector_ids}
+        unknown = [c for c, standing in found.items() if standing is None]
+        if unknown:
+            raise Refused("C10", [f"{c}: not a registered collector" for c in unknown])
+        if len(found) != len(collector_ids):
+            raise Refused("C10", ["a collector is named more than once"])
+        return [standing for standing in found.values() if standing is not None]
+
+    def verify(self, visit_id: UUID, claimed: dict[str, str | int], by: str,
+               now: datetime) -> bool:
+        return self._step(visit_id, lambda unit, visit, case: visit.verify(
+            claimed, case_view(case), by, now))
 
     def schedule(self, visit_id: UUID, window: policy.Window, address_kind: str,
                  collector_ids: list[str], by: str, now: datetime) -> bool:
-        def work() -> bool:
-            unit = self.unit()
-            visit, case = self._visit(unit, visit_id)
-            collectors = []
-            unknown = []
-            for collector_id in dict.fromkeys(collector_ids):
-                found = self.standing(unit, collector_id)
-                if found is None:
-                    unknown.append(collector_id)
-                else:
-                    collectors.append(found)
-            if unknown:
-                raise Refused("C10", [f"{c}: not a registered collector" for c in unknown])
-            if len(collectors) != len(collector_ids):
-                raise Refused("C10", ["a collector is named more than once"])
-            complaints: list[str] = []
-            for collector_id in collector_ids:
-                collector: Collector = unit.get(Collector.create_id(collector_id))
-                complaints += [c for c in collector.open_complaints if c not in complaints]
-            changed = visit.plan(window, address_kind, collectors, complaints, case_view(case),
-                                 self.pack_of(case), by, now)
-            if changed:
-                unit.save(visit)
-                for collector_id in collector_ids:
-                    collector = unit.get(Collector.create_id(collector_id))
-                    collector.assign(visit.visit_id)
-                    unit.save(collector)
-                self.commit(unit)
-            return changed
-        return self._retry(work)
+        def act(unit: Unit, visit: Visit, case: CaseFile) -> bool:
+            collectors = self._standings(unit, collector_ids)
+            named: list[Collector] = [unit.get(Collector.create_id(c)) for c in collector_ids]
+            complaints = list(dict.fromkeys(c for n in named for c in n.open_complaints))
+            if not visit.plan(window, address_kind, collectors, complaints, case_view(case),
+                              self.pack_of(case), by, now):
+                return False
+            for collector in named:
+                collector.assign(visit.visit_id)
+                unit.save(collector)
+            return True
+        return self._step(visit_id, act)
 
     def decline(self, visit_id: UUID, declined_at: datetime, via: str, reason: str | None,
                 lender: str | None) -> bool:
-        def work() -> bool:
-            unit = self.unit()
-            visit, case = self._visit(unit, visit_id)
-            if lender is not None and case.lender_id != lender:
-                raise Unknown(f"no visit {visit_id}")
-            changed = visit.decline(declined_at, via, reason)
-            if changed:
-                case.refuse(visit.visit_id)
-                unit.save(visit, case)
-                self.commit(unit)
-            return changed
-        return self._retry(work)
+        def act(unit: Unit, visit: Visit, case: CaseFile) -> bool:
+            self._lenders(case, lender, visit_id)
+            if not visit.decline(declined_at, via, reason):
+                return False
+            case.refuse(visit.visit_id)
+            unit.save(case)
+            return True
+        return self._step(visit_id, act)
 
     def consent(self, visit_id: UUID, consented_at: datetime, via: str,
                 lender: str | None) -> bool:
-        def work() -> bool:
-            unit = self.unit()
-            visit, case = self._visit(unit, visit_id)
-            if lender is not None and case.lender_id != lender:
-                raise Unknown(f"no visit {visit_id}")
+        def act(unit: Unit, visit: Visit, case: CaseFile) -> bool:
+            self._lenders(case, lender, visit_id)
             if visit.status == "requested" and case.refused_by is None:
                 return False
             visit.consent(consented_at, via)
             case.consent()
-            unit.save(visit, case)
-            self.commit(unit)
+            unit.save(case)
             return True
-        return self._retry(work)
+        return self._step(visit_id, act)
+
+    @staticmethod
+    def _lenders(case: CaseFile, lender: str | None, visit_id: UUID) -> None:
+        if lender is not None and case.lender_id != lender:
+            raise Unknown(f"no visit {visit_id}")
 
     def check_in(self, visit_id: UUID, collector_ids: list[str], credentials: dict[str, bool],
                  at: datetime, now: datetime) -> bool:
-        def work() -> bool:
-            unit = self.unit()
-            visit, case = self._visit(unit, visit_id)
-            collectors = []
-            for collector_id in collector_ids:
-                found = self.standing(unit, collector_id)
-                if found is not None:
-                    collectors.append(found)
+        def act(unit: Unit, visit: Visit, case: CaseFile) -> bool:
+            collectors = [found for found in (self.standing(unit, c) for c in collector_ids)
+                          if found is not None]
             try:
-                changed = visit.check_in(collector_ids, credentials, collectors,
-                                         case_view(case), self.pack_of(case), at, now)
+                return visit.check_in(collector_ids, credentials, collectors, case_view(case),
+                                      self.pack_of(case), at, now)
             except Refused:
                 unit.save(visit)  # the refusal itself is recorded (VisitBlocked)
                 self.commit(unit)
                 raise
-            if changed:
-                unit.save(visit)
-                self.commit(unit)
-            return changed
-        return self._retry(work)
+        return self._step(visit_id, act)
 
     def recording_stored(self, visit_id: UUID, sha256: str, size: int, media_type: str,
                          now: datetime) -> bool:
-        def work() -> bool:
-            unit = self.unit()
-            visit, _ = self._visit(unit, visit_id)
-            changed = visit.store_recording(sha256, size, media_type, now)
-            if changed:
-                unit.save(visit)
-                self.commit(unit)
-            return changed
-        return self._retry(work)
+        return self._step(visit_id, lambda unit, visit, case: visit.store_recording(
+            sha256, size, media_type, now))
 
     def record(self, visit_id: UUID, record: dict[str, Any], now: datetime) -> bool:
-        def work() -> bool:
-            unit = self.unit()
-            visit, _ = self._visit(unit, visit_id)
-            changed = visit.write_up(record, now)
-            if changed:
-                unit.save(visit)
-                self.commit(unit)
-            return changed
-        return self._retry(work)
+        return self._step(visit_id, lambda unit, visit, case: visit.write_up(record, now))
 
     def cancel(self, visit_id: UUID, reason: str, now: datetime) -> bool:
-        def work() -> bool:
-            unit = self.unit()
-            visit, _ = self._visit(unit, visit_id)
-            if visit.status in ("checked_in", "recorded"):
-                raise NotNow("visit_under_way", "the collectors have checked in; the visit "
-                             "is written up, not cancelled")
-            changed = visit.cancel(reason, None, now)
-            if changed:
-                unit.save(visit)
-                self.commit(unit)
-            return changed
-        return self._retry(work)
+        return self._step(visit_id, lambda unit, visit, case: visit.call_off(reason, now))
 
     # --- complaints (C14) ---
 

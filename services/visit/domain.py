@@ -229,8 +229,12 @@ class CaseFile(Aggregate):
     def hold(self, hold_id: str, channels: list[str] | None) -> None:
         self.holds[hold_id] = channels
 
-    @event("Released")
     def release(self, hold_id: str) -> None:
+        if hold_id in self.holds:
+            self._released(hold_id)
+
+    @event("Released")
+    def _released(self, hold_id: str) -> None:
         self.holds.pop(hold_id, None)
 
     @event("HardshipStarted")
@@ -238,10 +242,13 @@ class CaseFile(Aggregate):
         if pause_id not in self.hardship:
             self.hardship.append(pause_id)
 
-    @event("HardshipOver")
     def hardship_over(self, pause_id: str) -> None:
         if pause_id in self.hardship:
-            self.hardship.remove(pause_id)
+            self._hardship_over(pause_id)
+
+    @event("HardshipOver")
+    def _hardship_over(self, pause_id: str) -> None:
+        self.hardship.remove(pause_id)
 
     @event("VisitAdded")
     def add_visit(self, visit_id: str) -> None:
@@ -266,8 +273,12 @@ class CaseFile(Aggregate):
     def note_promise(self, promise_id: str, promise: dict[str, Any]) -> None:
         self.promises[promise_id] = {**self.promises.get(promise_id, {}), **promise}
 
+    def see_stage(self, stage: str) -> None:
+        if stage != self.stage:
+            self._stage_seen(stage)
+
     @event("StageSeen")
-    def stage_seen(self, stage: str) -> None:
+    def _stage_seen(self, stage: str) -> None:
         self.stage = stage
 
 
@@ -579,8 +590,6 @@ class Visit(Aggregate):
             return False
         if self.checked_in is None:
             raise NotNow("not_checked_in", "a recording is uploaded after the check-in")
-        if self.status == "cancelled":
-            self._ended()
         self._store_recording(sha256, size, media_type, now)
         return True
 
@@ -622,12 +631,17 @@ class Visit(Aggregate):
     def cancel(self, reason: str, rule: str | None, now: datetime) -> bool:
         """Call the visit off (C4 closed, C3 a dispute or a cease, hardship, ops); False when
         it is over already or nobody is to go any more."""
-        if not self.is_open() and self.status != "declined":
-            return False
-        if self.status == "declined" and rule not in ("C4",):
+        if not (self.is_open() or (self.status == "declined" and rule == "C4")):
             return False
         self._cancel(reason, rule, now)
         return True
+
+    def call_off(self, reason: str, now: datetime) -> bool:
+        """Ops call the visit off; one the collectors have checked in to is written up."""
+        if self.checked_in is not None:
+            raise NotNow("visit_under_way", "the collectors have checked in; the visit is "
+                         "written up, not cancelled")
+        return self.cancel(reason, None, now)
 
     @event("Cancelled")
     def _cancel(self, reason: str, rule: str | None, cancelled_at: datetime) -> None:

@@ -20,7 +20,6 @@ from shared.policy_pack import PolicyPack
 VERIFIED_FIELDS = ("name", "phone", "amount_overdue", "days_past_due")
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: read aloud over a phone
 CODE_LENGTH = 10
-RECORD_GRACE = timedelta(hours=24)  # a check-in is written up within this
 
 
 @dataclass(frozen=True)

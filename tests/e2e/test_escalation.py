@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -27,91 +26,40 @@ from shared.events import (
     VisitRequested,
     envelope,
 )
-from tests.e2e.simulated import clock, events, now, produce, wait_event
+from tests.e2e.simulated import (
+    advance,
+    case,
+    clock,
+    compliance,
+    events,
+    failed_calls,
+    leaf_of,
+    move_to_ten,
+    now,
+    overdue_body,
+    pay,
+    post_loan,
+    produce,
+    today,
+    wait_event,
+)
 from tests.e2e.stack import Stack
-from tests.helpers import loan_body, wait_for
+from tests.helpers import wait_for
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 VISIT_REASONS = {"dpd", "amount", "failed_contacts"}
 
 
-def today(stack: Stack) -> date:
-    return now(stack).astimezone(SHANGHAI).date()
 
 
-def move_to_ten(stack: Stack) -> datetime:
-    """The clock forward to the next 10:00 in Shanghai (inside the contact hours)."""
-    local = now(stack).astimezone(SHANGHAI) + timedelta(hours=1)
-    target = local.replace(hour=10, minute=0, second=0, microsecond=0)
-    if target < local:
-        target += timedelta(days=1)
-    clock(stack, "set", target.isoformat())
-    return target.astimezone(UTC)
 
 
-def advance(stack: Stack, days: int) -> None:
-    """Day by day, letting each service's agenda catch up between (as real days would)."""
-    for _ in range(days):
-        clock(stack, "advance", "1d")
-        time.sleep(0.5)
 
-
-def overdue_body(stack: Stack, dpd: int, amount: str, lender_id: str = "lender-1"
-                 ) -> dict[str, Any]:
-    body = loan_body(amount=amount, dpd=dpd, lender_id=lender_id)
-    body["due_date"] = (today(stack) - timedelta(days=dpd)).isoformat()
-    body["borrower"] = {**body["borrower"], "borrower_id": f"B-{uuid.uuid4().hex[:10]}"}
-    return body
-
-
-def post_loan(stack: Stack, dpd: int = 85, amount: str = "5000.00",
-              lender_id: str = "lender-1") -> str:
-    body = overdue_body(stack, dpd, amount, lender_id)
-    with stack.client("escalation", Role.LENDER, lender_id) as lender:
-        response = lender.post("/v1/loans/overdue", json=body)
-    assert response.status_code == 202, response.text
-    return str(body["loan_id"])
-
-
-def failed_calls(stack: Stack, loan_id: str, count: int = 3) -> None:
-    """A collector reports `count` unanswered calls to the borrower; then escalation has
-    counted them (its case view says so)."""
-    with stack.client("reminder", Role.COLLECTOR, "collector-1") as collector:
-        for n in range(count):
-            body = {"loan_id": loan_id, "channel": "call", "phone": "+8613800000000",
-                    "outcome": "no_answer",
-                    "attempted_at": (now(stack) - timedelta(minutes=10 - n)).isoformat()}
-            wait_for(lambda b=body: collector.post("/v1/contact-attempts",
-                                                   json=b).status_code == 202,
-                     what=f"the reminder service to know {loan_id}")
-    wait_for(lambda: case(stack, loan_id).get("failed_contacts") == count,
-             what=f"escalation to count {count} failed calls on {loan_id}")
-
-
-def case(stack: Stack, loan_id: str, lender_id: str = "lender-1") -> dict[str, Any]:
-    with stack.client("escalation", Role.LENDER, lender_id) as lender:
-        response = lender.get(f"/v1/cases/{loan_id}")
-    return response.json() if response.status_code == 200 else {}
 
 
 def reasons(data: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {r["code"]: (r["value"], r["threshold"]) for r in data["reasons"]}
 
 
-def compliance(stack: Stack, loan_id: str, covering: int) -> dict[str, dict[str, Any]]:
-    with stack.client("audit", Role.AUDITOR) as audit:
-        def answered() -> dict[str, Any] | None:
-            response = audit.get(f"/v1/loans/{loan_id}/compliance")
-            body: dict[str, Any] = response.json() if response.status_code == 200 else {}
-            return body if body.get("tree_size", 0) > covering else None
-
-        body = wait_for(answered, timeout=60, what=f"verdicts of {loan_id} past {covering}")
-    return {rule["rule"]: rule for rule in body["rules"]}
-
-
-def leaf_of(stack: Stack, loan_id: str, kind: str) -> int:
-    return int(next(e["leaf_index"] for e in reversed(stack.timeline(loan_id))
-                    if e["type"] == kind))
 
 
 def lender_event(data: Any, at: datetime) -> CloudEvent:
@@ -191,13 +139,6 @@ def promise(stack: Stack, loan_id: str, due: date, amount: str = "1000.00") -> s
     assert response.status_code == 202, response.text
     return str(response.json()["promise_id"])
 
-
-def pay(stack: Stack, loan_id: str, amount: str, remaining: str) -> None:
-    with stack.client("escalation", Role.LENDER) as lender:
-        response = lender.post(f"/v1/loans/{loan_id}/payments", json={
-            "amount": amount, "currency": "CNY", "paid_at": now(stack).isoformat(),
-            "remaining_overdue": remaining})
-    assert response.status_code == 202, response.text
 
 
 def test_a_promise_holds_escalation_and_pauses_the_cadence_until_it_is_broken(

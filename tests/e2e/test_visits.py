@@ -16,9 +16,18 @@ from typing import Any
 import httpx
 
 from shared.roles import Role
-from tests.e2e.simulated import clock, events, now, wait_event
+from tests.e2e.simulated import (
+    SHANGHAI,
+    clock,
+    events,
+    failed_calls,
+    move_to_ten,
+    now,
+    pay,
+    post_loan,
+    wait_event,
+)
 from tests.e2e.stack import Stack
-from tests.e2e.test_escalation import SHANGHAI, failed_calls, move_to_ten, pay, post_loan
 from tests.helpers import wait_for
 
 OPS = (Role.OPS, "ops-1")
