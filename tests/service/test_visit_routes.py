@@ -425,3 +425,21 @@ def test_a_recording_must_be_audio_or_video(client: TestClient, token: Headers, 
     answer = client.put(f"/v1/visits/{visit_id}/recording", content=big,
                         headers={**collector, "Content-Type": "video/mp4"})
     assert answer.status_code == 201 and answer.json()["bytes"] == len(big)
+
+
+def test_a_notice_report_of_another_loan_does_not_notify_this_visit(
+        client: TestClient, token: Headers, feed: Feed, visits: Visits, clock: ManualClock,
+        registry: dict[str, str]) -> None:
+    open_case(feed, clock)
+    open_case(feed, clock, loan_id="L-2")
+    visit_id = requested(feed, visits, clock)
+    verified(client, token, visit_id)
+    assert schedule(client, token, visit_id).status_code == 202
+    reminder_id = uuid4()
+    feed(ReminderSent(loan_id="L-2", reminder_id=reminder_id, channel=Channel.SMS,
+                      template_id="visit.notice", template_version=1, sent_at=clock.now(),
+                      borrower_local_time="x", visit_id=UUID(visit_id)))
+    feed(ReminderDelivered(loan_id="L-2", reminder_id=reminder_id, channel=Channel.SMS,
+                           delivered_at=clock.now(), visit_id=UUID(visit_id)))
+    view = client.get(f"/v1/visits/{visit_id}", headers=token(Role.OPS, "ops-1")).json()
+    assert view["status"] == "scheduled" and view["notice"] is None
