@@ -6,7 +6,8 @@ offline evidence verifier ships this module on its own to auditors: with this on
     python tlog.py BUNDLE.json --key KEY
 
 verifies an evidence bundle's proofs and that its leaves are its loan's (and that those it
-carries as `strategies` are lenders' StrategyPublished); `dunwell verify` is the same check,
+carries as `strategies` are lenders' StrategyPublished, and those under `registry` the
+collectors' and agencies' registry entries); `dunwell verify` is the same check,
 and re-derives the bundle's compliance verdicts from those leaves too: the rules are handed in
 as a `Judge`, since this file alone knows none. Nothing here holds a private
 key: signing lives with the audit service (services/audit/signer.py), which builds on the
@@ -40,6 +41,10 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 # A lender's strategy, which a bundle may carry beside its loan's leaves: its subject is the
 # lender, not the loan (the rules read it for the visit requests that name it).
 STRATEGY_TYPE = "StrategyPublished"
+# The registry's entries, which a bundle may carry under `registry`: each is an event of the
+# collector (the agency) its data names; the rules read those of the visits' collectors.
+REGISTRY_TYPES = {"CollectorRegistered": "collector_id", "CollectorRevoked": "collector_id",
+                  "AgencyRegistered": "agency_id"}
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 _MAX_SIZE = 2**64 - 1
 
@@ -427,12 +432,16 @@ def _verify_leaf(item: object, index: int, previous: int, checkpoint: Checkpoint
 
 
 def _disjoint(bundle: Mapping[str, object]) -> None:
-    """A leaf is in the loan's `leaves` or in `strategies`, never in both."""
-    own = {index for index, _ in _bundle_leaves(bundle)}
-    twice = sorted(own & {index for index, _ in _strategy_leaves(bundle)})
-    if twice:
-        raise VerificationError(f"leaf {twice[0]} is in both 'leaves' and 'strategies'",
-                                leaf_index=twice[0])
+    """A leaf is in one of `leaves`, `strategies` and `registry`, never in two."""
+    seen: dict[int, str] = {}
+    for section, leaves in (("leaves", _bundle_leaves(bundle)),
+                            ("strategies", _strategy_leaves(bundle)),
+                            ("registry", _registry_leaves(bundle))):
+        for index, _ in leaves:
+            if index in seen:
+                raise VerificationError(f"leaf {index} is in both {seen[index]!r} and "
+                                        f"{section!r}", leaf_index=index)
+            seen[index] = section
 
 
 def _verify_extension(
@@ -464,9 +473,10 @@ def verify_bundle(
     _field(bundle, "loan_id", str, "bundle")
     checkpoint = open_checkpoint(_field(bundle, "checkpoint", str, "bundle"), vkey)
     _verify_leaves(bundle.get("leaves"), checkpoint)
-    if bundle.get("strategies") is not None:
-        _verify_leaves(bundle.get("strategies"), checkpoint, "strategies")
-        _disjoint(bundle)
+    for part in ("strategies", "registry"):
+        if bundle.get(part) is not None:
+            _verify_leaves(bundle.get(part), checkpoint, part)
+    _disjoint(bundle)
     latest = checkpoint
     section = bundle.get("consistency")
     if section is not None:
@@ -505,6 +515,10 @@ def verify_loan(bundle: Mapping[str, object]) -> None:
         problem = _not_a_strategy(data)
         if problem is not None:
             raise VerificationError(f"strategy leaf {index} {problem}", leaf_index=index)
+    for index, data in _registry_leaves(bundle):
+        problem = _not_a_registry_entry(data)
+        if problem is not None:
+            raise VerificationError(f"registry leaf {index} {problem}", leaf_index=index)
 
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
@@ -529,6 +543,25 @@ def _not_a_strategy(data: bytes) -> str | None:
     lender = payload.get("lender_id") if isinstance(payload, dict) else None
     if not isinstance(subject, str) or subject != lender:
         return "is not an event of the lender its data names"
+    return None
+
+
+def _not_a_registry_entry(data: bytes) -> str | None:
+    """Why a `registry` leaf is not a collector's or agency's registry entry; None when it is:
+    a CollectorRegistered / CollectorRevoked of the collector, an AgencyRegistered of the
+    agency, its data names."""
+    event = _json_object(data)
+    if event is None:
+        return "is not a JSON CloudEvent"
+    kind = event.get("type")
+    key = REGISTRY_TYPES.get(kind) if isinstance(kind, str) else None
+    if key is None:
+        shown = _shown(kind) if isinstance(kind, str) else "leaf"
+        return f"is a {shown}, not one of {', '.join(sorted(REGISTRY_TYPES))}"
+    payload, subject = event.get("data"), event.get("subject")
+    named = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(subject, str) or subject != named:
+        return f"is not an event of the {key.removesuffix('_id')} its data names"
     return None
 
 
@@ -570,9 +603,21 @@ def _strategy_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
              b64decode(_field(item, "leaf", str, "strategy leaf"), "leaf")) for item in leaves]
 
 
+def _registry_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
+    """The registry leaves a bundle carries beside its loan's (none in an older one)."""
+    leaves = bundle.get("registry")
+    if leaves is None:
+        return []
+    assert isinstance(leaves, list)  # verify_bundle has checked every one
+    return [(_field(item, "leaf_index", int, "registry leaf"),
+             b64decode(_field(item, "leaf", str, "registry leaf"), "leaf")) for item in leaves]
+
+
 def _judged_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
-    """What the rules judge: the loan's leaves and the strategies', in index order."""
-    return sorted(_bundle_leaves(bundle) + _strategy_leaves(bundle), key=lambda leaf: leaf[0])
+    """What the rules judge: the loan's leaves, the strategies' and the registry's, in index
+    order."""
+    return sorted(_bundle_leaves(bundle) + _strategy_leaves(bundle) + _registry_leaves(bundle),
+                  key=lambda leaf: leaf[0])
 
 
 _Said = tuple[str, tuple[int, ...], tuple[int, ...]]  # verdict, evidence, finding indices
@@ -649,12 +694,14 @@ def _verdict_note(bundle: Mapping[str, object], judge: Judge | None) -> list[str
 def main(argv: Sequence[str] | None = None, judge: Judge | None = None) -> int:
     """Verify a bundle offline; 0 when all holds, 1 naming the first failure (or every verdict
     the leaves contradict), 2 bad input. Every leaf must be an event of the bundle's loan (a
-    `strategies` leaf, a lender's StrategyPublished).
+    `strategies` leaf, a lender's StrategyPublished; a `registry` leaf, a collector's or an
+    agency's registry entry).
     With `judge`, the verdicts are re-derived too."""
     parser = argparse.ArgumentParser(
         prog="tlog.py", description="Verify a dunwell evidence bundle offline: the checkpoint's "
         "signature, every leaf's inclusion proof, that every leaf is an event of the bundle's "
-        "loan (or, under 'strategies', a lender's StrategyPublished), and consistency with a "
+        "loan (or, under 'strategies', a lender's StrategyPublished; under 'registry', a "
+        "collector's or agency's registry entry), and consistency with a "
         "later checkpoint if the bundle carries one. "
         "(`dunwell verify` also re-derives the bundle's verdicts.)")
     parser.add_argument("bundle", type=Path, help="the bundle (JSON) from /v1/loans/{id}/evidence")

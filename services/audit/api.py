@@ -93,7 +93,8 @@ class FindingView(BaseModel):
 
 
 class RuleView(BaseModel):
-    """One conduct rule's verdict; `not_evaluated` for a rule the audit does not judge yet."""
+    """One conduct rule's verdict; `not_evaluated` for a rule that could not be judged on the
+    loan's leaves."""
 
     rule: str
     verdict: Literal["pass", "fail", "not_applicable", "not_evaluated"]
@@ -126,7 +127,9 @@ class Violations(BaseModel):
 class Evidence(BaseModel):
     """A self-contained bundle: the loan's leaves, each with its inclusion proof against the
     signed checkpoint whose note is included, the StrategyPublished leaves (a lender's) that
-    its visit requests name, proven alike, and the verdicts judged over all of those leaves.
+    its visit requests name, the registry leaves (CollectorRegistered, CollectorRevoked,
+    AgencyRegistered) of the collectors its visits name and of their agencies, proven alike,
+    and the verdicts judged over all of those leaves.
     Forbidding other keys makes a bundle that grows without this model fail loudly in the tests
     rather than lose what it added."""
 
@@ -136,6 +139,7 @@ class Evidence(BaseModel):
     checkpoint: str
     leaves: list[EvidenceLeaf]
     strategies: list[EvidenceLeaf] = []
+    registry: list[EvidenceLeaf] = []
     pack: str
     verdicts: list[RuleView]
 

@@ -26,11 +26,15 @@ from services.audit import merkle
 from services.audit.domain import CheckpointGuard, Signing
 from services.audit.handlers import leaf_of
 from services.audit.policy import (
+    AGENCY,
+    COLLECTOR_ENTRIES,
     NOT_ABOUT_A_LOAN,
     STRATEGY,
     Unjudgeable,
     judge_loan,
     judging_version,
+    named_agencies,
+    named_collectors,
     named_lenders,
     named_strategies,
     still_holds,
@@ -150,9 +154,11 @@ class AuditLog:
 
         Judging per loan is enough: every rule reads one loan's leaves and nothing else (the
         leaf's subject is its loan), so a new leaf can change its own loan's verdicts and no
-        other's. C6 alone reads more: the StrategyPublished leaves the loan's visit requests
-        name, whose subject is the lender. So a lender's new StrategyPublished judges again the
-        loans whose stored verdicts read that lender's leaves (the store keeps which). The cost
+        other's. C6 and C10 read more: the StrategyPublished leaves the loan's visit requests
+        name (subject: the lender), and the registry leaves of the collectors its visits name
+        and of their agencies (subject: the collector, the agency). So a new leaf of one of
+        those judges again the loans whose stored verdicts read that subject's leaves (the
+        store keeps which). The cost
         is the touched loans' leaves, found by the store's index of leaves by subject, never a
         scan of the log. After an upgrade of the rules or a change of AUDIT_PACK the log is
         judged again from its first leaf, a slice a batch; a loan whose stored verdicts already
@@ -168,9 +174,10 @@ class AuditLog:
         end = min(size, start + JUDGE_SLICE)
         judged = []
         loans = set(self.store.subjects_between(start, end, sorted(NOT_ABOUT_A_LOAN)))
-        lenders = self.store.subjects_of_type_between(start, end, STRATEGY)
-        if lenders:
-            loans.update(self.store.readers_of(lenders))
+        read = sorted({subject for kind in sorted(NOT_ABOUT_A_LOAN)
+                       for subject in self.store.subjects_of_type_between(start, end, kind)})
+        if read:
+            loans.update(self.store.readers_of(read))
         for loan in sorted(loans):
             leaves = self.judged_leaves(loan)
             stored = self.store.verdicts_of(loan)
@@ -208,10 +215,10 @@ class AuditLog:
         `not_evaluated` with a finding "could not be judged", never `pass`; the others are
         judged all the same.
         """
-        own, strategies = self.judging_leaves(loan_id)
+        own, *read = self.judging_leaves(loan_id)
         if not any(leaf.leaf_index < size for leaf in own):
             return None
-        leaves = _in_log_order(own, strategies)
+        leaves = _in_log_order(own, *read)
         stored = self.store.verdicts_of(loan_id)
         if stored is not None and still_holds(stored, size, self.pack,
                                               [leaf.leaf_index for leaf in leaves]):
@@ -236,17 +243,29 @@ class AuditLog:
         return self.store.leaves_of(loan_id)
 
     def judging_leaves(self, loan_id: str, below: int | None = None
-                       ) -> tuple[list[Leaf], list[Leaf]]:
-        """The loan's leaves, and the StrategyPublished leaves its visit requests name (the
-        lenders' leaves, not the loan's), both below `below` if given."""
-        own = [leaf for leaf in self.timeline(loan_id) if below is None or leaf.leaf_index < below]
+                       ) -> tuple[list[Leaf], list[Leaf], list[Leaf]]:
+        """The loan's leaves; the StrategyPublished leaves its visit requests name (the
+        lenders' leaves, not the loan's); and the registry's: the CollectorRegistered and
+        CollectorRevoked leaves of the collectors its visits name and the AgencyRegistered
+        leaves of their agencies. All below `below` if given."""
+        def kept(leaves: Sequence[Leaf], kinds: Sequence[str] | None = None) -> list[Leaf]:
+            return [leaf for leaf in leaves if (kinds is None or leaf.event_type in kinds)
+                    and (below is None or leaf.leaf_index < below)]
+
+        own = kept(self.timeline(loan_id))
         candidates = [leaf for lender in named_lenders(own)
-                      for leaf in self.store.leaves_of(lender, STRATEGY)
-                      if below is None or leaf.leaf_index < below]
-        return own, named_strategies(own, candidates)
+                      for leaf in kept(self.store.leaves_of(lender, STRATEGY), [STRATEGY])]
+        collectors = [leaf for collector in named_collectors(own)
+                      for leaf in kept(self.store.leaves_of(collector), COLLECTOR_ENTRIES)]
+        agencies = [leaf for agency in named_agencies(collectors)
+                    for leaf in kept(self.store.leaves_of(agency, AGENCY), [AGENCY])]
+        mine = {leaf.leaf_index for leaf in own}
+        registry = [leaf for leaf in _in_log_order(collectors, agencies)
+                    if leaf.leaf_index not in mine]
+        return own, named_strategies(own, candidates), registry
 
     def judged_leaves(self, loan_id: str) -> list[Leaf]:
-        """What the loan's verdicts are judged over: its leaves and the strategies they name."""
+        """What the loan's verdicts are judged over: its leaves and those they name."""
         return _in_log_order(*self.judging_leaves(loan_id))
 
     def on_signed(self, listener: Callable[[], None]) -> None:
@@ -295,13 +314,14 @@ class AuditLog:
 
     def evidence(self, loan_id: str) -> dict[str, Any] | None:
         """The loan's leaves, each with an inclusion proof against one signed checkpoint, the
-        StrategyPublished leaves its visit requests name (`strategies`, proven alike), and the
-        verdicts judged over exactly those leaves (which `dunwell verify` re-derives)."""
+        StrategyPublished leaves its visit requests name (`strategies`, proven alike), the
+        registry leaves of its visits' collectors and their agencies (`registry`, alike), and
+        the verdicts judged over exactly those leaves (which `dunwell verify` re-derives)."""
         latest = self.latest()
         if latest is None:
             return None
         size, note = latest
-        leaves, strategies = self.judging_leaves(loan_id, below=size)
+        leaves, strategies, registry = self.judging_leaves(loan_id, below=size)
         verdicts = self.verdicts_at(loan_id, size)
         if not leaves or verdicts is None:
             return None
@@ -309,6 +329,7 @@ class AuditLog:
             "format": BUNDLE_FORMAT, "loan_id": loan_id, "checkpoint": note,
             "leaves": [self._proven(leaf, size) for leaf in leaves],
             "strategies": [self._proven(leaf, size) for leaf in strategies],
+            "registry": [self._proven(leaf, size) for leaf in registry],
             "pack": verdicts.pack, "verdicts": verdicts.rules,
         }
 

@@ -11,10 +11,18 @@ audit happened to consume an event. The borrower's local time is the zone of the
 LoanOverdue/CaseOpened logged before the act (for C6: of the latest report of its terms at or
 before the decision, by time).
 
-One loan's leaves, but for one kind: C6 judges a visit request by the strategy its
-`policy_version` names, whose StrategyPublished leaf is the lender's (its subject is the lender
-id). The service hands the ones named (`strategies_named`) in among the loan's leaves, and an
-evidence bundle carries them with their proofs; every other rule reads no StrategyPublished.
+One loan's leaves, but for two kinds read beside them: C6 judges a visit request by the
+strategy its `policy_version` names, whose StrategyPublished leaf is the lender's (its subject
+is the lender id); C10 judges the collectors a visit names by their CollectorRegistered and
+CollectorRevoked leaves (subject: the collector) and their agencies' AgencyRegistered (subject:
+the agency). The service hands the ones named (`strategies_named`, `collectors_named`,
+`agencies_named`) in among the loan's leaves, and an evidence bundle carries them with their
+proofs; no other rule reads them, and none counts them as the loan's own (`REFERENCES`).
+
+C12 and C14 have deadlines that pass with no new leaf. They judge by `as_of`, the latest time
+the loan's own leaves state: a complaint unanswered past its days fails once a leaf of the
+loan later than the deadline is logged (the visit service logs a ComplaintOverdue then), so
+a verdict stays a function of the leaves, re-derived offline alike.
 
 A rule that raises on a loan's leaves (leaves no schema allows: `channels: 5`, a year the
 clock cannot hold) is `Unjudgeable`, naming the leaf at which judging first fails; never a
@@ -84,7 +92,12 @@ TIME_FIELD = {
     "VisitRequested": "requested_at", "CaseEscalated": "escalated_at",
     "PromiseToPayMade": "made_at", "RepaymentPlanAgreed": "agreed_at",
     "PromiseKept": "decided_at", "PromiseBroken": "decided_at", "HardshipEnded": "ended_at",
-    "StrategyPublished": "published_at",
+    "StrategyPublished": "published_at", "DebtorVerified": "verified_at",
+    "VisitScheduled": "scheduled_at", "VisitNoticeSent": "sent_at",
+    "VisitNoticeDelivered": "delivered_at", "VisitDeclined": "declined_at",
+    "VisitConsented": "consented_at", "VisitBlocked": "at", "VisitRecordingStored": "stored_at",
+    "VisitCancelled": "cancelled_at", "CollectorRegistered": "registered_at",
+    "CollectorRevoked": "revoked_at", "AgencyRegistered": "registered_at",
 }
 # For a pack without these fields (packs before they were added), the numbers as shipped.
 THIRD_PARTY_CAP = {"us": 1}
@@ -1323,6 +1336,506 @@ def c6_visits(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
     return _verdict("C6", (fact.index for fact in judged), findings)
 
 
+# --- C7-C12, C14: field visits and complaints -----------------------------------------------
+
+
+VERIFIED, SCHEDULED, CHECKED_IN = "DebtorVerified", "VisitScheduled", "VisitCheckedIn"
+DELIVERED, DECLINED, CONSENTED = "VisitNoticeDelivered", "VisitDeclined", "VisitConsented"
+RECORDED, STORED = "VisitRecorded", "VisitRecordingStored"
+FILED, RESOLVED = "ComplaintFiled", "ComplaintResolved"
+REGISTERED, REVOKED, AGENCY = "CollectorRegistered", "CollectorRevoked", "AgencyRegistered"
+# The registry's leaves: their subject is the collector (the agency) their data names, not a
+# loan. C10 reads those of the collectors a loan's visits name, and of those collectors'
+# agencies, handed in among the loan's leaves as C6's strategies are.
+REGISTRY = {REGISTERED: "collector_id", REVOKED: "collector_id", AGENCY: "agency_id"}
+REFERENCES = frozenset({STRATEGY, *REGISTRY})  # leaves that are read with a loan's, not its own
+ON_SITE = (SCHEDULED, CHECKED_IN)  # the acts that send collectors to the borrower
+CHECKED = ("name", "phone", "amount_overdue", "days_past_due")  # C7: what a verification checks
+CREDENTIALS = ("id_card", "badge", "authorisation_letter")  # C10: what each collector shows
+WRITE_UP = timedelta(hours=24)  # C12: a check-in with no write-up fails once this has passed
+
+
+def _own(found: Sequence[Fact]) -> list[Fact]:
+    """The loan's own facts: not the strategies and registry entries read beside them."""
+    return [fact for fact in found if fact.type not in REFERENCES]
+
+
+def as_of(found: Sequence[Fact]) -> datetime | None:
+    """How far the loan's own leaves show time to have passed: the latest time they state. A
+    deadline after it has not passed as far as the log knows (C12, C14 judge by it), so a
+    verdict is a function of the leaves alone and `dunwell verify` re-derives it."""
+    times = [fact.time for fact in _own(found) if fact.time is not None]
+    return max(times) if times else None
+
+
+def _ids(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def collectors_named(leaves: Leaves) -> set[str]:
+    """The collectors the loan's schedules and check-ins name: whose CollectorRegistered and
+    CollectorRevoked leaves C10 reads beside the loan's own."""
+    return {collector for fact in facts(leaves) if fact.type in ON_SITE
+            for collector in _ids(fact.data.get("collector_ids"))}
+
+
+def agencies_named(leaves: Leaves) -> set[str]:
+    """The agencies of those collectors' registrations (among `leaves`): whose
+    AgencyRegistered leaves C10 reads too."""
+    return {agency for fact in facts(leaves) if fact.type == REGISTERED
+            if (agency := fact.text("agency_id")) is not None}
+
+
+class VisitTrail:
+    """Each visit's facts by type, in time order (log order among equal times)."""
+
+    def __init__(self, found: Sequence[Fact]) -> None:
+        self._of: dict[tuple[str, str], list[Fact]] = {}
+        for _, fact in _in_time_order(_own(found)):
+            visit = fact.text("visit_id")
+            if visit is not None:
+                self._of.setdefault((visit, fact.type), []).append(fact)
+
+    def of(self, visit: str | None, kind: str) -> list[Fact]:
+        return self._of.get((visit, kind), []) if visit is not None else []
+
+    def latest(self, visit: str | None, kind: str, moment: datetime | None) -> Fact | None:
+        """The visit's last fact of `kind` at or before `moment`."""
+        earlier = [fact for fact in self.of(visit, kind)
+                   if moment is not None and fact.time is not None and fact.time <= moment]
+        return earlier[-1] if earlier else None
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def holds(self, moment: datetime) -> bool:
+        return self.start <= moment <= self.end
+
+    def __str__(self) -> str:
+        return f"{_utc(self.start)}..{_utc(self.end)}"
+
+
+def _window(fact: Fact | None, start: str = "scheduled_start", end: str = "scheduled_end"
+            ) -> Window | None:
+    if fact is None:
+        return None
+    first, last = _aware(fact.data.get(start)), _aware(fact.data.get(end))
+    return Window(first, last) if first is not None and last is not None else None
+
+
+def _visit_named(fact: Fact) -> str:
+    return f"visit {fact.text('visit_id') or '(none named)'}"
+
+
+def _hours(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{'-' if minutes < 0 else ''}{abs(minutes) // 60} h {abs(minutes) % 60:02d} min"
+
+
+# C7
+
+
+def c7_verified(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    """Every schedule and check-in of a visit comes after a DebtorVerified of that visit that
+    checked the borrower's name, phone, amount overdue and DPD; after the borrower declined
+    the visit, after a new one."""
+    found = facts(leaves)
+    trail = VisitTrail(found)
+    acts = [fact for fact in _own(found) if fact.type in ON_SITE]
+    findings, read = [], []
+    for act in acts:
+        visit = act.text("visit_id")
+        if act.time is None:
+            findings.append(_finding(act, f"{act.type} has no readable time"))
+            continue
+        declined = trail.latest(visit, DECLINED, act.time)
+        checks = [check for check in trail.of(visit, VERIFIED) if check.time is not None
+                  and check.time <= act.time
+                  and (declined is None or declined.time is None or check.time > declined.time)]
+        complete = [check for check in checks
+                    if not set(CHECKED) - set(_ids(check.data.get("checked")))]
+        read += [check.index for check in checks] + ([declined.index] if declined else [])
+        if complete:
+            continue
+        if checks:
+            unchecked = sorted(set(CHECKED) - set(_ids(checks[-1].data.get("checked"))),
+                               key=CHECKED.index)
+            problem = (f"the verification before it (leaf {checks[-1].index}) did not check "
+                       f"{', '.join(unchecked)}")
+        elif declined is not None:
+            problem = (f"not verified again since the borrower declined it (leaf "
+                       f"{declined.index})")
+        else:
+            problem = "no DebtorVerified of that visit comes before it"
+        findings.append(_finding(act, f"{act.type} of {_visit_named(act)} at {_utc(act.time)}: "
+                                      f"{problem}"))
+    return _verdict("C7", [act.index for act in acts] + read, findings)
+
+
+# C8
+
+
+def c8_notice(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    """Every check-in is inside the window its visit was scheduled for, and a notice of that
+    window (its start and end) was delivered to the borrower at least the pack's lead before
+    the window opened."""
+    found = facts(leaves)
+    trail = VisitTrail(found)
+    check_ins = [fact for fact in _own(found) if fact.type == CHECKED_IN]
+    findings, read = [], []
+    for check_in in check_ins:
+        visit = check_in.text("visit_id")
+        schedule = trail.latest(visit, SCHEDULED, check_in.time)
+        window = _window(schedule)
+        what = f"check-in of {_visit_named(check_in)}"
+        if check_in.time is None or schedule is None or window is None:
+            findings.append(_finding(check_in, f"{what} with no readable time or no schedule "
+                                               f"before it: no notified window to keep"))
+            continue
+        read.append(schedule.index)
+        notices = [notice for notice in trail.of(visit, DELIVERED)
+                   if _window(notice, "window_start", "window_end") == window
+                   and notice.time is not None]
+        read += [notice.index for notice in notices]
+        timely = [notice for notice in notices
+                  if notice.time is not None and window.start - notice.time >= pack.notice_lead]
+        if not notices:
+            findings.append(_finding(check_in, f"{what}: no notice of the window {window} was "
+                                               f"delivered to the borrower"))
+        elif not timely:
+            first = notices[0]
+            assert first.time is not None
+            findings.append(_finding(check_in, f"{what}: the notice (leaf {first.index}) was "
+                                               f"delivered {_hours(window.start - first.time)} "
+                                               f"before the window; the {pack.name} pack needs "
+                                               f"{_hours(pack.notice_lead)}"))
+        if not window.holds(check_in.time):
+            findings.append(_finding(check_in, f"{what} at {_utc(check_in.time)}, outside the "
+                                               f"notified window {window}"))
+    return _verdict("C8", [fact.index for fact in check_ins] + read, findings)
+
+
+# C9
+
+
+def c9_refusal(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    """After the borrower declined a visit, no visit of the loan is scheduled or checked in
+    until the borrower consents (a VisitConsented after the refusal)."""
+    found = _own(facts(leaves))
+    declines = [(moment, fact) for moment, fact in _in_time_order(found) if fact.type == DECLINED]
+    if not declines:
+        return _verdict("C9", (), ())
+    consents = [moment for moment, fact in _in_time_order(found) if fact.type == CONSENTED]
+    acts = [fact for fact in found if fact.type in ON_SITE and fact.time is not None]
+    findings = []
+    for act in acts:
+        assert act.time is not None
+        before = [(moment, fact) for moment, fact in declines if moment <= act.time]
+        if not before:
+            continue
+        refused_at, refusal = before[-1]
+        if not any(refused_at < moment <= act.time for moment in consents):
+            findings.append(_finding(act, f"{act.type} of {_visit_named(act)} at "
+                                          f"{_utc(act.time)}, after the borrower declined a "
+                                          f"visit (leaf {refusal.index}) and with no consent "
+                                          f"since"))
+    judged = [fact.index for _, fact in declines] + [fact.index for fact in acts] \
+        + [fact.index for fact in found if fact.type == CONSENTED]
+    return _verdict("C9", judged, findings)
+
+
+# C10
+
+
+class Registry:
+    """The collectors' and agencies' registrations as the log states them, by their times."""
+
+    def __init__(self, found: Sequence[Fact]) -> None:
+        self._by: dict[tuple[str, str], list[tuple[datetime, Fact]]] = {}
+        for moment, fact in _in_time_order(fact for fact in found if fact.type in REGISTRY):
+            subject = fact.text(REGISTRY[fact.type])
+            if subject is not None:
+                self._by.setdefault((fact.type, subject), []).append((moment, fact))
+
+    def latest(self, kind: str, subject: str, moment: datetime) -> Fact | None:
+        earlier = [fact for at, fact in self._by.get((kind, subject), []) if at <= moment]
+        return earlier[-1] if earlier else None
+
+    def revoked(self, collector: str, registration: Fact, moment: datetime) -> Fact | None:
+        """A revocation after the registration in force (re-registering ends one) and at or
+        before `moment`."""
+        assert registration.time is not None
+        after = (registration.time, registration.index)
+        return next((fact for at, fact in self._by.get((REVOKED, collector), [])
+                     if (at, fact.index) > after and at <= moment), None)
+
+    def problems(self, collector: str, lender: str, moment: datetime, first: date,
+                 last: date) -> tuple[list[str], list[int]]:
+        """What kept `collector` from visiting for `lender` at `moment` on the local days
+        first..last, and the registry leaves read to tell."""
+        registration = self.latest(REGISTERED, collector, moment)
+        if registration is None:
+            return [f"{collector} was not registered at {_utc(moment)}"], []
+        read, problems = [registration.index], []
+        revocation = self.revoked(collector, registration, moment)
+        if revocation is not None:
+            read.append(revocation.index)
+            problems.append(f"{collector}'s registration was revoked (leaf {revocation.index})")
+        certification = registration.data.get("certification")
+        certified = _day(certification.get("valid_until")) \
+            if isinstance(certification, Mapping) else None
+        if certified is None or certified < last:
+            problems.append(f"{collector}'s certification is valid until {certified}, not "
+                            f"through {last}")
+        letter = registration.data.get("authorisation_letter")
+        letter = letter if isinstance(letter, Mapping) else {}
+        named = letter.get("letter_id")
+        valid_from, valid_until = _day(letter.get("valid_from")), _day(letter.get("valid_until"))
+        if letter.get("lender_id") != lender:
+            problems.append(f"{collector}'s authorisation letter {named} is not from the "
+                            f"loan's lender {lender}")
+        elif valid_from is None or valid_until is None or valid_from > first \
+                or valid_until < last:
+            problems.append(f"{collector}'s authorisation letter {named} is valid "
+                            f"{valid_from}..{valid_until}, not {first}..{last}")
+        agency_id = registration.text("agency_id")
+        if agency_id is not None:
+            agency = self.latest(AGENCY, agency_id, moment)
+            if agency is None:
+                problems.append(f"{collector}'s agency {agency_id} was not registered at "
+                                f"{_utc(moment)}")
+            else:
+                read.append(agency.index)
+                if lender not in _ids(agency.data.get("authorised_lenders")):
+                    problems.append(f"{collector}'s agency {agency_id} is not authorised by "
+                                    f"the lender {lender} (leaf {agency.index})")
+                review = _day(agency.data.get("next_review_due"))
+                if review is None or review < last:
+                    problems.append(f"{collector}'s agency {agency_id} was due its review on "
+                                    f"{review} (leaf {agency.index})")
+        return problems, read
+
+
+def _days_of(act: Fact, trail: VisitTrail, zones: Zones) -> tuple[date, date] | None:
+    """The borrower-local days an act must be valid on: a schedule's window, a check-in's
+    day."""
+    zone = zones.at(act)
+    if zone is None or act.time is None:
+        return None
+    if act.type == CHECKED_IN:
+        day = act.time.astimezone(zone[1]).date()
+        return day, day
+    window = _window(act)
+    if window is None:
+        return None
+    return window.start.astimezone(zone[1]).date(), window.end.astimezone(zone[1]).date()
+
+
+def c10_collectors(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    """Every schedule and check-in names at least the pack's number of collectors; at a
+    check-in they are the ones scheduled and each showed ID card, badge and letter; and each
+    was then registered and not revoked, certified and holding this lender's letter for the
+    days of the visit, and of an agency (if any) this lender authorised and whose review was
+    not overdue: as the registry's leaves state, at that moment."""
+    found = facts(leaves)
+    trail, zones, registry = VisitTrail(found), Zones(found), Registry(found)
+    lender = lender_of(leaves)
+    acts = [fact for fact in _own(found) if fact.type in ON_SITE]
+    findings: list[Finding] = []
+    read: list[int] = []
+    for act in acts:
+        what = f"{act.type} of {_visit_named(act)}"
+        collectors = list(dict.fromkeys(_ids(act.data.get("collector_ids"))))
+        if len(collectors) < pack.min_collectors_per_visit:
+            findings.append(_finding(act, f"{what} with {len(collectors)} collector(s); the "
+                                          f"{pack.name} pack needs at least "
+                                          f"{pack.min_collectors_per_visit}"))
+        if act.type == CHECKED_IN:
+            findings += _check_in_problems(act, collectors, trail, read)
+        days = _days_of(act, trail, zones)
+        if act.time is None or days is None or lender is None:
+            findings.append(_finding(act, f"{what}: the log shows no time, window, borrower "
+                                          f"zone or lender to judge its collectors by"))
+            continue
+        for collector in collectors:
+            problems, seen = registry.problems(collector, lender, act.time, *days)
+            read += seen
+            findings += [_finding(act, f"{what}: {problem}") for problem in problems]
+    return _verdict("C10", [act.index for act in acts] + read, findings)
+
+
+def _check_in_problems(check_in: Fact, collectors: Sequence[str], trail: VisitTrail,
+                       read: list[int]) -> list[Finding]:
+    what = f"check-in of {_visit_named(check_in)}"
+    found = []
+    shown = check_in.data.get("credentials_presented")
+    shown = shown if isinstance(shown, Mapping) else {}
+    missing = [item for item in CREDENTIALS if shown.get(item) is not True]
+    if missing:
+        found.append(_finding(check_in, f"{what} without {', '.join(missing)} shown"))
+    schedule = trail.latest(check_in.text("visit_id"), SCHEDULED, check_in.time)
+    if schedule is None:
+        found.append(_finding(check_in, f"{what} with no schedule naming its collectors"))
+        return found
+    read.append(schedule.index)
+    unscheduled = [c for c in collectors if c not in _ids(schedule.data.get("collector_ids"))]
+    if unscheduled:
+        found.append(_finding(check_in, f"{what} by {', '.join(unscheduled)}, not scheduled "
+                                        f"for it (leaf {schedule.index})"))
+    return found
+
+
+# C11
+
+
+def _address_on_record(kind: str, fact: Fact, found: Sequence[Fact]) -> bool:
+    """The latest report of the loan's terms logged before `fact` has an address of `kind`."""
+    reports = [report for report in found if report.type in TERMS and report.index < fact.index]
+    borrower = reports[-1].data.get("borrower") if reports else None
+    address = borrower.get(f"{kind}_address") if isinstance(borrower, Mapping) else None
+    return isinstance(address, str) and bool(address.strip())
+
+
+def c11_hours_and_place(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    """Every visit window lies inside the pack's hours on one borrower-local day, at a kind of
+    address the loan has on record; every check-in is inside the hours and at that address;
+    no home is entered without a consent recorded."""
+    found = facts(leaves)
+    zones, trail = Zones(found), VisitTrail(found)
+    acts = [fact for fact in _own(found) if fact.type in (*ON_SITE, RECORDED)]
+    hours, findings = pack.contact_hours, []
+    for act in acts:
+        what = f"{act.type} of {_visit_named(act)}"
+        zone = zones.at(act)
+        if act.type == SCHEDULED:
+            window, kind = _window(act), act.text("address_kind")
+            if window is None or zone is None:
+                findings.append(_finding(act, f"{what} with no readable window or borrower "
+                                              f"zone"))
+            else:
+                start, end = window.start.astimezone(zone[1]), window.end.astimezone(zone[1])
+                if start.date() != end.date() or not hours.contains(start.time()) \
+                        or end.time() > hours.end or end < start:
+                    findings.append(_finding(act, f"{what}: the window {start:%Y-%m-%d %H:%M}.."
+                                                  f"{end:%Y-%m-%d %H:%M} local ({zone[0]}) is "
+                                                  f"not inside {hours} on one day ({pack.name} "
+                                                  f"pack)"))
+            if kind is None or not _address_on_record(kind, act, found):
+                findings.append(_finding(act, f"{what} at the borrower's {kind} address, which "
+                                              f"the loan does not have on record"))
+        elif act.type == CHECKED_IN:
+            local = _local(act, zones)
+            if local is None:
+                findings.append(_finding(act, f"{what} with no readable time or borrower zone"))
+            elif not hours.contains(local[0].time()):
+                findings.append(_finding(act, f"{what} at {local[0]:%Y-%m-%d %H:%M} local "
+                                              f"({local[1]}), outside {hours}"))
+            schedule = trail.latest(act.text("visit_id"), SCHEDULED, act.time)
+            kind = act.text("address_kind")
+            if schedule is not None and kind is not None \
+                    and kind != schedule.text("address_kind"):
+                findings.append(_finding(act, f"{what} at the {kind} address, not the "
+                                              f"{schedule.text('address_kind')} one notified "
+                                              f"(leaf {schedule.index})"))
+        elif act.data.get("home_entered") is True and not act.text("entry_consent"):
+            findings.append(_finding(act, f"{what}: the home was entered with no consent "
+                                          f"recorded"))
+    return _verdict("C11", (act.index for act in acts), findings)
+
+
+# C12
+
+
+def c12_recorded(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    """Every check-in is written up (a VisitRecorded of the visit with its outcome, the
+    borrower's attitude, the difficulties and the recording's length) naming a recording a
+    VisitRecordingStored of that visit holds; one not written up fails once 24 h have passed
+    since the check-in, as far as the loan's leaves show time to have passed (`as_of`).
+    (Calls: v1's events carry no recording of a call, so this judges visits.)"""
+    found = facts(leaves)
+    trail, seen = VisitTrail(found), as_of(found)
+    check_ins = [fact for fact in _own(found) if fact.type == CHECKED_IN]
+    findings, read = [], []
+    for check_in in check_ins:
+        visit = check_in.text("visit_id")
+        records = [fact for fact in trail.of(visit, RECORDED)
+                   if check_in.time is None or fact.time is None or fact.time >= check_in.time]
+        stored = {fact.text("recording_sha256"): fact for fact in trail.of(visit, STORED)}
+        what = f"check-in of {_visit_named(check_in)}"
+        if not records:
+            if check_in.time is None or (seen is not None and seen >= check_in.time + WRITE_UP):
+                findings.append(_finding(check_in, f"{what} not written up: no VisitRecorded "
+                                                   f"of it by {_utc(seen) if seen else 'now'}, "
+                                                   f"{_hours(WRITE_UP)} after it"))
+            continue
+        record = records[0]
+        read.append(record.index)
+        named = record.text("recording_sha256")
+        holder = stored.get(named)
+        if holder is None:
+            findings.append(_finding(record, f"{record.type} of {_visit_named(record)} names "
+                                             f"recording {named}, which no "
+                                             f"VisitRecordingStored of that visit holds"))
+        else:
+            read.append(holder.index)
+        blank = [key for key in ("outcome", "borrower_attitude", "difficulties")
+                 if not (record.text(key) or "").strip()]
+        seconds = record.data.get("recording_seconds")
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+            blank.append("recording_seconds")
+        if blank:
+            findings.append(_finding(record, f"{record.type} of {_visit_named(record)} leaves "
+                                             f"out {', '.join(blank)}"))
+    return _verdict("C12", [fact.index for fact in check_ins] + read, findings)
+
+
+# C14
+
+
+def c14_complaints(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
+    """Every complaint is answered (a ComplaintResolved with an outcome) within the pack's
+    days of its filing; one unanswered fails once they have passed, as far as the loan's
+    leaves show time to have passed (`as_of`); an answer to a complaint the log does not show
+    is a finding too."""
+    found = _own(facts(leaves))
+    filed = [fact for fact in found if fact.type == FILED]
+    answers = [fact for _, fact in _in_time_order(found) if fact.type == RESOLVED]
+    if not filed and not answers:
+        return _verdict("C14", (), ())
+    days, seen, findings = pack.complaint_answer_days, as_of(found), []
+    known = {fact.text("complaint_id") for fact in filed}
+    for complaint in filed:
+        name = complaint.text("complaint_id")
+        if complaint.time is None:
+            findings.append(_finding(complaint, f"complaint {name} has no readable filed_at"))
+            continue
+        deadline = complaint.time + timedelta(days=days)
+        stated = _aware(complaint.data.get("answer_by"))
+        if stated is not None and stated > deadline:
+            findings.append(_finding(complaint, f"complaint {name} is to be answered by "
+                                                f"{_utc(stated)}, later than the {days} days "
+                                                f"the {pack.name} pack allows"))
+        answer = next((fact for fact in answers if fact.text("complaint_id") == name), None)
+        if answer is None:
+            if seen is not None and seen > deadline:
+                findings.append(_finding(complaint, f"complaint {name} filed {_utc(complaint.time)}"
+                                                    f" is unanswered at {_utc(seen)}, past its "
+                                                    f"{days} days ({_utc(deadline)})"))
+        elif answer.time is None or answer.time > deadline:
+            findings.append(_finding(answer, f"complaint {name} answered at "
+                                             f"{_utc(answer.time) if answer.time else 'no time'}"
+                                             f", after its {days} days ({_utc(deadline)})"))
+        elif not (answer.text("outcome") or "").strip():
+            findings.append(_finding(answer, f"complaint {name} answered with no outcome"))
+    findings += [_finding(answer, f"answer to complaint {answer.text('complaint_id')}, which "
+                                  f"the log does not show filed") for answer in answers
+                 if answer.text("complaint_id") not in known]
+    return _verdict("C14", [fact.index for fact in filed + answers], findings)
+
+
 # --- all of them ------------------------------------------------------------------------------
 
 
@@ -1331,7 +1844,9 @@ Check = Callable[[Leaves, PolicyPack], RuleVerdict]
 CHECKS: Mapping[str, Check] = {
     "C1": c1_contact_hours, "C2": c2_frequency, "C3": c3_stopped_contact,
     "C4": c4_nothing_after_closing, "C5": c5_templates, "C6": c6_visits,
-    "C13": c13_third_parties,
+    "C7": c7_verified, "C8": c8_notice, "C9": c9_refusal, "C10": c10_collectors,
+    "C11": c11_hours_and_place, "C12": c12_recorded, "C13": c13_third_parties,
+    "C14": c14_complaints,
 }
 
 

@@ -2,7 +2,8 @@
 
 The rules themselves live in `compliance.py` (standard library only, so the offline verifier
 can run them too); this module turns the store's leaves into what they read (the loan's own,
-and the lenders' StrategyPublished leaves its visit requests name), and says when verdicts
+the lenders' StrategyPublished leaves its visit requests name, and the registry leaves of the
+collectors its visits name and of their agencies), and says when verdicts
 judged earlier still answer for a checkpoint: over the same leaves, under the same default
 pack and the same version of the rules. Pure: no store, no clock.
 """
@@ -15,12 +16,18 @@ from datetime import UTC, datetime, timedelta
 from shared.policy_pack import PACKS
 
 from services.audit.compliance import (
+    AGENCY,
     FAIL,
+    REFERENCES,
+    REGISTERED,
+    REVOKED,
     RULES,
     RULES_DIGEST,
     STRATEGY,
     Leaves,
     Unjudgeable,
+    agencies_named,
+    collectors_named,
     event_time,
     judge,
     lender_of,
@@ -31,14 +38,15 @@ from services.audit.compliance import (
 )
 from services.audit.store import Leaf, Verdicts, Violation
 
-__all__ = ["NOT_ABOUT_A_LOAN", "RULES", "STRATEGY", "Unjudgeable", "events_of", "judge_loan",
-           "judging_version", "named_lenders", "named_strategies", "still_holds"]
+__all__ = ["AGENCY", "COLLECTOR_ENTRIES", "NOT_ABOUT_A_LOAN", "RULES", "STRATEGY",
+           "Unjudgeable", "events_of", "judge_loan", "judging_version", "named_agencies",
+           "named_collectors", "named_lenders", "named_strategies", "still_holds"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Subjects of these are collectors, agencies or lenders, not loans: nothing to judge (a
-# StrategyPublished is read with the loans whose visit requests name it).
-NOT_ABOUT_A_LOAN = frozenset({"CollectorRegistered", "CollectorRevoked", "AgencyRegistered",
-                              STRATEGY})
+# Subjects of these are collectors, agencies or lenders, not loans: nothing to judge (each is
+# read with the loans whose visits name it).
+NOT_ABOUT_A_LOAN = REFERENCES
+COLLECTOR_ENTRIES = (REGISTERED, REVOKED)  # a collector's leaves, as C10 reads them
 
 
 def events_of(leaves: Sequence[Leaf], below: int | None = None) -> Leaves:
@@ -69,12 +77,24 @@ def named_strategies(leaves: Sequence[Leaf], candidates: Sequence[Leaf]) -> list
     return found
 
 
+def named_collectors(leaves: Sequence[Leaf]) -> list[str]:
+    """The collectors whose CollectorRegistered / CollectorRevoked leaves the loan's verdicts
+    read: those its schedules and check-ins name."""
+    return sorted(collectors_named(events_of(leaves)))
+
+
+def named_agencies(registry: Sequence[Leaf]) -> list[str]:
+    """The agencies whose AgencyRegistered leaves the loan's verdicts read: those of the
+    collectors' registrations (`registry`, the collectors' leaves)."""
+    return sorted(agencies_named(events_of(registry)))
+
+
 def judge_loan(loan_id: str, leaves: Sequence[Leaf], tree_size: int,
                default_pack: str, *, strict: bool = True) -> Verdicts:
-    """Judge one loan's leaves below `tree_size` (with the StrategyPublished leaves they name,
-    in log order): every rule, and each finding of a failed rule as a violation. A rule that
-    raises is `Unjudgeable`; with `strict=False` it is instead `not_evaluated` with a finding
-    "could not be judged" (which is not a violation)."""
+    """Judge one loan's leaves below `tree_size` (with the StrategyPublished and registry
+    leaves they name, in log order): every rule, and each finding of a failed rule as a
+    violation. A rule that raises is `Unjudgeable`; with `strict=False` it is instead
+    `not_evaluated` with a finding "could not be judged" (which is not a violation)."""
     events = events_of(leaves, tree_size)
     rules = judge(events, default_pack, strict=strict)
     lender = lender_of(events)
@@ -84,7 +104,8 @@ def judge_loan(loan_id: str, leaves: Sequence[Leaf], tree_size: int,
                   for verdict in rules if verdict["verdict"] == FAIL
                   for finding in verdict["findings"]]
     pack = pack_of(events, default_pack)
-    reads = sorted({lender for lender, _ in strategies_named(events)})
+    reads = sorted({lender for lender, _ in strategies_named(events)}
+                   | collectors_named(events) | agencies_named(events))
     return Verdicts(loan_id, tree_size, pack, default_pack, rules, tuple(violations),
                     rules_version=rules_version(pack), reads=tuple(reads))
 
