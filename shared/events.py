@@ -1095,6 +1095,17 @@ class ComplaintResolved(EventData):
     resolved_by: Ident | None = None
 
 
+class ComplaintOverdue(EventData):
+    """An addition to v1 (C14): the complaint's days to answer ran out with no answer, noticed
+    at `overdue_at`. Once per complaint; an answer may still follow, late."""
+
+    topic = topics.VISITS
+    complaint_id: EventUUID
+    loan_id: LoanId
+    answer_by: Time
+    overdue_at: Time
+
+
 # --- audit.checkpoints: written by audit ---
 
 
@@ -1123,7 +1134,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         AgencyRegistered, CollectorRegistered, CollectorRevoked, DebtorVerified,
         VisitScheduled, VisitNoticeSent, VisitNoticeDelivered, VisitDeclined, VisitConsented,
         VisitCheckedIn, VisitBlocked, VisitRecordingStored, VisitRecorded, VisitCancelled,
-        ComplaintFiled, ComplaintResolved,
+        ComplaintFiled, ComplaintResolved, ComplaintOverdue,
         CheckpointSigned,
     )
 }

@@ -98,6 +98,7 @@ TIME_FIELD = {
     "VisitConsented": "consented_at", "VisitBlocked": "at", "VisitRecordingStored": "stored_at",
     "VisitCancelled": "cancelled_at", "CollectorRegistered": "registered_at",
     "CollectorRevoked": "revoked_at", "AgencyRegistered": "registered_at",
+    "ComplaintOverdue": "overdue_at",
 }
 # For a pack without these fields (packs before they were added), the numbers as shipped.
 THIRD_PARTY_CAP = {"us": 1}
@@ -1820,7 +1821,7 @@ def c14_complaints(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
                                                 f"the {pack.name} pack allows"))
         answer = next((fact for fact in answers if fact.text("complaint_id") == name), None)
         if answer is None:
-            if seen is not None and seen > deadline:
+            if seen is not None and seen >= deadline:
                 findings.append(_finding(complaint, f"complaint {name} filed {_utc(complaint.time)}"
                                                     f" is unanswered at {_utc(seen)}, past its "
                                                     f"{days} days ({_utc(deadline)})"))

@@ -541,6 +541,17 @@ class Visits(ServiceApplication):
             return changed
         return self._retry(work)
 
+    def fire(self, aggregate_id: UUID, kind: str, now: datetime) -> None:
+        """An agenda entry fell due: a complaint's days to answer ran out (C14). Saved even
+        when answered meanwhile, so its entry leaves the agenda."""
+        if kind != "Complaint":
+            raise ValueError(f"nothing of kind {kind!r} is due in the visit service")
+        unit = self.unit()
+        complaint: Complaint = unit.get(aggregate_id)
+        complaint.fall_overdue(now)
+        unit.save(complaint)
+        self.commit(unit)
+
     def complaint(self, complaint_id: UUID) -> Complaint | None:
         found: Complaint | None = self.find(complaint_id)
         return found

@@ -668,6 +668,7 @@ class Complaint(Aggregate):
         self.answer_by = answer_by
         self.fingerprint = fingerprint
         self.resolution: dict[str, Any] | None = None
+        self.overdue_at: datetime | None = None
 
     @staticmethod
     def create_id(complaint_id: str) -> UUID:
@@ -677,6 +678,23 @@ class Complaint(Aggregate):
     def _resolve(self, outcome: str, resolved_at: datetime, resolved_by: str) -> None:
         self.resolution = {"outcome": outcome, "resolved_at": resolved_at,
                            "resolved_by": resolved_by}
+
+    def next_due(self) -> datetime | None:
+        """On the agenda until answered: due when its days to answer run out (said once)."""
+        return self.answer_by if self.resolution is None and self.overdue_at is None else None
+
+    @event("Overdue")
+    def _overdue(self, at: datetime) -> None:
+        self.overdue_at = at
+
+    def fall_overdue(self, now: datetime) -> bool:
+        """C14: the days to answer ran out with no answer. Said once (ComplaintOverdue), for
+        the lender's operators and for the audit, which judges the deadline by the loan's
+        leaves: this one shows it passed. Nothing when answered or not yet due."""
+        if self.resolution is not None or self.overdue_at is not None or now < self.answer_by:
+            return False
+        self._overdue(now)
+        return True
 
     def resolve(self, outcome: str, resolved_at: datetime, resolved_by: str) -> bool:
         if self.resolution is not None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from shared import topics
+from shared.agenda import Agenda
 from shared.clock import Clock
 from shared.consumer import HandlerSink
 from shared.policy_pack import pack
 from shared.relay import StoredEvents
+from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
 
 from services.visit.api import RateLimit, router
@@ -30,13 +36,19 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     def at_version(aggregate_id: object, version: int) -> object:
         return visits.repository.get(aggregate_id, version=version)  # type: ignore[arg-type]
 
+    def agenda(runtime: Runtime, beat: Callable[[], None]) -> Loop:
+        owner = settings.replica_id or f"{socket.gethostname()}:{settings.port}"
+        return Agenda(app=visits, fire=visits.fire, clock=clock, owner=owner,
+                      lease=timedelta(seconds=settings.agenda_lease_seconds),
+                      batch=settings.agenda_batch, on_progress=beat).run
+
     parts = Parts(
         name="visit", settings=settings, clock=clock, store=visits,
         store_check=visits.check_store,
         sink=HandlerSink(visits, HANDLERS, clock),
         subscribe=[topics.CASES, topics.REMINDERS],
         routers=[router], outbox=StoredEvents(visits, publisher(at_version), "/dunwell/visit"),
-        streamed=[RECORDING_PATH])
+        streamed=[RECORDING_PATH], loops=[("agenda", agenda)])
     app = assemble(parts, connect=connect)
     app.state.recordings = RecordingStore(settings.recordings_path(),
                                           settings.max_recording_bytes)

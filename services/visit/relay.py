@@ -18,6 +18,7 @@ from shared.events import (
     CollectorRegistered,
     CollectorRevoked,
     ComplaintFiled,
+    ComplaintOverdue,
     ComplaintResolved,
     DebtorVerified,
     EventData,
@@ -54,7 +55,7 @@ def publisher(at_version: AtVersion) -> Callable[[Any], Publication | None]:
             collector = at_version(event.originator_id, event.originator_version)
             data = CollectorRevoked(collector_id=collector.collector_id, reason=event.reason,
                                     revoked_at=event.revoked_at)
-        if data is None and is_event(event, Complaint, "Filed", "Resolved"):
+        if data is None and is_event(event, Complaint, "Filed", "Resolved", "Overdue"):
             data = _complaint_event(event, at_version(event.originator_id,
                                                       event.originator_version))
         if data is None and is_event(event, Visit, *_VISIT_EVENTS):
@@ -91,6 +92,9 @@ def _complaint_event(event: Any, complaint: Complaint) -> EventData | None:
         return ComplaintResolved(complaint_id=event.originator_id, loan_id=complaint.loan_id,
                                  outcome=event.outcome, resolved_at=event.resolved_at,
                                  resolved_by=event.resolved_by)
+    if is_event(event, Complaint, "Overdue"):
+        return ComplaintOverdue(complaint_id=event.originator_id, loan_id=complaint.loan_id,
+                                answer_by=complaint.answer_by, overdue_at=event.at)
     return None
 
 

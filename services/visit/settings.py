@@ -18,6 +18,11 @@ class Settings(ServiceSettings):
     # GET /v1/verify/{code} takes no token, so each client gets this many a second (with a
     # burst of twice as many) before 429.
     verify_per_second: float = Field(5.0, gt=0)
+    # The agenda (complaints whose days to answer run out): who holds a claim (stable across
+    # restarts of one replica), for how long, and how many are claimed at once.
+    replica_id: str | None = None
+    agenda_lease_seconds: float = Field(60.0, gt=0)
+    agenda_batch: int = Field(50, ge=1)
 
     def recordings_path(self) -> Path:
         return self.recordings_dir or self.var_dir / "recordings"

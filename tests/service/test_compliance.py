@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from shared.auth import Role
 from shared.events import CloudEvent
 from tests.service.records import consumer_record, tracking_of
-from tests.unit.audit import cases
+from tests.unit.audit import cases, visits
 from tests.unit.audit.loans import LOAN, at_local, attempt, opened, overdue, sent
 
 from services.audit.application import AuditLog
@@ -471,3 +471,58 @@ def test_promises_decided_against_the_payments_through_the_routes(
     c6 = c6_of(compliance(audit, auditor))
     assert (c6["verdict"], [f["leaf_index"] for f in c6["findings"]]) == ("fail", [kept])
     assert "short of the 1000.00 promised" in listed(audit, auditor, rule="C6")[0]["message"]
+
+
+# --- C7-C12, C14: a visit, with the registry read beside the loan --------------------------
+
+
+def test_an_honest_visit_passes_c7_to_c12_and_its_bundle_carries_the_registry(
+        audit: TestClient, auditor: dict[str, str], tmp_path: Path) -> None:
+    events = visits.honest_visit()
+    indices = append(audit, *events, visits.collector("C-7"))  # a collector no visit names
+    sign(audit)
+    answer = verdicts(compliance(audit, auditor))
+    assert {rule: answer[rule] for rule in ("C7", "C8", "C10", "C11", "C12")} == dict.fromkeys(
+        ("C7", "C8", "C10", "C11", "C12"), "pass")
+    assert answer["C9"] == answer["C14"] == "not_applicable"
+    bundle = bundle_of(audit, auditor, tmp_path / "bundle.json")
+    assert [leaf["leaf_index"] for leaf in bundle["registry"]] == indices[1:4]
+    assert indices[1] not in [leaf["leaf_index"] for leaf in bundle["leaves"]]
+    vkey = log_of(audit).vkey
+    good = verify(tmp_path / "bundle.json", vkey)
+    assert good.returncode == 0, good.stderr
+    without = dict(bundle, registry=[])
+    (tmp_path / "without.json").write_text(json.dumps(without))
+    result = verify(tmp_path / "without.json", vkey)
+    assert result.returncode == 1 and "C10: bundle says pass, leaves say fail" in result.stderr
+    smuggled = dict(bundle, registry=[*bundle["registry"], bundle["leaves"][-1]])
+    (tmp_path / "smuggled.json").write_text(json.dumps(smuggled))
+    result = verify(tmp_path / "smuggled.json", vkey)
+    assert result.returncode == 1
+    assert f"leaf {bundle['leaves'][-1]['leaf_index']} is in both" in result.stderr
+    moved = dict(bundle, leaves=bundle["leaves"][:-1],
+                 registry=[*bundle["registry"], bundle["leaves"][-1]])
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    result = verify(tmp_path / "moved.json", vkey)
+    assert result.returncode == 1
+    assert (f"registry leaf {bundle['leaves'][-1]['leaf_index']} is a VisitRecorded, not one "
+            f"of AgencyRegistered, CollectorRegistered, CollectorRevoked") in result.stderr
+
+
+def test_a_revocation_logged_late_judges_the_visits_loan_again(
+        audit: TestClient, auditor: dict[str, str]) -> None:
+    events = visits.honest_visit()
+    indices = append(audit, *events)
+    sign(audit)
+    assert verdicts(compliance(audit, auditor))["C10"] == "pass"
+    # Dated before the check-in, logged after it: the loan reads C-1's leaves, so it is judged
+    # again, and the check-in by a revoked collector is a violation.
+    [late] = append(audit, visits.revoked("C-1", visits.DELIVERED_AT))
+    sign(audit)
+    c10 = next(rule for rule in compliance(audit, auditor)["rules"] if rule["rule"] == "C10")
+    check_in = next(i for i, e in zip(indices, events, strict=True)
+                    if e["type"] == "VisitCheckedIn")
+    assert (c10["verdict"], [f["leaf_index"] for f in c10["findings"]]) == ("fail", [check_in])
+    assert late in c10["evidence"]
+    listed = audit.get("/v1/violations", params={"rule": "C10"}, headers=auditor).json()
+    assert [v["leaf_index"] for v in listed["violations"]] == [check_in]

@@ -5,6 +5,7 @@ reminders.events fed through the consumer's sink, and what the relay would publi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -23,6 +24,7 @@ from shared.events import (
     CaseClosed,
     CaseOpened,
     Channel,
+    ComplaintOverdue,
     ContactHeld,
     EventData,
     Reason,
@@ -443,3 +445,52 @@ def test_a_notice_report_of_another_loan_does_not_notify_this_visit(
                            delivered_at=clock.now(), visit_id=UUID(visit_id)))
     view = client.get(f"/v1/visits/{visit_id}", headers=token(Role.OPS, "ops-1")).json()
     assert view["status"] == "scheduled" and view["notice"] is None
+
+
+async def _run_agenda(visits: Visits, clock: ManualClock) -> None:
+    from shared.agenda import Agenda
+
+    stop = asyncio.Event()
+    agenda = Agenda(app=visits, fire=visits.fire, clock=clock, owner="replica-a",
+                    idle_seconds=0.05)
+    loop = asyncio.create_task(agenda.run(stop))
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if not visits.extras.due_ids(clock.now(), 1):
+            break
+    stop.set()
+    await loop
+
+
+def test_a_complaint_unanswered_past_its_days_is_said_overdue_once(
+        client: TestClient, token: Headers, feed: Feed, visits: Visits,
+        clock: ManualClock) -> None:
+    open_case(feed, clock)
+    filed_at = clock.now()
+
+    def file() -> str:
+        answer = client.post("/v1/complaints", headers=token(Role.LENDER), json={
+            "loan_id": "L-1", "about": "call", "filed_at": filed_at.isoformat()})
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["complaint_id"])
+
+    late, answered = file(), file()
+    resolved = client.post(f"/v1/complaints/{answered}/resolve", headers=token(Role.OPS, "ops-1"),
+                           json={"outcome": "refunded the fee",
+                                 "resolved_at": clock.now().isoformat()})
+    assert resolved.status_code == 202
+    clock.set(filed_at + timedelta(days=14))
+    asyncio.run(_run_agenda(visits, clock))
+    assert [d for d in published(visits) if isinstance(d, ComplaintOverdue)] == []
+    clock.set(filed_at + timedelta(days=15, minutes=1))
+    asyncio.run(_run_agenda(visits, clock))
+    asyncio.run(_run_agenda(visits, clock))  # fired once: nothing more is due
+    [overdue] = [d for d in published(visits) if isinstance(d, ComplaintOverdue)]
+    assert (str(overdue.complaint_id), overdue.loan_id) == (late, "L-1")
+    assert overdue.answer_by == filed_at + timedelta(days=15)
+    assert overdue.overdue_at == filed_at + timedelta(days=15, minutes=1)
+    assert visits.extras.due_ids(clock.now() + timedelta(days=365), 10) == []
+    # A late answer is still taken (and the audit's C14 judges it late).
+    assert client.post(f"/v1/complaints/{late}/resolve", headers=token(Role.OPS, "ops-1"),
+                       json={"outcome": "apologised",
+                             "resolved_at": clock.now().isoformat()}).status_code == 202

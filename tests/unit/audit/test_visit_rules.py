@@ -8,26 +8,15 @@ from typing import Any
 
 import pytest
 
+from shared.events import ComplaintOverdue
 from shared.policy_pack import PACKS
-from services.audit.compliance import (
-    RuleVerdict,
-    agencies_named,
-    c7_verified,
-    c8_notice,
-    c9_refusal,
-    c10_collectors,
-    c11_hours_and_place,
-    c12_recorded,
-    c14_complaints,
-    collectors_named,
-    judge,
-)
-from tests.unit.audit.loans import at_local, leaves, sent
+from tests.unit.audit.loans import LOAN, at_local, leaves, logged, sent
 from tests.unit.audit.visits import (
     CHECKED_IN_AT,
+    COMPLAINT,
     DELIVERED_AT,
-    ENDED_AT,
     END,
+    ENDED_AT,
     SCHEDULED_AT,
     START,
     agency,
@@ -44,8 +33,21 @@ from tests.unit.audit.visits import (
     resolved,
     revoked,
     scheduled,
-    stored,
     verified,
+)
+
+from services.audit.compliance import (
+    RuleVerdict,
+    agencies_named,
+    c7_verified,
+    c8_notice,
+    c9_refusal,
+    c10_collectors,
+    c11_hours_and_place,
+    c12_recorded,
+    c14_complaints,
+    collectors_named,
+    judge,
 )
 
 CN, US = PACKS["cn"], PACKS["us"]
@@ -133,7 +135,7 @@ def test_c7_after_a_decline_the_visit_is_verified_again() -> None:
     refusal, agreed = declined(SCHEDULED_AT + timedelta(minutes=1)), \
         consented(SCHEDULED_AT + timedelta(minutes=2))
     again = scheduled(SCHEDULED_AT + timedelta(minutes=3))
-    before = events[:5] + [refusal, agreed, again]
+    before = [*events[:5], refusal, agreed, again]
     assert failing(c7_verified(leaves(*before), CN)) == [7]
     reverified = verified(SCHEDULED_AT + timedelta(minutes=2, seconds=30))
     assert failing(c7_verified(leaves(*events[:5], refusal, agreed, reverified, again),
@@ -191,7 +193,7 @@ def test_c8_a_check_in_of_a_visit_never_scheduled_fails() -> None:
 def test_c9_a_visit_after_a_decline_fails_until_the_borrower_consents() -> None:
     events = honest()
     refusal = declined(DELIVERED_AT + timedelta(minutes=5))
-    after = events[:7] + [refusal] + events[7:]
+    after = [*events[:7], refusal, *events[7:]]
     verdict = c9_refusal(leaves(*after), CN)
     assert failing(verdict) == [8]  # the check-in
     agreed = consented(DELIVERED_AT + timedelta(minutes=10))
@@ -386,3 +388,13 @@ def test_a_rogue_check_in_by_one_collector_with_no_notice_fails_c8_and_c10_at_it
     assert failing(verdicts["C8"]) == [6]
     assert failing(verdicts["C10"]) == [6]
     assert (verdicts["C8"]["verdict"], verdicts["C10"]["verdict"]) == ("fail", "fail")
+
+
+def test_c14_the_visit_services_overdue_report_shows_the_days_have_passed() -> None:
+    deadline = FILED + timedelta(days=15)
+    said = logged(ComplaintOverdue(complaint_id=COMPLAINT, loan_id=LOAN, answer_by=deadline,
+                                   overdue_at=deadline), deadline)
+    verdict = c14_complaints(leaves(loan(), complaint(FILED), said), CN)
+    assert failing(verdict) == [1]
+    assert failing(c14_complaints(leaves(loan(), complaint(FILED), resolved(deadline), said),
+                                  CN)) == []
