@@ -1524,11 +1524,10 @@ def c8_notice(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
 
 def c9_refusal(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
     """After the borrower declined a visit, no visit of the loan is scheduled or checked in
-    until the borrower consents (a VisitConsented after the refusal)."""
+    until the borrower consents (a VisitConsented after the refusal). Judged over every
+    schedule and check-in: one with no refusal before it respected none to respect."""
     found = _own(facts(leaves))
     declines = [(moment, fact) for moment, fact in _in_time_order(found) if fact.type == DECLINED]
-    if not declines:
-        return _verdict("C9", (), ())
     consents = [moment for moment, fact in _in_time_order(found) if fact.type == CONSENTED]
     acts = [fact for fact in found if fact.type in ON_SITE and fact.time is not None]
     findings = []

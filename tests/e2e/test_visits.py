@@ -9,22 +9,29 @@ One installation runs through every test of this module; its time only goes forw
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from shared import topics
+from shared.events import Credentials, VisitCheckedIn, envelope
 from shared.roles import Role
 from tests.e2e.simulated import (
     SHANGHAI,
     clock,
+    compliance,
     events,
     failed_calls,
+    leaf_of,
     move_to_ten,
     now,
     pay,
     post_loan,
+    produce,
     wait_event,
 )
 from tests.e2e.stack import Stack
@@ -173,6 +180,13 @@ def test_a_visit_from_request_to_a_promise_that_reaches_escalation(sim: Stack) -
                  "VisitCheckedIn", "VisitRecordingStored", "VisitRecorded"):
         assert kind in kinds, kind
     assert visit_of(sim, loan)["status"] == "recorded"
+    # The audit, from the log alone: every visit rule holds for this loan.
+    verdicts = compliance(sim, loan, leaf_of(sim, loan, "VisitRecorded"))
+    visit_rules = ("C7", "C8", "C9", "C10", "C11", "C12")
+    assert {rule: verdicts[rule]["verdict"] for rule in visit_rules} == \
+        dict.fromkeys(visit_rules, "pass"), {rule: verdicts[rule] for rule in visit_rules}
+    check_in_leaf = leaf_of(sim, loan, "VisitCheckedIn")
+    assert all(check_in_leaf in verdicts[rule]["evidence"] for rule in ("C8", "C10", "C12"))
 
 
 def test_too_little_notice_a_decline_and_a_payment(sim: Stack) -> None:
@@ -228,3 +242,47 @@ def test_kill_9_of_the_visit_service_between_notice_and_check_in(sim: Stack) -> 
     for kind in ("VisitScheduled", "VisitNoticeSent", "VisitNoticeDelivered"):
         assert len(events(sim, loan, kind)) == 1, kind
     wait_event(sim, loan, "VisitCheckedIn")
+
+
+def test_a_rogue_check_in_by_one_collector_with_no_notice_fails_c8_and_c10(sim: Stack) -> None:
+    move_to_ten(sim)
+    loan = post_loan(sim)
+    wait_event(sim, loan, "LoanOverdue")
+    rogue = VisitCheckedIn(visit_id=uuid.uuid4(), loan_id=loan, collector_ids=["C-rogue"],
+                           credentials_presented=Credentials(id_card=True, badge=True,
+                                                             authorisation_letter=True),
+                           checked_in_at=now(sim))
+    event = envelope(rogue, event_id=str(uuid.uuid4()), source="/dunwell/visit",
+                     time=now(sim), causation_id=None, correlation_id=None)
+    asyncio.run(produce(sim.bootstrap, topics.VISITS, [event]))
+    wait_event(sim, loan, "VisitCheckedIn")
+    leaf = leaf_of(sim, loan, "VisitCheckedIn")
+    verdicts = compliance(sim, loan, leaf)
+    for rule in ("C8", "C10"):
+        assert verdicts[rule]["verdict"] == "fail", verdicts[rule]
+        assert leaf in [f["leaf_index"] for f in verdicts[rule]["findings"]], verdicts[rule]
+    with sim.client("audit", Role.AUDITOR) as audit:
+        listed = audit.get("/v1/violations", params={"rule": "C10"}).json()["violations"]
+    assert (loan, leaf) in {(v["loan_id"], v["leaf_index"]) for v in listed}
+
+
+def test_a_complaint_left_unanswered_past_15_days_fails_c14(sim: Stack) -> None:
+    move_to_ten(sim)
+    loan = post_loan(sim)
+    wait_event(sim, loan, "CaseOpened")
+    with sim.client("visit", Role.LENDER) as lender:
+        def filed() -> httpx.Response | None:
+            answer = lender.post("/v1/complaints", json={
+                "loan_id": loan, "about": "call", "details": "called at lunch, twice",
+                "filed_at": now(sim).isoformat()})
+            return answer if answer.status_code == 201 else None
+        answer = wait_for(filed, timeout=60, what=f"the visit service to know {loan}")
+    complaint_id = answer.json()["complaint_id"]
+    clock(sim, "advance", "16d")
+    (overdue,) = wait_event(sim, loan, "ComplaintOverdue", complaint_id=complaint_id)
+    assert datetime.fromisoformat(overdue["answer_by"]) == \
+        datetime.fromisoformat(answer.json()["answer_by"])
+    c14 = compliance(sim, loan, leaf_of(sim, loan, "ComplaintOverdue"))["C14"]
+    assert c14["verdict"] == "fail", c14
+    assert [f["leaf_index"] for f in c14["findings"]] == [leaf_of(sim, loan, "ComplaintFiled")]
+    assert "unanswered" in c14["findings"][0]["message"]

@@ -82,9 +82,9 @@ def test_the_honest_visit_passes_c7_to_c12() -> None:
                                                    resolved(ENDED_AT + timedelta(days=3))), "cn")}
     assert {rule: verdicts[rule]["verdict"] for rule in
             ("C7", "C8", "C9", "C10", "C11", "C12", "C14")} == {
-        "C7": "pass", "C8": "pass", "C9": "not_applicable", "C10": "pass", "C11": "pass",
+        "C7": "pass", "C8": "pass", "C9": "pass", "C10": "pass", "C11": "pass",
         "C12": "pass", "C14": "pass"}
-    assert all(not verdicts[rule]["findings"] for rule in verdicts if rule != "C9")
+    assert all(not verdicts[rule]["findings"] for rule in verdicts)
     # C10 read the registry: both collectors' registrations and the agency's.
     kinds = {honest()[i]["type"] for i in verdicts["C10"]["evidence"]}
     assert {"CollectorRegistered", "AgencyRegistered", "VisitScheduled",
@@ -198,7 +198,9 @@ def test_c9_a_visit_after_a_decline_fails_until_the_borrower_consents() -> None:
     assert failing(verdict) == [8]  # the check-in
     agreed = consented(DELIVERED_AT + timedelta(minutes=10))
     assert failing(c9_refusal(leaves(*events[:7], refusal, agreed, *events[7:]), CN)) == []
-    assert c9_refusal(leaves(*events), CN)["verdict"] == "not_applicable"
+    assert (c9_refusal(leaves(*events), CN)["verdict"],
+            c9_refusal(leaves(*events), CN)["evidence"]) == ("pass", [5, 7])
+    assert c9_refusal(leaves(loan()), CN)["verdict"] == "not_applicable"
 
 
 def test_c9_a_consent_before_the_decline_does_not_lift_it() -> None:
