@@ -4,7 +4,8 @@ Written apart from the services that enforce the rules, and fed only by the leav
 trusts the log and its proofs, not the reminder service's code. Each rule is one small pure
 function of one loan's leaves (in log order) and the pack's numbers, answering `pass`, `fail`
 (with a finding naming the leaf), `not_applicable` (nothing on this loan to judge) or
-`not_evaluated` (a rule this module does not judge yet: never a silent `pass`).
+`not_evaluated` (a rule that could not be judged on these leaves, or one this module would
+not judge: never a silent `pass`).
 
 Judged by event time: the times the data states (`sent_at`, `attempted_at`, ...), not when the
 audit happened to consume an event. The borrower's local time is the zone of the loan's latest

@@ -287,12 +287,11 @@ def test_rogue_events_fail_their_rule_and_an_honest_loan_never_fails(sim: Stack)
     honest_leaves = sim.timeline(honest)
     judged = verdicts(compliance(sim, honest, honest_leaves[-1]["leaf_index"]))
     assert set(judged) == {f"C{n}" for n in range(1, 15)}
-    assert {v["verdict"] for v in judged.values()} <= {"pass", "not_applicable",
-                                                       "not_evaluated"}
+    assert {v["verdict"] for v in judged.values()} <= {"pass", "not_applicable"}
     assert judged["C1"]["verdict"] == "pass" and judged["C5"]["verdict"] == "pass"
     assert judged["C6"]["verdict"] == "not_applicable"  # no visit asked, nothing escalated
     assert {judged[f"C{n}"]["verdict"] for n in (7, 8, 9, 10, 11, 12, 14)} == {
-        "not_evaluated"}
+        "not_applicable"}  # no visit, no complaint
     assert {(v["loan_id"]) for v in listed} & {honest} == set()
 
 
