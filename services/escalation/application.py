@@ -444,7 +444,8 @@ class Cases(ServiceApplication):
                                          [i.due_date for i in plan.instalments], visit.ended_at)
             if refused is None:
                 case.agree_plan(made_id, [(i.due_date, i.amount) for i in plan.instalments],
-                                plan.currency, visit.ended_at, cause.id)
+                                plan.currency, visit.ended_at, cause.id,
+                                visit_id=str(visit.visit_id))
             else:
                 log.warning("the plan of visit %s on loan %s is not taken: %s",
                             visit.visit_id, visit.loan_id, refused[1])

@@ -259,9 +259,17 @@ class CollectionCase(Aggregate):
         return True
 
     def agree_plan(self, plan_id: str, instalments: list[tuple[date, Decimal]], currency: str,
-                   agreed_at: datetime, cause: str) -> bool:
+                   agreed_at: datetime, cause: str, visit_id: str | None = None) -> bool:
+        """A repayment plan holds escalation and pauses the cadence until its last instalment
+        is decided. False when it was known already. One agreed in a field visit is also told
+        on loans.events, as a lender's own plan is."""
         if plan_id in self.plans or self.status != "open":
             return False
+        if visit_id is not None:
+            self._plan_heard(self.loan_id, plan_id,
+                             [{"due_date": d.isoformat(), "amount": f"{a:.2f}"}
+                              for d, a in instalments],
+                             currency, agreed_at, visit_id, cause, self.correlation_id)
         self._plan_agreed(self.loan_id, plan_id,
                           [{"due_date": d.isoformat(), "amount": f"{a:.2f}",
                             "deadline": policy.end_of_day(d, self.zone).isoformat()}
@@ -427,6 +435,12 @@ class CollectionCase(Aggregate):
                due_date: str, made_at: datetime, via: str, attempt_id: str | None, cause: str,
                correlation: str, visit_id: str | None = None) -> None:
         """A promise made in a call or a visit: told on loans.events (no state of its own)."""
+
+    @event("PlanHeard")
+    def _plan_heard(self, loan_id: str, plan_id: str, instalments: list[dict[str, str]],
+                    currency: str, agreed_at: datetime, visit_id: str, cause: str,
+                    correlation: str) -> None:
+        """A plan agreed in a field visit: told on loans.events (no state of its own)."""
 
     @event("PauseLifted")
     def _pause_lifted(self, loan_id: str, pause_id: str, reason: str, at: datetime,

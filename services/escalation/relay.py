@@ -19,6 +19,7 @@ from shared.events import (
     PromiseBroken,
     PromiseKept,
     PromiseToPayMade,
+    RepaymentPlanAgreed,
     StrategyDocument,
     StrategyPublished,
     VisitRequested,
@@ -76,6 +77,11 @@ def _case_event(event: Any) -> Any:
                                 made_at=event.made_at, via=event.via,
                                 attempt_id=event.attempt_id,
                                 visit_id=getattr(event, "visit_id", None))
+    if is_event(event, CollectionCase, "PlanHeard"):
+        return RepaymentPlanAgreed.model_validate({
+            "loan_id": event.loan_id, "plan_id": event.plan_id,
+            "instalments": event.instalments, "currency": event.currency,
+            "agreed_at": event.agreed_at, "visit_id": event.visit_id})
     if is_event(event, CollectionCase, "Promised"):
         return CadencePaused(
             loan_id=event.loan_id, pause_id=f"promise:{event.promise_id}", reason="promise",

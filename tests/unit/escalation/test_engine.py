@@ -608,11 +608,20 @@ def test_a_promise_made_in_a_visit_is_told_on_loans_events_and_holds_escalation(
 def test_a_plan_made_in_a_visit_pauses_the_cadence_and_a_bad_one_is_left(
         engine: Engine) -> None:
     engine.deliver(overdue("L-V2"))
-    engine.deliver(visit_recorded("L-V2", START + timedelta(hours=5), repayment_plan={
+    visit = visit_recorded("L-V2", START + timedelta(hours=5), repayment_plan={
         "currency": "CNY", "instalments": [{"due_date": "2027-01-05", "amount": "2500.00"},
-                                           {"due_date": "2027-02-05", "amount": "2500.00"}]}))
+                                           {"due_date": "2027-02-05", "amount": "2500.00"}]})
+    engine.deliver(visit)
     (paused,) = engine.of_type("L-V2", "CadencePaused")
-    assert paused.reason == "plan" and paused.pause_id.startswith("plan:visit:")
+    assert paused.reason == "plan" and paused.pause_id == f"plan:visit:{visit.visit_id}"
+    # Told on loans.events, as a lender's plan is (the audit's C6 reads it with its decisions).
+    (told,) = engine.of_type("L-V2", "RepaymentPlanAgreed")
+    assert (told.plan_id, told.visit_id, told.currency) == (
+        f"visit:{visit.visit_id}", visit.visit_id, "CNY")
+    assert [(str(i.due_date), str(i.amount)) for i in told.instalments] == [
+        ("2027-01-05", "2500.00"), ("2027-02-05", "2500.00")]
+    engine.deliver(told)  # back from loans.events: known already
+    assert len(engine.of_type("L-V2", "CadencePaused")) == 1
     engine.deliver(overdue("L-V3"))
     engine.deliver(visit_recorded("L-V3", START + timedelta(hours=5), promise_to_pay={
         "amount": "700.00", "currency": "USD", "due_date": "2026-12-28"}))
