@@ -403,15 +403,16 @@ class Reminders(ServiceApplication):
     def withdraw_notice(self, unit: Unit, cause: CloudEvent,
                         called_off: VisitCancelled | VisitDeclined, now: datetime) -> None:
         """The visit is cancelled (rule C4 when the case closed) or declined (C9): a notice
-        still pending is dropped under that rule (a cancel naming none: C3). One handed over
-        already is not recalled."""
+        still pending is dropped under that rule. A cancel naming no rule (ops, a hardship
+        pause) drops it as `visit_cancelled`, not as a rule's refusal. One handed over already
+        is not recalled."""
         plan: ContactPlan | None = unit.find(ContactPlan.create_id(called_off.loan_id))
         if plan is None:
             return
         if isinstance(called_off, VisitDeclined):
             rule, reason = "C9", "the borrower declined the visit"
         else:
-            rule = called_off.rule or "C3"
+            rule = called_off.rule or "visit_cancelled"
             reason = f"the visit was cancelled: {called_off.reason}"[:500]
         for notice_id in plan.notices.get(str(called_off.visit_id), []):
             notice: Reminder = unit.get(notice_id)

@@ -378,7 +378,7 @@ def test_a_failed_receipt_reports_the_failure_with_the_visit(app: Reminders) -> 
     (VisitCancelled(visit_id=VISIT, loan_id="L-1", reason="case paid", rule="C4",
                     cancelled_at=local("23:00", DAY + timedelta(days=1))), "C4"),
     (VisitCancelled(visit_id=VISIT, loan_id="L-1", reason="collector unavailable",
-                    cancelled_at=local("23:00", DAY + timedelta(days=1))), "C3"),
+                    cancelled_at=local("23:00", DAY + timedelta(days=1))), "visit_cancelled"),
     (VisitCancelled(visit_id=VISIT, loan_id="L-1", reason="complaint open", rule="C14",
                     cancelled_at=local("23:00", DAY + timedelta(days=1))), "C14"),
     (VisitDeclined(visit_id=VISIT, loan_id="L-1", via="call",
