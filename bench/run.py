@@ -1,5 +1,6 @@
 """`make bench`: the raw broker rate beside the end-to-end rate, the audit log's figures, and
-the escalation's daily evaluation of every open case.
+the escalation's daily evaluation of every open case, and the visit service's memory while a
+visit's recording streams in.
 
 Raw: aiokafka produce + consume of N records the size of a LoanOverdue event.
 End to end: N overdue loans, from the first POST until every loan's ReminderSent is in the
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import audit, escalation, plumbing
+from bench import audit, escalation, plumbing, visits
 from dunwell import devstack
 from shared import topics
 from shared.auth import issue_token, load_or_create_secret, now_utc
@@ -166,7 +167,8 @@ async def from_kafka(bootstrap: str, var_dir: Path, count: int) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", "10000")))
-    parser.add_argument("--only", choices=["all", "pipeline", "plumbing", "audit", "escalation"],
+    parser.add_argument("--only", choices=["all", "pipeline", "plumbing", "audit", "escalation",
+                                            "visits"],
                         default="all")
     parser.add_argument("--pending", type=int, default=100_000,
                         help="pending reminders for the readiness figure")
@@ -176,6 +178,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int,
                         default=int(os.environ.get("BENCH_CASES", "100000")),
                         help="open cases for the daily-evaluation figure")
+    parser.add_argument("--recording-mb", type=int,
+                        default=int(os.environ.get("BENCH_RECORDING_MB", "50")),
+                        help="size of the visit recording streamed to the visit service")
     args = parser.parse_args()
     figures: dict[str, Any] = {"measured_at": datetime.now(UTC).isoformat(),
                      "machine": {"cpus": os.cpu_count()}}
@@ -205,6 +210,12 @@ def main() -> None:
                 _progress() as progress:
             figures["escalation"] = escalation.run(Path(tmp), progress, args.cases)
         for measure, figure in escalation.rows(figures["escalation"]):
+            table.add_row(measure, figure)
+    if args.only in ("all", "visits"):
+        with tempfile.TemporaryDirectory(prefix="dunwell-bench-visits-") as tmp, \
+                _progress() as progress:
+            figures["visits"] = visits.run(Path(tmp), progress, args.recording_mb)
+        for measure, figure in visits.rows(figures["visits"]):
             table.add_row(measure, figure)
     console.print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
