@@ -53,10 +53,12 @@ ReaderDep = Annotated[Principal, Depends(require(Role.COLLECTOR, Role.OPS, Role.
                                                  Role.LENDER))]
 BorrowerSideDep = Annotated[Principal, Depends(require(Role.LENDER, Role.COLLECTOR))]
 LenderDep = Annotated[Principal, Depends(require(Role.LENDER))]
-FieldDep = Annotated[Principal, Depends(require(Role.COLLECTOR, Role.OPS))]
 VisitId = Annotated[EventUUID, Path(description="The visit's id, as `GET /v1/visits` gives it.")]
 ComplaintId = Annotated[EventUUID, Path(description="The id `POST /v1/complaints` answered.")]
 CollectorId = Annotated[str, Path(min_length=1, max_length=64)]
+# A reason, a subject or an answer is its text: never empty or only spaces.
+SaidLine = Annotated[Line, Field(pattern=r"\S")]
+SaidText = Annotated[Text, Field(pattern=r"\S")]
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=128,
     description="The same key and body answers the same complaint id.")]
@@ -111,7 +113,7 @@ class CollectorIn(Body):
 
 
 class RevokeIn(Body):
-    reason: Line
+    reason: SaidLine
 
 
 def _refused(error: Refused) -> HTTPException:
@@ -480,22 +482,25 @@ MEDIA = ("audio/mpeg", "audio/mp4", "audio/wav", "audio/ogg", "video/mp4", "vide
     "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in MEDIA}}},
             responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, meaning={
                 400: "`empty_recording`: the body is empty.",
-                409: "`not_checked_in`: a recording comes after the check-in.",
+                409: "`not_checked_in`: a recording comes after the check-in; "
+                     "`visit_recorded`: and before the write-up.",
                 413: "The recording exceeds the store's limit.",
                 415: "The Content-Type is not audio/* or video/*."}))
 async def upload_recording(visit_id: VisitId, request: Request, visits: VisitsDep,
                            clock: ClockDep, store: RecordingsDep,
-                           user: FieldDep) -> dict[str, Any]:
-    """The visit's recording (C12), streamed to the store under its SHA-256 (never held in
-    memory); `Content-Type` audio/* or video/*."""
+                           user: CollectorDep) -> dict[str, Any]:
+    """The visit's recording (C12), uploaded by one of its collectors between the check-in
+    and the write-up, streamed to the store under its SHA-256 (never held in memory);
+    `Content-Type` audio/* or video/*."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not re.fullmatch(r"(audio|video)/[a-z0-9][a-z0-9.+-]{0,100}", media_type):
         raise HTTPException(415, {"code": "unsupported_media_type",
                                   "message": "a recording is audio/* or video/*"})
     visit = _seen(visits, visit_id, user)
-    if visit.checked_in is None:
-        raise HTTPException(409, {"code": "not_checked_in",
-                                  "message": "a recording is uploaded after the check-in"})
+    try:
+        visit.may_take_recording()
+    except NotNow as error:
+        raise _not_now(error) from error
     _on_visit(visit, user)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > store.max_bytes:
@@ -555,7 +560,7 @@ async def record_visit(visit_id: VisitId, body: RecordIn, visits: VisitsDep, clo
 
 
 class CancelIn(Body):
-    reason: Line
+    reason: SaidLine
 
 
 @router.post("/visits/{visit_id}/cancel", status_code=202, responses=STEP_ERRORS)
@@ -571,7 +576,7 @@ async def cancel_visit(visit_id: VisitId, body: CancelIn, visits: VisitsDep, clo
 
 class ComplaintIn(Body):
     loan_id: LoanId
-    about: Text
+    about: SaidText
     visit_id: EventUUID | None = None
     collector_id: Ident | None = None
     details: Text | None = None
@@ -597,7 +602,7 @@ async def file_complaint(body: ComplaintIn, visits: VisitsDep, clock: ClockDep,
 
 
 class ResolveIn(Body):
-    outcome: Text
+    outcome: SaidText
     resolved_at: Time
 
 

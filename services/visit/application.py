@@ -127,8 +127,10 @@ class Visits(ServiceApplication):
         return found
 
     def register_collector(self, details: dict[str, Any], now: datetime) -> Registered:
-        """Register a collector (again: a new letter or certification, and a new code); the
-        same registration again answers the code it was given."""
+        """Register a collector, or again: a renewed certification or new details keep the
+        letter's verification code (the borrower may hold it from a notice already sent); a
+        new letter, or a registration after a revocation, gets a new one. The same
+        registration again answers the code it was given."""
         collector_id = str(details["collector_id"])
         agency_id = details.get("agency_id")
         if agency_id is not None and self.agency(str(agency_id)) is None:
@@ -140,7 +142,10 @@ class Visits(ServiceApplication):
             if collector is not None and collector.details == details \
                     and collector.revoked_at is None:
                 return Registered(collector_id, collector.code, False)
-            code = new_code()
+            same_letter = collector is not None and collector.revoked_at is None \
+                and collector.details.get("authorisation_letter") \
+                == details.get("authorisation_letter")
+            code = collector.code if same_letter and collector is not None else new_code()
             if collector is None:
                 collector = Collector(collector_id, details, code, now)
             else:

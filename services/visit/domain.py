@@ -455,7 +455,10 @@ class Visit(Aggregate):
     # --- the notice (C8), sent by the reminder service ---
 
     def notice_sent(self, reminder_id: str, channel: str, sent_at: datetime) -> bool:
-        if self.schedule is None or self.notice.get("sent_at") is not None:
+        """The notice of this schedule went out; one sent before the schedule was made (of an
+        earlier schedule of the visit) is not its notice."""
+        if self.schedule is None or self.notice.get("sent_at") is not None \
+                or sent_at < self.schedule["scheduled_at"]:
             return False
         self._notice_sent(reminder_id, channel, sent_at)
         return True
@@ -466,9 +469,13 @@ class Visit(Aggregate):
         self.steps.append({"step": "notice_sent", "at": sent_at})
 
     def notice_delivered(self, reminder_id: str, channel: str, delivered_at: datetime) -> bool:
+        """C8: the receipt of the notice this schedule sent, never one of a message not sent
+        (or sent for an earlier schedule), nor one dated before its send."""
         if self.schedule is None or self.notice.get("delivered_at") is not None:
             return False
-        if self.notice.get("reminder_id") not in (None, reminder_id):
+        sent_at = self.notice.get("sent_at")
+        if self.notice.get("reminder_id") != reminder_id or sent_at is None \
+                or delivered_at < sent_at:
             return False
         self._notice_delivered(reminder_id, channel, delivered_at)
         return True
@@ -552,7 +559,9 @@ class Visit(Aggregate):
         if problems:
             raise Refused("C8", problems)
         day = at.astimezone(case.zone).date()
-        problems = [p for p in [policy.too_few(len(collector_ids), pack)] if p]
+        problems = [p for p in [policy.too_few(len(set(collector_ids)), pack)] if p]
+        if len(set(collector_ids)) != len(collector_ids):
+            problems.append("a collector is named more than once")
         strangers = [c for c in collector_ids if c not in self.collector_ids()]
         if strangers:
             problems.append(f"not scheduled for this visit: {', '.join(strangers)}")
@@ -588,10 +597,16 @@ class Visit(Aggregate):
                         now: datetime) -> bool:
         if sha256 in self.recordings:
             return False
-        if self.checked_in is None:
-            raise NotNow("not_checked_in", "a recording is uploaded after the check-in")
+        self.may_take_recording()
         self._store_recording(sha256, size, media_type, now)
         return True
+
+    def may_take_recording(self) -> None:
+        """A recording comes between the check-in and the write-up."""
+        if self.checked_in is None:
+            raise NotNow("not_checked_in", "a recording is uploaded after the check-in")
+        if self.record is not None:
+            raise NotNow("visit_recorded", "the visit is written up: no recording is added")
 
     @event("RecordingStored")
     def _store_recording(self, recording_sha256: str, size: int, media_type: str,
