@@ -13,6 +13,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.auth import Principal, require
@@ -40,7 +41,7 @@ from shared.events import (
 from shared.http import ErrorBody, error_responses
 from shared.roles import Role
 
-from services.visit.application import Unknown, Visits
+from services.visit.application import Keyed, Unknown, Visits, keyed
 from services.visit.domain import CaseFile, NotNow, Refused, Visit
 from services.visit.policy import Window
 from services.visit.recordings import Empty, RecordingStore, TooLarge
@@ -364,10 +365,31 @@ def _not_ahead(moment: datetime, now: datetime, name: str) -> None:
                                              f"clock ({now.isoformat()})"})
 
 
-STEP_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, meaning={409: RULE_REFUSED})
+STEP_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, meaning={
+    409: RULE_REFUSED + " With an `Idempotency-Key` used for another request: "
+         "`idempotency_key_reused`.",
+    422: "A body that does not fit, or whose `visit_id` is not the path's."})
 
 
-class VerifyIn(Body):
+class StepIn(Body):
+    """A step's body. It may carry the path's `visit_id`, as the event does; another is 422."""
+
+    visit_id: UUID | None = None
+
+
+def _step_key(visit_id: UUID, body: StepIn, step: str, user: Principal,
+              key: str | None) -> Keyed | None:
+    """The body's own `visit_id` checked against the path's, and the caller's
+    Idempotency-Key on this step with this body (None without one)."""
+    if body.visit_id is not None and body.visit_id != visit_id:
+        raise RequestValidationError([{
+            "type": "visit_id_mismatch", "loc": ("body", "visit_id"),
+            "msg": f"the body's visit_id {body.visit_id} is not the path's {visit_id}"}])
+    return keyed(f"{user.role.value}:{user.subject}", key, step,
+                 body.model_dump(mode="json", exclude={"visit_id"}))
+
+
+class VerifyIn(StepIn):
     name: Name
     phone: Annotated[str, Field(min_length=1, max_length=32)]
     amount_overdue: Money
@@ -376,16 +398,18 @@ class VerifyIn(Body):
 
 @router.post("/visits/{visit_id}/verify", status_code=202, responses=STEP_ERRORS)
 async def verify_debtor(visit_id: VisitId, body: VerifyIn, visits: VisitsDep, clock: ClockDep,
-                        user: OpsDep) -> dict[str, Any]:
+                        user: OpsDep, key: IdempotencyKey = None) -> dict[str, Any]:
     """C7: the back office's check of name, phone, amount and DPD against the case; a
     mismatch is 409 C7 naming the fields that differ (never their values)."""
     claimed: dict[str, str | int] = {"name": body.name, "phone": body.phone,
                "amount_overdue": str(body.amount_overdue), "days_past_due": body.days_past_due}
-    changed = await _run(lambda: visits.verify(visit_id, claimed, user.subject, clock.now()))
+    step = _step_key(visit_id, body, "verify", user, key)
+    changed = await _run(lambda: visits.verify(visit_id, claimed, user.subject, clock.now(),
+                                               step))
     return _accepted(visits, visit_id, changed)
 
 
-class ScheduleIn(Body):
+class ScheduleIn(StepIn):
     scheduled_start: Time
     scheduled_end: Time
     address_kind: AddressKind
@@ -394,19 +418,21 @@ class ScheduleIn(Body):
 
 @router.post("/visits/{visit_id}/schedule", status_code=202, responses=STEP_ERRORS)
 async def schedule_visit(visit_id: VisitId, body: ScheduleIn, visits: VisitsDep,
-                         clock: ClockDep, user: OpsDep) -> dict[str, Any]:
+                         clock: ClockDep, user: OpsDep,
+                         key: IdempotencyKey = None) -> dict[str, Any]:
     """Set the time, place and collectors: C3, C4, C7, C9, C10 and C11 must hold. The reminder
     service then sends the borrower the notice (C8)."""
     if body.scheduled_end <= body.scheduled_start:
         raise HTTPException(400, "`scheduled_end` must be after `scheduled_start`")
     window = Window(body.scheduled_start, body.scheduled_end)
+    step = _step_key(visit_id, body, "schedule", user, key)
     changed = await _run(lambda: visits.schedule(visit_id, window, str(body.address_kind),
                                                  list(body.collector_ids), user.subject,
-                                                 clock.now()))
+                                                 clock.now(), step))
     return _accepted(visits, visit_id, changed)
 
 
-class DeclineIn(Body):
+class DeclineIn(StepIn):
     declined_at: Time
     via: Code
     reason: Line | None = None
@@ -418,34 +444,38 @@ def _lender(user: Principal) -> str | None:
 
 @router.post("/visits/{visit_id}/decline", status_code=202, responses=STEP_ERRORS)
 async def decline_visit(visit_id: VisitId, body: DeclineIn, visits: VisitsDep,
-                        clock: ClockDep, user: BorrowerSideDep) -> dict[str, Any]:
+                        clock: ClockDep, user: BorrowerSideDep,
+                        key: IdempotencyKey = None) -> dict[str, Any]:
     """C9: the borrower refuses the visit. It is cancelled, and no visit of the loan goes
     ahead until the borrower agrees (`consent`)."""
     _not_ahead(body.declined_at, clock.now(), "declined_at")
     if user.role is Role.COLLECTOR:
         _seen(visits, visit_id, user)
+    step = _step_key(visit_id, body, "decline", user, key)
     changed = await _run(lambda: visits.decline(visit_id, body.declined_at, body.via,
-                                                body.reason, _lender(user)))
+                                                body.reason, _lender(user), step))
     return _accepted(visits, visit_id, changed)
 
 
-class ConsentIn(Body):
+class ConsentIn(StepIn):
     consented_at: Time
     via: Code
 
 
 @router.post("/visits/{visit_id}/consent", status_code=202, responses=STEP_ERRORS)
 async def consent_to_visit(visit_id: VisitId, body: ConsentIn, visits: VisitsDep,
-                           clock: ClockDep, user: LenderDep) -> dict[str, Any]:
+                           clock: ClockDep, user: LenderDep,
+                           key: IdempotencyKey = None) -> dict[str, Any]:
     """After a refusal the borrower agreed to a visit after all (a recorded consent): the
     visit starts again from verification."""
     _not_ahead(body.consented_at, clock.now(), "consented_at")
+    step = _step_key(visit_id, body, "consent", user, key)
     changed = await _run(lambda: visits.consent(visit_id, body.consented_at, body.via,
-                                                user.subject))
+                                                user.subject, step))
     return _accepted(visits, visit_id, changed)
 
 
-class CheckInIn(Body):
+class CheckInIn(StepIn):
     collector_ids: Annotated[list[Ident], Field(min_length=1, max_length=10)]
     credentials_presented: Credentials
     checked_in_at: Time
@@ -453,7 +483,7 @@ class CheckInIn(Body):
 
 @router.post("/visits/{visit_id}/check-in", status_code=202, responses=STEP_ERRORS)
 async def check_in(visit_id: VisitId, body: CheckInIn, visits: VisitsDep, clock: ClockDep,
-                   user: CollectorDep) -> dict[str, Any]:
+                   user: CollectorDep, key: IdempotencyKey = None) -> dict[str, Any]:
     """The collectors arrive: C4, C8 (notice delivered the pack's lead before, inside the
     window), C9, C10 (enough of the scheduled collectors, each with ID card, badge and letter,
     each still valid) and C11. A refusal is recorded as VisitBlocked and nothing else."""
@@ -463,8 +493,9 @@ async def check_in(visit_id: VisitId, body: CheckInIn, visits: VisitsDep, clock:
     _not_ahead(body.checked_in_at, now, "checked_in_at")
     _seen(visits, visit_id, user)
     credentials = body.credentials_presented.model_dump()
+    step = _step_key(visit_id, body, "check-in", user, key)
     changed = await _run(lambda: visits.check_in(visit_id, list(body.collector_ids),
-                                                 credentials, body.checked_in_at, now))
+                                                 credentials, body.checked_in_at, now, step))
     return _accepted(visits, visit_id, changed)
 
 
@@ -522,7 +553,7 @@ async def upload_recording(visit_id: VisitId, request: Request, visits: VisitsDe
     return {"recording_sha256": stored.sha256, "bytes": stored.size}
 
 
-class RecordIn(Body):
+class RecordIn(StepIn):
     outcome: Code
     borrower_attitude: Code
     difficulties: Text
@@ -539,14 +570,16 @@ class RecordIn(Body):
 
 @router.post("/visits/{visit_id}/record", status_code=202, responses=STEP_ERRORS)
 async def record_visit(visit_id: VisitId, body: RecordIn, visits: VisitsDep, clock: ClockDep,
-                       store: RecordingsDep, user: CollectorDep) -> dict[str, Any]:
+                       store: RecordingsDep, user: CollectorDep,
+                       key: IdempotencyKey = None) -> dict[str, Any]:
     """C12: the write-up, naming the stored recording by its SHA-256 (missing or different:
     409 C12). A promise or a repayment plan made in the visit goes to escalation."""
     now = clock.now()
     _not_ahead(body.ended_at, now, "ended_at")
     visit = _seen(visits, visit_id, user)
     _on_visit(visit, user)
-    record = body.model_dump(mode="json", exclude_none=True)
+    step = _step_key(visit_id, body, "record", user, key)
+    record = body.model_dump(mode="json", exclude_none=True, exclude={"visit_id"})
     record["ended_at"] = body.ended_at
     if isinstance(body.repayment_plan, str):
         record.pop("repayment_plan")
@@ -555,19 +588,20 @@ async def record_visit(visit_id: VisitId, body: RecordIn, visits: VisitsDep, clo
             body.recording_sha256, visit.recordings[body.recording_sha256]["bytes"]):
         raise _refused(Refused("C12", ["the recording named is missing from the store"],
                                recording_sha256=body.recording_sha256))
-    changed = await _run(lambda: visits.record(visit_id, record, now))
+    changed = await _run(lambda: visits.record(visit_id, record, now, step))
     return _accepted(visits, visit_id, changed)
 
 
-class CancelIn(Body):
+class CancelIn(StepIn):
     reason: SaidLine
 
 
 @router.post("/visits/{visit_id}/cancel", status_code=202, responses=STEP_ERRORS)
 async def cancel_visit(visit_id: VisitId, body: CancelIn, visits: VisitsDep, clock: ClockDep,
-                       user: OpsDep) -> dict[str, Any]:
+                       user: OpsDep, key: IdempotencyKey = None) -> dict[str, Any]:
     """Ops call the visit off, with a reason."""
-    changed = await _run(lambda: visits.cancel(visit_id, body.reason, clock.now()))
+    step = _step_key(visit_id, body, "cancel", user, key)
+    changed = await _run(lambda: visits.cancel(visit_id, body.reason, clock.now(), step))
     return _accepted(visits, visit_id, changed)
 
 

@@ -75,8 +75,18 @@ class Registered:
     created: bool
 
 
+# An Idempotency-Key on a visit's step: the caller's key (role, subject, key) and the request's
+# fingerprint (the step and its body).
+Keyed = tuple[str, str]
+
+
 def _fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def keyed(caller: str, key: str | None, step: str, body: dict[str, Any]) -> Keyed | None:
+    """The Idempotency-Key of `caller` on a step with this body; None without a key."""
+    return None if key is None else (f"{caller}\0{key}", _fingerprint({"step": step, **body}))
 
 
 def new_code() -> str:
@@ -376,15 +386,23 @@ class Visits(ServiceApplication):
         found: Visit | None = self.find(visit_id)
         return found
 
-    def _step(self, visit_id: UUID, act: Callable[[Unit, Visit, CaseFile], bool]) -> bool:
+    def _step(self, visit_id: UUID, act: Callable[[Unit, Visit, CaseFile], bool],
+              key: Keyed | None = None) -> bool:
         """One step of a visit in one unit of work, tried again on a conflict: `act` decides
         (through the visit) and saves what else it changed; False when nothing changed (a
-        retry of the same step)."""
+        retry of the same step). With an Idempotency-Key (the caller's key, the request's
+        fingerprint) the same request again answers as the first time, another is 409."""
         def work() -> bool:
             unit = self.unit()
             visit, case = self._visit(unit, visit_id)
+            if key is not None:
+                said = visit.answer_to(*key)
+                if said is not None:
+                    return said
             changed = act(unit, visit, case)
-            if changed:
+            if key is not None:
+                visit.remember_key(*key, changed)
+            if changed or key is not None:
                 unit.save(visit)
                 self.commit(unit)
             return changed
@@ -402,12 +420,13 @@ class Visits(ServiceApplication):
         return [standing for standing in found.values() if standing is not None]
 
     def verify(self, visit_id: UUID, claimed: dict[str, str | int], by: str,
-               now: datetime) -> bool:
+               now: datetime, key: Keyed | None = None) -> bool:
         return self._step(visit_id, lambda unit, visit, case: visit.verify(
-            claimed, case_view(case), by, now))
+            claimed, case_view(case), by, now), key)
 
     def schedule(self, visit_id: UUID, window: policy.Window, address_kind: str,
-                 collector_ids: list[str], by: str, now: datetime) -> bool:
+                 collector_ids: list[str], by: str, now: datetime,
+                 key: Keyed | None = None) -> bool:
         def act(unit: Unit, visit: Visit, case: CaseFile) -> bool:
             collectors = self._standings(unit, collector_ids)
             named: list[Collector] = [unit.get(Collector.create_id(c)) for c in collector_ids]
@@ -419,10 +438,10 @@ class Visits(ServiceApplication):
                 collector.assign(visit.visit_id)
                 unit.save(collector)
             return True
-        return self._step(visit_id, act)
+        return self._step(visit_id, act, key)
 
     def decline(self, visit_id: UUID, declined_at: datetime, via: str, reason: str | None,
-                lender: str | None) -> bool:
+                lender: str | None, key: Keyed | None = None) -> bool:
         def act(unit: Unit, visit: Visit, case: CaseFile) -> bool:
             self._lenders(case, lender, visit_id)
             if not visit.decline(declined_at, via, reason):
@@ -430,10 +449,10 @@ class Visits(ServiceApplication):
             case.refuse(visit.visit_id)
             unit.save(case)
             return True
-        return self._step(visit_id, act)
+        return self._step(visit_id, act, key)
 
     def consent(self, visit_id: UUID, consented_at: datetime, via: str,
-                lender: str | None) -> bool:
+                lender: str | None, key: Keyed | None = None) -> bool:
         def act(unit: Unit, visit: Visit, case: CaseFile) -> bool:
             self._lenders(case, lender, visit_id)
             if visit.status == "requested" and case.refused_by is None:
@@ -442,7 +461,7 @@ class Visits(ServiceApplication):
             case.consent()
             unit.save(case)
             return True
-        return self._step(visit_id, act)
+        return self._step(visit_id, act, key)
 
     @staticmethod
     def _lenders(case: CaseFile, lender: str | None, visit_id: UUID) -> None:
@@ -450,7 +469,7 @@ class Visits(ServiceApplication):
             raise Unknown(f"no visit {visit_id}")
 
     def check_in(self, visit_id: UUID, collector_ids: list[str], credentials: dict[str, bool],
-                 at: datetime, now: datetime) -> bool:
+                 at: datetime, now: datetime, key: Keyed | None = None) -> bool:
         def act(unit: Unit, visit: Visit, case: CaseFile) -> bool:
             collectors = [found for found in (self.standing(unit, c) for c in collector_ids)
                           if found is not None]
@@ -461,18 +480,20 @@ class Visits(ServiceApplication):
                 unit.save(visit)  # the refusal itself is recorded (VisitBlocked)
                 self.commit(unit)
                 raise
-        return self._step(visit_id, act)
+        return self._step(visit_id, act, key)
 
     def recording_stored(self, visit_id: UUID, sha256: str, size: int, media_type: str,
                          now: datetime) -> bool:
         return self._step(visit_id, lambda unit, visit, case: visit.store_recording(
             sha256, size, media_type, now))
 
-    def record(self, visit_id: UUID, record: dict[str, Any], now: datetime) -> bool:
-        return self._step(visit_id, lambda unit, visit, case: visit.write_up(record, now))
+    def record(self, visit_id: UUID, record: dict[str, Any], now: datetime,
+               key: Keyed | None = None) -> bool:
+        return self._step(visit_id, lambda unit, visit, case: visit.write_up(record, now), key)
 
-    def cancel(self, visit_id: UUID, reason: str, now: datetime) -> bool:
-        return self._step(visit_id, lambda unit, visit, case: visit.call_off(reason, now))
+    def cancel(self, visit_id: UUID, reason: str, now: datetime,
+               key: Keyed | None = None) -> bool:
+        return self._step(visit_id, lambda unit, visit, case: visit.call_off(reason, now), key)
 
     # --- complaints (C14) ---
 

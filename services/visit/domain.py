@@ -325,6 +325,8 @@ class Visit(Aggregate):
         self.cause = cause
         self.status = "requested"
         self.steps: list[dict[str, Any]] = [{"step": "requested", "at": requested_at}]
+        # Idempotency-Keys used on this visit's steps: the request's fingerprint, what it did.
+        self.keys: dict[str, list[Any]] = {}
         self.verified: dict[str, Any] | None = None
         self.schedule: dict[str, Any] | None = None
         self.notice: dict[str, Any] = {}
@@ -343,6 +345,21 @@ class Visit(Aggregate):
     @property
     def visit_id(self) -> str:
         return str(self.id)
+
+    def answer_to(self, key: str, fingerprint: str) -> bool | None:
+        """What a step sent with `key` did the first time (whether it changed the visit);
+        None for a key not used on this visit. The key with another request: 409."""
+        used = self.keys.get(key)
+        if used is None:
+            return None
+        if used[0] != fingerprint:
+            raise NotNow("idempotency_key_reused",
+                         "this Idempotency-Key was used for another request")
+        return bool(used[1])
+
+    @event("KeyUsed")
+    def remember_key(self, key: str, fingerprint: str, changed: bool) -> None:
+        self.keys[key] = [fingerprint, changed]
 
     def window(self) -> policy.Window | None:
         if self.schedule is None:

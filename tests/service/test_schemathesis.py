@@ -188,7 +188,17 @@ def _prepare_escalation(case: Case, app: FastAPI) -> None:
         cases.report(LoanOverdue.model_validate(loan_body(loan_id)), "lender-1", None)
 
 
-PREPARE: dict[str, Callable[[Case, FastAPI], None]] = {"escalation": _prepare_escalation}
+def _prepare_visit(case: Case, app: FastAPI) -> None:
+    """A step's body may carry the path's visit id (the contract's rule, which a schema
+    cannot say): when it carries one, it is the path's."""
+    visit_id = (case.path_parameters or {}).get("visit_id")
+    body = case.body
+    if isinstance(visit_id, str) and isinstance(body, dict) and "visit_id" in body:
+        body["visit_id"] = unquote(visit_id)
+
+
+PREPARE: dict[str, Callable[[Case, FastAPI], None]] = {"escalation": _prepare_escalation,
+                                                       "visit": _prepare_visit}
 
 
 def integers_as_integers(value: Any) -> Any:

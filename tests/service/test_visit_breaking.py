@@ -1,8 +1,7 @@
 """Trying to break the field-visit feature: bad input on every route, retries, steps out of
 order, rogue events on the topics the visit and reminder services consume, and roles.
 
-Tests marked `xfail(strict=True)` state what should hold and currently does not (a finding);
-they flip to XPASS (a failure, being strict) once fixed."""
+Each finding of the helper who wrote them is fixed, and its test states what now holds."""
 
 from __future__ import annotations
 
@@ -302,8 +301,6 @@ def test_bad_registry_and_complaint_input(client: TestClient, token: Headers, vi
                        headers=token(Role.COLLECTOR, "C-2")).status_code == 403
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: the contract lets a body carry the path's id "
-                   "(visit_id) when equal; the visit routes forbid it (422 extra_forbidden)")
 def test_a_body_may_carry_the_paths_visit_id(client: TestClient, token: Headers,
                                              fresh: str) -> None:
     answer = client.post(f"/v1/visits/{fresh}/cancel", headers=_ops(token),
@@ -351,9 +348,6 @@ def test_a_schedule_retried_with_another_body_is_409(client: TestClient, token: 
     assert snapshot(client, token, visits, ready) == before
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: CONTRACT.md 'Additions to v1': every POST "
-                   "takes Idempotency-Key and the same key with another body is 409 "
-                   "idempotency_key_reused; the visit step routes ignore the header")
 def test_the_same_key_with_another_body_is_idempotency_key_reused(
         client: TestClient, token: Headers, ready: str, clock: ManualClock) -> None:
     lender = {**token(Role.LENDER), "Idempotency-Key": "k-1"}
@@ -704,3 +698,26 @@ def test_blank_text_is_422(client: TestClient, token: Headers, visits: Visits, f
         answer = client.post("/v1/collectors/C-1/revoke", headers=_ops(token),
                              json={"reason": " "})
     assert answer.status_code == 422, answer.text
+
+
+def test_the_same_key_and_body_answers_as_the_first_time(
+        client: TestClient, token: Headers, visits: Visits, ready: str,
+        clock: ManualClock) -> None:
+    ops = {**_ops(token), "Idempotency-Key": "cancel-1"}
+    first = client.post(f"/v1/visits/{ready}/cancel", headers=ops,
+                        json={"reason": "collector ill", "visit_id": ready})
+    assert first.status_code == 202 and first.json()["changed"] is True
+    count = events_stored(visits)
+    again = client.post(f"/v1/visits/{ready}/cancel", headers=ops,
+                        json={"reason": "collector ill", "visit_id": ready})
+    assert again.json() == first.json()  # changed: true, as the first time
+    assert events_stored(visits) == count
+    other = client.post(f"/v1/visits/{ready}/cancel", headers=ops,
+                        json={"reason": "another reason"})
+    assert other.status_code == 409 and other.json()["error"]["code"] == \
+        "idempotency_key_reused"
+    # Another caller's key of the same name is its own.
+    someone = {**token(Role.OPS, "ops-2"), "Idempotency-Key": "cancel-1"}
+    theirs = client.post(f"/v1/visits/{ready}/cancel", headers=someone,
+                         json={"reason": "another reason"})
+    assert theirs.status_code == 202 and theirs.json()["changed"] is False
