@@ -374,7 +374,7 @@ STEP_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, meaning={
 class StepIn(Body):
     """A step's body. It may carry the path's `visit_id`, as the event does; another is 422."""
 
-    visit_id: UUID | None = None
+    visit_id: EventUUID | None = None
 
 
 def _step_key(visit_id: UUID, body: StepIn, step: str, user: Principal,
