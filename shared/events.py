@@ -1071,6 +1071,17 @@ class VisitCancelled(EventData):
     cancelled_at: Time
 
 
+class VisitWriteUpOverdue(EventData):
+    """An addition to v1 (C12): the visit was checked in to and not written up within 24 h,
+    noticed at `overdue_at`. Once per visit; the write-up may still follow, late."""
+
+    topic = topics.VISITS
+    visit_id: EventUUID
+    loan_id: LoanId
+    checked_in_at: Time
+    overdue_at: Time
+
+
 class ComplaintFiled(EventData):
     """C14: a complaint about a visit, a collector, a call or a message (`about`), to be
     answered by `answer_by` (the pack's days after `filed_at`)."""
@@ -1134,7 +1145,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         AgencyRegistered, CollectorRegistered, CollectorRevoked, DebtorVerified,
         VisitScheduled, VisitNoticeSent, VisitNoticeDelivered, VisitDeclined, VisitConsented,
         VisitCheckedIn, VisitBlocked, VisitRecordingStored, VisitRecorded, VisitCancelled,
-        ComplaintFiled, ComplaintResolved, ComplaintOverdue,
+        VisitWriteUpOverdue, ComplaintFiled, ComplaintResolved, ComplaintOverdue,
         CheckpointSigned,
     )
 }

@@ -99,7 +99,7 @@ TIME_FIELD = {
     "VisitConsented": "consented_at", "VisitBlocked": "at", "VisitRecordingStored": "stored_at",
     "VisitCancelled": "cancelled_at", "CollectorRegistered": "registered_at",
     "CollectorRevoked": "revoked_at", "AgencyRegistered": "registered_at",
-    "ComplaintOverdue": "overdue_at",
+    "ComplaintOverdue": "overdue_at", "VisitWriteUpOverdue": "overdue_at",
 }
 # For a pack without these fields (packs before they were added), the numbers as shipped.
 THIRD_PARTY_CAP = {"us": 1}

@@ -568,14 +568,20 @@ class Visits(ServiceApplication):
         return self._retry(work)
 
     def fire(self, aggregate_id: UUID, kind: str, now: datetime) -> None:
-        """An agenda entry fell due: a complaint's days to answer ran out (C14). Saved even
-        when answered meanwhile, so its entry leaves the agenda."""
-        if kind != "Complaint":
-            raise ValueError(f"nothing of kind {kind!r} is due in the visit service")
+        """An agenda entry fell due: a complaint's days to answer ran out (C14), or a visit
+        checked in to is not written up in time (C12). Saved even when answered (written up)
+        meanwhile, so its entry leaves the agenda."""
         unit = self.unit()
-        complaint: Complaint = unit.get(aggregate_id)
-        complaint.fall_overdue(now)
-        unit.save(complaint)
+        if kind == "Complaint":
+            complaint: Complaint = unit.get(aggregate_id)
+            complaint.fall_overdue(now)
+            unit.save(complaint)
+        elif kind == "Visit":
+            visit: Visit = unit.get(aggregate_id)
+            visit.fall_behind(now)
+            unit.save(visit)
+        else:
+            raise ValueError(f"nothing of kind {kind!r} is due in the visit service")
         self.commit(unit)
 
     def complaint(self, complaint_id: UUID) -> Complaint | None:

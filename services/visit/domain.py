@@ -334,6 +334,7 @@ class Visit(Aggregate):
         self.checked_in: dict[str, Any] | None = None
         self.recordings: dict[str, dict[str, Any]] = {}  # sha256 -> {bytes, media_type, ...}
         self.record: dict[str, Any] | None = None
+        self.write_up_overdue_at: datetime | None = None
         self.cancelled: dict[str, Any] | None = None
         self.blocked: list[dict[str, Any]] = []
 
@@ -651,6 +652,28 @@ class Visit(Aggregate):
             raise NotNow("ended_before_check_in", "`ended_at` is before the check-in")
         self._write_up(record, now)
         return True
+
+    def next_due(self) -> datetime | None:
+        """C12: on the agenda from the check-in until written up, due when the write-up is
+        late (said once)."""
+        if self.checked_in is None or self.record is not None \
+                or self.write_up_overdue_at is not None or self.status != "checked_in":
+            return None
+        checked_in_at: datetime = self.checked_in["checked_in_at"]
+        return checked_in_at + policy.WRITE_UP_WITHIN
+
+    def fall_behind(self, now: datetime) -> bool:
+        """C12: checked in to and not written up in time. Said once (VisitWriteUpOverdue), for
+        the operators and for the audit, which judges the deadline by the loan's leaves."""
+        due = self.next_due()
+        if due is None or now < due:
+            return False
+        self._write_up_overdue(now)
+        return True
+
+    @event("WriteUpOverdue")
+    def _write_up_overdue(self, at: datetime) -> None:
+        self.write_up_overdue_at = at
 
     @event("Recorded")
     def _write_up(self, record: dict[str, Any], recorded_at: datetime) -> None:

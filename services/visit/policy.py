@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from shared.policy_pack import PolicyPack
 
 VERIFIED_FIELDS = ("name", "phone", "amount_overdue", "days_past_due")
+WRITE_UP_WITHIN = timedelta(hours=24)  # C12: a visit checked in to is written up within this
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: read aloud over a phone
 CODE_LENGTH = 10
 

@@ -33,6 +33,7 @@ from shared.events import (
     VisitRecorded,
     VisitRecordingStored,
     VisitScheduled,
+    VisitWriteUpOverdue,
 )
 from shared.relay import Publication, is_event
 
@@ -45,7 +46,7 @@ _REGISTRATION = ("name", "agency", "agency_id", "id_number", "contact", "certifi
                  "authorisation_letter")
 _VISIT_EVENTS = ("Verified", "Scheduled", "NoticeSent", "NoticeDelivered", "Declined",
                  "Consented", "CheckedIn", "Blocked", "RecordingStored", "Recorded",
-                 "Cancelled")
+                 "Cancelled", "WriteUpOverdue")
 
 
 def publisher(at_version: AtVersion) -> Callable[[Any], Publication | None]:
@@ -142,4 +143,8 @@ def _visit_event(event: Any, visit: Visit) -> EventData | None:
     if is_event(event, Visit, "Cancelled"):
         return VisitCancelled(**ids, reason=event.reason, rule=event.rule,
                               cancelled_at=event.cancelled_at)
+    if is_event(event, Visit, "WriteUpOverdue"):
+        checked_in = visit.checked_in or {}
+        return VisitWriteUpOverdue(**ids, checked_in_at=checked_in["checked_in_at"],
+                                   overdue_at=event.at)
     return None

@@ -37,6 +37,7 @@ from shared.events import (
     VisitRecordingStored,
     VisitRequested,
     VisitScheduled,
+    VisitWriteUpOverdue,
     envelope,
 )
 from shared.roles import Role
@@ -494,3 +495,33 @@ def test_a_complaint_unanswered_past_its_days_is_said_overdue_once(
     assert client.post(f"/v1/complaints/{late}/resolve", headers=token(Role.OPS, "ops-1"),
                        json={"outcome": "apologised",
                              "resolved_at": clock.now().isoformat()}).status_code == 202
+
+
+def test_a_visit_not_written_up_in_24_hours_is_said_overdue_once(
+        client: TestClient, token: Headers, feed: Feed, visits: Visits, clock: ManualClock,
+        registry: dict[str, str]) -> None:
+    visit_id = _ready(client, token, feed, visits, clock)
+    clock.set(START + timedelta(minutes=10))
+    assert check_in(client, token, visit_id, clock.now()).status_code == 202
+    clock.set(START + timedelta(hours=23, minutes=59))
+    asyncio.run(_run_agenda(visits, clock))
+    assert [d for d in published(visits) if isinstance(d, VisitWriteUpOverdue)] == []
+    clock.set(START + timedelta(hours=24, minutes=11))
+    asyncio.run(_run_agenda(visits, clock))
+    asyncio.run(_run_agenda(visits, clock))  # once: nothing more is due
+    [late] = [d for d in published(visits) if isinstance(d, VisitWriteUpOverdue)]
+    assert (str(late.visit_id), late.loan_id) == (visit_id, "L-1")
+    assert late.checked_in_at == START + timedelta(minutes=10)
+    assert late.overdue_at == START + timedelta(hours=24, minutes=11)
+    assert visits.extras.due_ids(clock.now() + timedelta(days=365), 10) == []
+    # The write-up may still follow, late (and the audit's C12 has seen the day pass).
+    collector = token(Role.COLLECTOR, "C-1")
+    audio = b"late audio" * 100
+    stored = client.put(f"/v1/visits/{visit_id}/recording", content=audio,
+                        headers={**collector, **AUDIO})
+    assert stored.status_code == 201
+    written = client.post(f"/v1/visits/{visit_id}/record", headers=collector, json={
+        "outcome": "no_promise", "borrower_attitude": "calm", "difficulties": "none said",
+        "recording_sha256": stored.json()["recording_sha256"], "recording_seconds": 600,
+        "ended_at": (START + timedelta(hours=1)).isoformat()})
+    assert written.status_code == 202, written.text

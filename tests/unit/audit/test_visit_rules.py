@@ -400,3 +400,14 @@ def test_c14_the_visit_services_overdue_report_shows_the_days_have_passed() -> N
     assert failing(verdict) == [1]
     assert failing(c14_complaints(leaves(loan(), complaint(FILED), resolved(deadline), said),
                                   CN)) == []
+
+
+def test_c12_the_visit_services_overdue_report_shows_the_day_has_passed() -> None:
+    from shared.events import VisitWriteUpOverdue
+    from tests.unit.audit.visits import VISIT
+
+    events = honest()[:8]  # up to the check-in
+    due = CHECKED_IN_AT + timedelta(hours=24)
+    said = logged(VisitWriteUpOverdue(visit_id=VISIT, loan_id=LOAN,
+                                      checked_in_at=CHECKED_IN_AT, overdue_at=due), due)
+    assert failing(c12_recorded(leaves(*events, said), CN)) == [7]
