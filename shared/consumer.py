@@ -303,7 +303,7 @@ class EventConsumer:
             self._kafka = None
             await check.stop()
             # Leaving the group politely is worth 2 s at most: a stop has 4 s for every loop.
-            await _quietly(kafka.stop(), min(self.settings.call_timeout_seconds, 2.0))
+            await close_in_time(kafka, min(self.settings.call_timeout_seconds, 2.0))
 
     def _batches(self, fetched: Mapping[TopicPartition, list[Record]],
                  incarnation: str) -> list[list[Delivery]]:
@@ -444,9 +444,21 @@ async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-async def _quietly(call: Any, seconds: float) -> None:
+# Kafka clients still stopping after their run ended (a reference, so none is collected).
+_CLOSING: set[asyncio.Future[Any]] = set()
+
+
+async def close_in_time(kafka: Any, seconds: float) -> None:
+    """Stop a Kafka consumer, waiting `seconds` at most; a stop that takes longer goes on in
+    the background and is never cut short. Cancelled half-way, a consumer may keep its
+    heartbeat going: a member of the group that holds partitions and never fetches them, so
+    the consumer that replaces it waits for them forever."""
+    closing = asyncio.ensure_future(kafka.stop())
+    _CLOSING.add(closing)
+    closing.add_done_callback(_CLOSING.discard)
     try:
-        await asyncio.wait_for(call, seconds)
+        await asyncio.wait_for(asyncio.shield(closing), seconds)
     except Exception as error:  # noqa: BLE001 - stopping: nothing more to do with it
-        log.info("stopping the Kafka client: %s", type(error).__name__)
+        log.info("stopping the Kafka client: %s; it goes on stopping in the background",
+                 type(error).__name__)
 
