@@ -26,7 +26,7 @@ lint: $(STAMP) ## ruff check over the code and tests, then mypy over the code
 	$(VENV)/bin/mypy dunwell shared services bench
 
 test: $(STAMP) lint ## lint, then every tier: unit, service, integration, end-to-end
-	$(PY) -m pytest -p no:cacheprovider tests/unit tests/service tests/integration tests/e2e
+	$(PY) -m pytest -p no:cacheprovider --durations=20 tests/unit tests/service tests/integration tests/e2e
 
 test-unit: $(STAMP) ## domain and policies, in memory
 	$(PY) -m pytest -p no:cacheprovider tests/unit
