@@ -585,32 +585,30 @@ def _not_of_loan(data: bytes, loan_id: str) -> str | None:
 # --- compliance verdicts, re-derived from the bundle's leaves ----------------------------------
 
 
-def _bundle_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
-    """The leaves of a bundle whose proofs have verified, as (index, bytes)."""
-    leaves = bundle.get("leaves")
+def _section(bundle: Mapping[str, object], key: str, what: str) -> list[tuple[int, bytes]]:
+    """One list of a bundle whose proofs have verified, as (index, bytes); none when an older
+    bundle lacks it."""
+    leaves = bundle.get(key)
+    if leaves is None and key != "leaves":
+        return []
     assert isinstance(leaves, list)  # verify_bundle has checked every one
-    return [(_field(item, "leaf_index", int, "bundle leaf"),
-             b64decode(_field(item, "leaf", str, "bundle leaf"), "leaf")) for item in leaves]
+    return [(_field(item, "leaf_index", int, what),
+             b64decode(_field(item, "leaf", str, what), "leaf")) for item in leaves]
+
+
+def _bundle_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
+    """The loan's own leaves."""
+    return _section(bundle, "leaves", "bundle leaf")
 
 
 def _strategy_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
-    """The StrategyPublished leaves a bundle carries beside its loan's (none in an older one)."""
-    leaves = bundle.get("strategies")
-    if leaves is None:
-        return []
-    assert isinstance(leaves, list)  # verify_bundle has checked every one
-    return [(_field(item, "leaf_index", int, "strategy leaf"),
-             b64decode(_field(item, "leaf", str, "strategy leaf"), "leaf")) for item in leaves]
+    """The StrategyPublished leaves a bundle carries beside its loan's."""
+    return _section(bundle, "strategies", "strategy leaf")
 
 
 def _registry_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
-    """The registry leaves a bundle carries beside its loan's (none in an older one)."""
-    leaves = bundle.get("registry")
-    if leaves is None:
-        return []
-    assert isinstance(leaves, list)  # verify_bundle has checked every one
-    return [(_field(item, "leaf_index", int, "registry leaf"),
-             b64decode(_field(item, "leaf", str, "registry leaf"), "leaf")) for item in leaves]
+    """The registry leaves (collectors', agencies') a bundle carries beside its loan's."""
+    return _section(bundle, "registry", "registry leaf")
 
 
 def _judged_leaves(bundle: Mapping[str, object]) -> list[tuple[int, bytes]]:
