@@ -174,8 +174,7 @@ class AuditLog:
         end = min(size, start + JUDGE_SLICE)
         judged = []
         loans = set(self.store.subjects_between(start, end, sorted(NOT_ABOUT_A_LOAN)))
-        read = sorted({subject for kind in sorted(NOT_ABOUT_A_LOAN)
-                       for subject in self.store.subjects_of_type_between(start, end, kind)})
+        read = self.store.subjects_of_types_between(start, end, sorted(NOT_ABOUT_A_LOAN))
         if read:
             loans.update(self.store.readers_of(read))
         for loan in sorted(loans):

@@ -1620,7 +1620,7 @@ class Registry:
         return problems, read
 
 
-def _days_of(act: Fact, trail: VisitTrail, zones: Zones) -> tuple[date, date] | None:
+def _days_of(act: Fact, zones: Zones) -> tuple[date, date] | None:
     """The borrower-local days an act must be valid on: a schedule's window, a check-in's
     day."""
     zone = zones.at(act)
@@ -1656,7 +1656,7 @@ def c10_collectors(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
                                           f"{pack.min_collectors_per_visit}"))
         if act.type == CHECKED_IN:
             findings += _check_in_problems(act, collectors, trail, read)
-        days = _days_of(act, trail, zones)
+        days = _days_of(act, zones)
         if act.time is None or days is None or lender is None:
             findings.append(_finding(act, f"{what}: the log shows no time, window, borrower "
                                           f"zone or lender to judge its collectors by"))

@@ -367,11 +367,13 @@ class LogStore:
             f"AND event_type NOT IN ({marks})", (start, end, *skip_types)).fetchall()
         return sorted(str(row[0]) for row in rows)
 
-    def subjects_of_type_between(self, start: int, end: int, event_type: str) -> list[str]:
-        """The subjects of the leaves of `event_type` among leaves start..end-1."""
+    def subjects_of_types_between(self, start: int, end: int,
+                                  event_types: Sequence[str]) -> list[str]:
+        """The subjects of the leaves of `event_types` among leaves start..end-1."""
+        marks = ",".join("?" * len(event_types)) or "''"
         rows = self._db.execute(
-            "SELECT DISTINCT subject FROM leaves WHERE leaf_index >= ? AND leaf_index < ? "
-            "AND event_type = ?", (start, end, event_type)).fetchall()
+            f"SELECT DISTINCT subject FROM leaves WHERE leaf_index >= ? AND leaf_index < ? "
+            f"AND event_type IN ({marks})", (start, end, *event_types)).fetchall()
         return sorted(str(row[0]) for row in rows)
 
     def readers_of(self, subjects: Sequence[str]) -> list[str]:

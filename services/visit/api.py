@@ -62,7 +62,8 @@ SaidLine = Annotated[Line, Field(pattern=r"\S")]
 SaidText = Annotated[Text, Field(pattern=r"\S")]
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=128,
-    description="The same key and body answers the same complaint id.")]
+    description="The caller's key: the same key and body answers as the first time (a "
+                "complaint: the same id); another body is 409 idempotency_key_reused.")]
 
 FUTURE_SLACK = timedelta(minutes=5)  # a device's clock may run a little ahead of ours
 RULE_REFUSED = ("`rule_refused`: a conduct rule refuses it; `details.rule` names it and "

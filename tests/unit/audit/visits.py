@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from shared.events import (
     AgencyRegistered,
@@ -162,6 +162,3 @@ def honest_visit() -> list[Event]:
     return [loan(), *registry(), verified(), scheduled(), delivered(), checked_in(), stored(),
             recorded()]
 
-
-def another_visit() -> UUID:
-    return uuid4()
