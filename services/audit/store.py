@@ -257,12 +257,15 @@ class LogStore:
         return found
 
     def leaves_of(self, subject: str, event_type: str | None = None) -> list[Leaf]:
-        """The subject's leaves in log order (only those of `event_type`, if given)."""
-        rows = self._db.execute(
-            "SELECT l.leaf_index, l.event_id, l.event_type, d.data FROM leaves l "
-            "LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index "
-            "WHERE l.subject=? AND (? IS NULL OR l.event_type=?) ORDER BY l.leaf_index",
-            (subject, event_type, event_type)).fetchall()
+        """The subject's leaves in log order (only those of `event_type`, if given). Under the
+        writer's lock: on this one connection a read in the middle of another thread's batch
+        would see its leaves without their bytes."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT l.leaf_index, l.event_id, l.event_type, d.data FROM leaves l "
+                "LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index "
+                "WHERE l.subject=? AND (? IS NULL OR l.event_type=?) ORDER BY l.leaf_index",
+                (subject, event_type, event_type)).fetchall()
         return [Leaf(r[0], r[1], r[2], _blob(r[3])) for r in rows]
 
     def append_many(self, leaves: Sequence[NewLeaf], position: tuple[str, int]) -> int:
