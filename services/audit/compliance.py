@@ -1603,7 +1603,10 @@ class Registry:
             problems.append(f"{collector}'s authorisation letter {named} is valid "
                             f"{valid_from}..{valid_until}, not {first}..{last}")
         agency_id = registration.text("agency_id")
-        if agency_id is not None:
+        named_agency = registration.data.get("agency_id")
+        if named_agency is not None and not (agency_id or "").strip():
+            problems.append(f"{collector}'s registration names an agency that cannot be read")
+        elif agency_id is not None:
             agency = self.latest(AGENCY, agency_id, moment)
             if agency is None:
                 problems.append(f"{collector}'s agency {agency_id} was not registered at "
@@ -1632,7 +1635,8 @@ def _days_of(act: Fact, zones: Zones) -> tuple[date, date] | None:
     window = _window(act)
     if window is None:
         return None
-    return window.start.astimezone(zone[1]).date(), window.end.astimezone(zone[1]).date()
+    days = sorted((window.start.astimezone(zone[1]).date(), window.end.astimezone(zone[1]).date()))
+    return days[0], days[1]
 
 
 def c10_collectors(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
@@ -1741,7 +1745,8 @@ def c11_hours_and_place(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
                 findings.append(_finding(act, f"{what} at the {kind} address, not the "
                                               f"{schedule.text('address_kind')} one notified "
                                               f"(leaf {schedule.index})"))
-        elif act.data.get("home_entered") is True and not act.text("entry_consent"):
+        elif act.data.get("home_entered") is True \
+                and not (act.text("entry_consent") or "").strip():
             findings.append(_finding(act, f"{what}: the home was entered with no consent "
                                           f"recorded"))
     return _verdict("C11", (act.index for act in acts), findings)
@@ -1764,7 +1769,8 @@ def c12_recorded(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
         visit = check_in.text("visit_id")
         records = [fact for fact in trail.of(visit, RECORDED)
                    if check_in.time is None or fact.time is None or fact.time >= check_in.time]
-        stored = {fact.text("recording_sha256"): fact for fact in trail.of(visit, STORED)}
+        stored = {sha: fact for fact in trail.of(visit, STORED)
+                  if (sha := fact.text("recording_sha256")) is not None}
         what = f"check-in of {_visit_named(check_in)}"
         if not records:
             if check_in.time is None or (seen is not None and seen >= check_in.time + WRITE_UP):
@@ -1774,8 +1780,13 @@ def c12_recorded(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
             continue
         record = records[0]
         read.append(record.index)
+        if record.time is not None and check_in.time is not None \
+                and record.time > check_in.time + WRITE_UP:
+            findings.append(_finding(record, f"{record.type} of {_visit_named(record)} at "
+                                             f"{_utc(record.time)}, more than "
+                                             f"{_hours(WRITE_UP)} after the check-in"))
         named = record.text("recording_sha256")
-        holder = stored.get(named)
+        holder = stored.get(named) if named is not None else None
         if holder is None:
             findings.append(_finding(record, f"{record.type} of {_visit_named(record)} names "
                                              f"recording {named}, which no "
@@ -1819,7 +1830,8 @@ def c14_complaints(leaves: Leaves, pack: PolicyPack) -> RuleVerdict:
             findings.append(_finding(complaint, f"complaint {name} is to be answered by "
                                                 f"{_utc(stated)}, later than the {days} days "
                                                 f"the {pack.name} pack allows"))
-        answer = next((fact for fact in answers if fact.text("complaint_id") == name), None)
+        answer = next((fact for fact in answers if fact.text("complaint_id") == name
+                       and (fact.time is None or fact.time >= complaint.time)), None)
         if answer is None:
             if seen is not None and seen >= deadline:
                 findings.append(_finding(complaint, f"complaint {name} filed {_utc(complaint.time)}"
