@@ -26,6 +26,7 @@ from eventsourcing.persistence import (
     Tracking,
 )
 from eventsourcing.popo import POPOFactory
+from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteFactory
 
 from shared.errors import describe
@@ -35,6 +36,7 @@ from shared.store import (
     Extras,
     Listing,
     MemoryServiceRecorder,
+    PostgresServiceRecorder,
     SQLiteServiceRecorder,
 )
 
@@ -132,6 +134,14 @@ class ServiceApplication(Application[UUID]):
             if factory.env_create_table():
                 recorder.create_table()
             return recorder
+        if isinstance(factory, PostgresFactory):
+            prefix = self.name.lower()
+            pg_recorder = PostgresServiceRecorder(factory.datastore,
+                                                  events_table_name=f"{prefix}_events",
+                                                  tracking_table_name=f"{prefix}_tracking")
+            if factory.env_create_table():
+                pg_recorder.create_table()
+            return pg_recorder
         raise RuntimeError(f"no dunwell recorder for {type(factory).__name__}")
 
     # --- units of work ---

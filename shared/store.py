@@ -30,7 +30,11 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.popo import POPOProcessRecorder
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -610,3 +614,251 @@ class MemoryServiceRecorder(POPOProcessRecorder):
         with self._lock:
             return sum(1 for row_kind, row_owner, _, _ in self._listing.values()
                        if row_kind == kind and (owner is None or row_owner == owner))
+
+
+# --- PostgreSQL: production ---
+
+
+class PostgresServiceRecorder(PostgresProcessRecorder):
+    """The PostgreSQL process recorder with the same side tables, written by the same
+    transaction as the events. The tables are named after the application's events table, so
+    services that share a database (a small installation) keep theirs apart. Text that is
+    sorted or compared is COLLATE "C": pages come in the order SQLite and memory give."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events",
+                 tracking_table_name: str = "notification_tracking") -> None:
+        super().__init__(datastore, events_table_name=events_table_name,
+                         tracking_table_name=tracking_table_name)
+        prefix = events_table_name.removesuffix("_events")
+        self.tables = {name: f"{prefix}_{name}" for name in
+                       ("inbox", "agenda", "dead_letters", "listing")}
+        for table in self.tables.values():
+            self.check_identifier_length(table + "_by_owner")
+        self.sql_create_statements.extend(SQL(text).format() for text in self._ddl())
+
+    def _t(self, name: str) -> str:
+        """A side table's qualified name, quoted (the names are ours: no input reaches them)."""
+        return f'"{self.datastore.schema}"."{self.tables[name]}"'
+
+    def _ddl(self) -> list[str]:
+        inbox, agenda = self._t("inbox"), self._t("agenda")
+        letters, listing = self._t("dead_letters"), self._t("listing")
+        name = self.tables
+        return [
+            (f"CREATE TABLE IF NOT EXISTS {inbox} (event_id TEXT PRIMARY KEY, "
+            "event_type TEXT NOT NULL)"),
+            (f"CREATE TABLE IF NOT EXISTS {agenda} (aggregate_id TEXT PRIMARY KEY, "
+            "kind TEXT NOT NULL, due_at BIGINT NOT NULL, claimed_by TEXT, claimed_until BIGINT, "
+            "failures INTEGER NOT NULL DEFAULT 0)"),
+            f'CREATE INDEX IF NOT EXISTS "{name["agenda"]}_by_due" ON {agenda} (due_at)',
+            f'CREATE INDEX IF NOT EXISTS "{name["agenda"]}_by_kind" ON {agenda} (kind, due_at)',
+            (f"CREATE TABLE IF NOT EXISTS {letters} (seq BIGSERIAL, key TEXT PRIMARY KEY, "
+            "topic TEXT NOT NULL, message_key BYTEA, value BYTEA, headers TEXT NOT NULL, "
+            "sent BOOLEAN NOT NULL DEFAULT FALSE)"),
+            (f'CREATE INDEX IF NOT EXISTS "{name["dead_letters"]}_unsent" ON {letters} '
+            "(sent, seq)"),
+            (f'CREATE TABLE IF NOT EXISTS {listing} (aggregate_id TEXT COLLATE "C" PRIMARY KEY, '
+            'kind TEXT NOT NULL, owner TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, '
+            "facets JSONB NOT NULL)"),
+            (f'CREATE INDEX IF NOT EXISTS "{name["listing"]}_by_owner" ON {listing} '
+            "(kind, owner, key)"),
+            f'CREATE INDEX IF NOT EXISTS "{name["listing"]}_by_key" ON {listing} (kind, key)',
+        ]
+
+    def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        positions, inbox, agenda, letters, listings = _unit_rows(kwargs)
+        for tracking in positions:
+            self._insert_tracking(curs, tracking)
+        if inbox:
+            curs.executemany(f"INSERT INTO {self._t('inbox')} (event_id, event_type) "
+                             "VALUES (%s, %s)", inbox)
+        table = self._t("agenda")
+        for entry in agenda:
+            if entry.due is None:
+                curs.execute(f"DELETE FROM {table} WHERE aggregate_id=%s",
+                             (entry.aggregate_id.hex,))
+            else:
+                curs.execute(f"INSERT INTO {table} AS a (aggregate_id, kind, due_at) "
+                             "VALUES (%s, %s, %s) ON CONFLICT (aggregate_id) DO UPDATE SET "
+                             "kind=excluded.kind, due_at=excluded.due_at, failures=0, "
+                             "claimed_until=CASE WHEN a.claimed_by=%s THEN NULL "
+                             "ELSE a.claimed_until END, "
+                             "claimed_by=CASE WHEN a.claimed_by=%s THEN NULL ELSE a.claimed_by END",
+                             (entry.aggregate_id.hex, entry.kind, micros(entry.due), PARKED,
+                              PARKED))
+        table = self._t("listing")
+        for aggregate_id, listing in listings:
+            if listing is None:
+                curs.execute(f"DELETE FROM {table} WHERE aggregate_id=%s", (aggregate_id.hex,))
+            else:
+                curs.execute(f"INSERT INTO {table} (aggregate_id, kind, owner, key, facets) "
+                             "VALUES (%s, %s, %s, %s, %s::jsonb) ON CONFLICT (aggregate_id) DO "
+                             "UPDATE SET kind=excluded.kind, owner=excluded.owner, "
+                             "key=excluded.key, facets=excluded.facets",
+                             (aggregate_id.hex, listing.kind, listing.owner, listing.key,
+                              listing.encoded()))
+        self._insert_dead_letters(curs, letters)
+
+    def _insert_dead_letters(self, curs: Cursor[DictRow], letters: Sequence[DeadLetter]) -> None:
+        if letters:
+            curs.executemany(f"INSERT INTO {self._t('dead_letters')} (key, topic, message_key, "
+                             "value, headers) VALUES (%s, %s, %s, %s, %s) "
+                             "ON CONFLICT (key) DO NOTHING",
+                             [(letter.key, letter.topic, letter.message_key, letter.value,
+                               encode_headers(letter.headers)) for letter in letters])
+
+    def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(query, params)
+            return list(curs.fetchall())
+
+    def _write(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(query, params)
+            return list(curs.fetchall()) if curs.description is not None else []
+
+    def seen(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = self._rows(f"SELECT event_id FROM {self._t('inbox')} WHERE event_id = ANY(%s)",
+                          (list(event_ids),))
+        return {row["event_id"] for row in rows}
+
+    def claim_due(self, now: datetime, limit: int, owner: str, lease_until: datetime,
+                  wall_now: datetime) -> list[tuple[UUID, str]]:
+        table = self._t("agenda")
+        free = "due_at <= %s AND (claimed_until IS NULL OR claimed_until < %s)"
+        if not self._rows(f"SELECT 1 FROM {table} WHERE {free} LIMIT 1",
+                          (micros(now), micros(wall_now))):
+            return []
+        # Replicas claim at once: a row another is claiming is skipped, never claimed twice.
+        rows = self._write(f"UPDATE {table} SET claimed_by=%s, claimed_until=%s "
+                           f"WHERE aggregate_id IN (SELECT aggregate_id FROM {table} "
+                           f"WHERE {free} ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+                           "RETURNING aggregate_id, kind, due_at",
+                           (owner, micros(lease_until), micros(now), micros(wall_now), limit))
+        rows.sort(key=lambda row: row["due_at"])
+        return [(UUID(row["aggregate_id"]), str(row["kind"])) for row in rows]
+
+    def release(self, aggregate_ids: Sequence[UUID], owner: str) -> None:
+        if aggregate_ids:
+            self._write(f"UPDATE {self._t('agenda')} SET claimed_by=NULL, claimed_until=NULL "
+                        "WHERE aggregate_id = ANY(%s) AND claimed_by=%s",
+                        ([aggregate_id.hex for aggregate_id in aggregate_ids], owner))
+
+    def failed(self, aggregate_id: UUID, owner: str, retry_at: datetime, park_after: int) -> int:
+        table = self._t("agenda")
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(f"UPDATE {table} SET failures=failures+1, claimed_until=%s "
+                         "WHERE aggregate_id=%s AND claimed_by=%s RETURNING failures",
+                         (micros(retry_at), aggregate_id.hex, owner))
+            row = curs.fetchone()
+            failures = 0 if row is None else int(row["failures"])
+            if failures >= park_after:
+                curs.execute(f"UPDATE {table} SET claimed_by=%s, claimed_until=%s "
+                             "WHERE aggregate_id=%s", (PARKED, NEVER, aggregate_id.hex))
+        return failures
+
+    def parked(self) -> int:
+        return int(self._rows(f"SELECT COUNT(*) AS n FROM {self._t('agenda')} "
+                              "WHERE claimed_by=%s", (PARKED,))[0]["n"])
+
+    def release_owner(self, owner: str) -> int:
+        return len(self._write(f"UPDATE {self._t('agenda')} SET claimed_by=NULL, "
+                               "claimed_until=NULL WHERE claimed_by=%s RETURNING aggregate_id",
+                               (owner,)))
+
+    def next_due(self) -> datetime | None:
+        value = self._rows(f"SELECT MIN(due_at) AS due FROM {self._t('agenda')}")[0]["due"]
+        return None if value is None else _from_micros(value)
+
+    def due_ids(self, now: datetime, limit: int) -> list[UUID]:
+        rows = self._rows(f"SELECT aggregate_id FROM {self._t('agenda')} WHERE due_at <= %s "
+                          "ORDER BY due_at LIMIT %s", (micros(now), limit))
+        return [UUID(row["aggregate_id"]) for row in rows]
+
+    def of_kind(self, kind: str, limit: int) -> list[UUID]:
+        rows = self._rows(f"SELECT aggregate_id FROM {self._t('agenda')} WHERE kind=%s "
+                          "ORDER BY due_at LIMIT %s", (kind, limit))
+        return [UUID(row["aggregate_id"]) for row in rows]
+
+    def agenda_size(self) -> int:
+        return int(self._rows(f"SELECT COUNT(*) AS n FROM {self._t('agenda')}")[0]["n"])
+
+    def record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_dead_letters(curs, letters)
+
+    def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]:
+        rows = self._rows(f"SELECT key, topic, message_key, value, headers FROM "
+                          f"{self._t('dead_letters')} WHERE NOT sent AND left(key, %s) = %s "
+                          "ORDER BY seq LIMIT %s", (len(prefix), prefix, limit))
+        return [DeadLetter(row["key"], row["topic"], _bytes(row["message_key"]),
+                           _bytes(row["value"]), decode_headers(row["headers"])) for row in rows]
+
+    def mark_sent(self, keys: Sequence[str]) -> None:
+        if keys:
+            self._write(f"UPDATE {self._t('dead_letters')} SET sent=TRUE WHERE key = ANY(%s)",
+                        (list(keys),))
+
+    def dead_letter_count(self) -> int:
+        return int(self._rows(f"SELECT COUNT(*) AS n FROM {self._t('dead_letters')}")[0]["n"])
+
+    def listed(self, kind: str, owner: str | None, where: dict[str, str | int | bool],
+               after: tuple[str, str] | None, limit: int
+               ) -> list[tuple[UUID, str, str, dict[str, Any]]]:
+        sql = f"SELECT aggregate_id, owner, key, facets FROM {self._t('listing')} WHERE kind=%s"
+        params: list[Any] = [kind]
+        if owner is not None:
+            sql += " AND owner=%s"
+            params.append(owner)
+        if after is not None and owner is not None:
+            sql += " AND key > %s"
+            params.append(after[1])
+        elif after is not None:
+            sql += " AND (owner, key) > (%s, %s)"
+            params.extend(after)
+        # jsonb equality compares the JSON type too: true is not 1, "1" is not 1.
+        for name, value in where.items():
+            _facet_tests({name: value})
+            sql += " AND facets -> %s = %s::jsonb"
+            params.extend((name, json.dumps(value)))
+        sql += " ORDER BY key, aggregate_id" if owner is not None else \
+            " ORDER BY owner, key, aggregate_id"
+        rows = self._rows(sql + " LIMIT %s", [*params, _page_size(limit)])
+        return [(UUID(row["aggregate_id"]), str(row["owner"]), str(row["key"]), row["facets"])
+                for row in rows]
+
+    def facets_of(self, kind: str, owner: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        table = self._t("listing")
+        last: tuple[str, str] | None = None
+        while True:
+            if last is None:
+                rows = self._rows(f"SELECT key, aggregate_id, facets FROM {table} "
+                                  "WHERE kind=%s AND owner=%s ORDER BY key, aggregate_id "
+                                  "LIMIT %s", (kind, owner, _page_size(batch)))
+            else:
+                rows = self._rows(f"SELECT key, aggregate_id, facets FROM {table} "
+                                  "WHERE kind=%s AND owner=%s AND (key, aggregate_id) > (%s, %s)"
+                                  " ORDER BY key, aggregate_id LIMIT %s",
+                                  (kind, owner, *last, batch))
+            for row in rows:
+                yield row["facets"]
+            if len(rows) < batch:
+                return
+            last = (rows[-1]["key"], rows[-1]["aggregate_id"])
+
+    def listing_count(self, kind: str, owner: str | None) -> int:
+        table = self._t("listing")
+        if owner is None:
+            rows = self._rows(f"SELECT COUNT(*) AS n FROM {table} WHERE kind=%s", (kind,))
+        else:
+            rows = self._rows(f"SELECT COUNT(*) AS n FROM {table} WHERE kind=%s AND owner=%s",
+                              (kind, owner))
+        return int(rows[0]["n"])
+
+
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    return None if value is None else bytes(value)

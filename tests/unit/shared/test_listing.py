@@ -12,7 +12,12 @@ import pytest
 from eventsourcing.domain import Aggregate, event
 
 from shared.application import Conflict, HasListing, ServiceApplication
-from shared.store import Listing, MemoryServiceRecorder, SQLiteServiceRecorder
+from shared.store import (
+    Listing,
+    MemoryServiceRecorder,
+    PostgresServiceRecorder,
+    SQLiteServiceRecorder,
+)
 
 KIND = "Loan"
 
@@ -65,14 +70,19 @@ def open_loan(app: ServiceApplication, lender: str, loan_id: str, stage: str = "
     return loan
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceApplication]:
     env = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    expected: type = MemoryServiceRecorder
     if request.param == "sqlite":
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
                "SQLITE_DBNAME": str(tmp_path / "listing.db")}
+        expected = SQLiteServiceRecorder
+    elif request.param == "postgres":
+        cluster = request.getfixturevalue("postgres")
+        env = cluster.env(request.getfixturevalue("pg_database"))
+        expected = PostgresServiceRecorder
     service = ServiceApplication(env=env)
-    expected = MemoryServiceRecorder if request.param == "memory" else SQLiteServiceRecorder
     assert isinstance(service.recorder, expected)
     yield service
     service.close()
