@@ -331,22 +331,26 @@ def keygen(
 @audit_app.command("verify-store")
 def verify_store(
     key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
-    store: Path | None = typer.Option(
-        None, help="The audit store [default: $DUNWELL_VAR_DIR/audit.db]."),
+    store: str | None = typer.Option(
+        None, help="The audit store: a SQLite file, or a postgresql:// URL "
+        "[default: $AUDIT_DATABASE_URL, else $DUNWELL_VAR_DIR/audit.db]."),
     checkpoints: list[Path] = typer.Option(
         [], "--checkpoints", help="Checkpoints kept outside the store (a note, or JSON / JSON "
         "Lines of /v1/checkpoint answers or CheckpointSigned events). Repeatable."),
 ) -> None:
     """Re-derive the whole tree from a store and check it against every issued checkpoint."""
+    import psycopg
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from shared.tlog import VerificationError, decode_vkey, read_vkey
 
-    from services.audit.store import StoreReader
+    from services.audit.store import StoreReader, is_database_url
     from services.audit.verify import verify_store as check
 
-    path = store or _var_dir() / "audit.db"
+    where: Path | str = store or os.environ.get("AUDIT_DATABASE_URL") or _var_dir() / "audit.db"
+    if isinstance(where, str) and not is_database_url(where):
+        where = Path(where)
     vkey = read_vkey(key)
     try:
         decode_vkey(vkey)
@@ -355,14 +359,14 @@ def verify_store(
         raise typer.Exit(2) from error
     try:
         notes = [note for file in checkpoints for note in _notes_in(file)]
-        if not path.is_file():
-            raise FileNotFoundError(f"no audit store at {path}")
+        if isinstance(where, Path) and not where.is_file():
+            raise FileNotFoundError(f"no audit store at {where}")
     except (OSError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     try:
-        reader = StoreReader(path)
-    except sqlite3.DatabaseError as error:
+        reader = StoreReader(where)
+    except (sqlite3.DatabaseError, psycopg.Error) as error:
         typer.echo(f"FAILED: the store cannot be read: {error}", err=True)
         raise typer.Exit(1) from error
     console = Console(stderr=True)
@@ -372,7 +376,7 @@ def verify_store(
             task = bar.add_task("leaves", total=None)
             report = check(reader, vkey, notes,
                            lambda done, total: bar.update(task, completed=done, total=total))
-    except (sqlite3.DatabaseError, ValueError, TypeError) as error:
+    except (sqlite3.DatabaseError, psycopg.Error, ValueError, TypeError) as error:
         typer.echo(f"FAILED: the store cannot be read as an audit store: {error}", err=True)
         raise typer.Exit(1) from error
     finally:

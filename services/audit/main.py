@@ -76,7 +76,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     if name != settings.origin:
         raise SystemExit(f"the signer key is for {name!r}, not the origin {settings.origin!r}")
     public = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    audit = AuditLog(LogStore(settings.store_path("audit")), settings.origin, signer,
+    audit = AuditLog(LogStore(settings.log_store()), settings.origin, signer,
                      encode_vkey(name, public), pack=settings.pack)
 
     def start_checkpointer(runtime: Runtime, beat: Callable[[], None]) -> Loop:

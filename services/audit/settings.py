@@ -8,6 +8,7 @@ from shared.policy_pack import PACKS
 from shared.settings import ServiceSettings
 
 from services.audit.signer import generate_signer
+from services.audit.store import is_database_url
 
 
 class Settings(ServiceSettings):
@@ -21,6 +22,20 @@ class Settings(ServiceSettings):
     checkpoint_interval_seconds: float = 0.5
     # The installation's pack: the rules a loan is judged by when it names no jurisdiction.
     pack: str = "cn"
+    # The log's store on PostgreSQL (production: a URL from a k8s Secret); unset, SQLite
+    # under var/.
+    database_url: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if url is not None and not is_database_url(url):
+            raise ValueError("AUDIT_DATABASE_URL must be a postgresql:// URL")
+        return url
+
+    def log_store(self) -> Path | str:
+        """Where the log is kept: the PostgreSQL URL if one is set, else the SQLite file."""
+        return self.database_url or self.store_path("audit")
 
     @field_validator("pack")
     @classmethod

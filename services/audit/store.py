@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
+
+import psycopg
 
 from shared.store import DeadLetter, decode_headers, encode_headers
 
@@ -103,6 +105,74 @@ CREATE TABLE IF NOT EXISTS verdicts_judged (
 ADDED_COLUMNS = (("verdicts", "rules_version", "TEXT NOT NULL DEFAULT ''"),
                  ("verdicts_judged", "rules_version", "TEXT NOT NULL DEFAULT ''"))
 
+# The same tables on PostgreSQL: integers are BIGINT (microseconds and leaf indexes outgrow 32
+# bits), bytes are BYTEA, and the rows SQLite orders by rowid carry a sequence.
+PG_SCHEMA = [
+    ("CREATE TABLE IF NOT EXISTS leaves (leaf_index BIGINT PRIMARY KEY, "
+    "event_id TEXT NOT NULL UNIQUE, subject TEXT NOT NULL, event_type TEXT NOT NULL, "
+    "leaf_hash BYTEA NOT NULL)"),
+    "CREATE INDEX IF NOT EXISTS leaves_by_subject ON leaves (subject, leaf_index)",
+    "CREATE TABLE IF NOT EXISTS leaf_data (leaf_index BIGINT PRIMARY KEY, data BYTEA NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS nodes (level BIGINT NOT NULL, idx BIGINT NOT NULL, "
+    "hash BYTEA NOT NULL, PRIMARY KEY (level, idx))"),
+    ("CREATE TABLE IF NOT EXISTS checkpoints (tree_size BIGINT PRIMARY KEY, root BYTEA NOT NULL, "
+    "note TEXT NOT NULL, signed_at TEXT NOT NULL)"),
+    "CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS dead_letters (seq BIGSERIAL, key TEXT PRIMARY KEY, "
+    "topic TEXT NOT NULL, message_key BYTEA, value BYTEA, headers TEXT NOT NULL, "
+    "sent INTEGER NOT NULL DEFAULT 0)"),
+    ("CREATE TABLE IF NOT EXISTS verdicts (loan_id TEXT PRIMARY KEY, tree_size BIGINT NOT NULL, "
+    "pack TEXT NOT NULL, default_pack TEXT NOT NULL, rules TEXT NOT NULL, "
+    "rules_version TEXT NOT NULL DEFAULT '')"),
+    ("CREATE TABLE IF NOT EXISTS violations (id BIGSERIAL PRIMARY KEY, loan_id TEXT NOT NULL, "
+    "rule TEXT NOT NULL, leaf_index BIGINT NOT NULL, time TEXT NOT NULL, at_us BIGINT NOT NULL, "
+    "message TEXT NOT NULL, lender_id TEXT)"),
+    "CREATE INDEX IF NOT EXISTS violations_by_loan ON violations (loan_id)",
+    "CREATE INDEX IF NOT EXISTS violations_by_rule ON violations (rule, id)",
+    "CREATE INDEX IF NOT EXISTS violations_by_lender ON violations (lender_id, id)",
+    ("CREATE TABLE IF NOT EXISTS verdict_reads (subject TEXT NOT NULL, loan_id TEXT NOT NULL, "
+    "PRIMARY KEY (subject, loan_id))"),
+    "CREATE INDEX IF NOT EXISTS verdict_reads_by_loan ON verdict_reads (loan_id)",
+    ("CREATE TABLE IF NOT EXISTS verdicts_judged (default_pack TEXT PRIMARY KEY, "
+    "tree_size BIGINT NOT NULL, rules_version TEXT NOT NULL DEFAULT '')"),
+]
+# One PostgreSQL database holds one audit log, appended by one writer: a second writer waits
+# on this lock at start rather than interleaving leaf indexes.
+PG_WRITER_LOCK = 0x64756E77656C6C  # "dunwell"
+
+
+def is_database_url(where: object) -> bool:
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
+class Connection(Protocol):
+    """What the store asks of a connection: sqlite3's, or psycopg's behind `PgConnection`."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class PgConnection:
+    """A psycopg connection that takes the store's SQL as written for sqlite3 ('?' marks)."""
+
+    def __init__(self, url: str) -> None:
+        self.raw = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        return self.raw.execute(sql.replace("?", "%s"), parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> None:
+        rows = list(parameters)
+        if rows:
+            with self.raw.cursor() as cursor:
+                cursor.executemany(sql.replace("?", "%s"), rows)
+
+    def close(self) -> None:
+        self.raw.close()
+
 
 def nodes_query(count: int) -> str:
     """SELECT `count` nodes by key in one statement, each found by a primary-key search.
@@ -179,30 +249,60 @@ class ViolationQuery:
 
 
 class LogStore:
-    """SQLite in the embedded default (one file); a single writer appends, in commit order."""
+    """SQLite in the embedded default (one file), or a PostgreSQL database given by its URL;
+    a single writer appends, in commit order.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        for table, column, kind in ADDED_COLUMNS:
-            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    On PostgreSQL the writer has a connection of its own, and reads go over another: a read
+    never sees a batch half written. The writer holds an advisory lock for its lifetime.
+    """
+
+    def __init__(self, where: Path | str) -> None:
+        self.postgres = is_database_url(where)
         self._lock = threading.RLock()
+        self._db: Connection
+        self._writer: Connection
+        if self.postgres:
+            self._open_postgres(str(where))
+        else:
+            path = Path(where)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+            for table, column, kind in ADDED_COLUMNS:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            self._db = self._writer = db
         self._size = int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
 
+    def _open_postgres(self, url: str) -> None:
+        writer = PgConnection(url)
+        try:
+            writer.execute("SELECT pg_advisory_lock(?)", (PG_WRITER_LOCK,))
+            with writer.raw.transaction():
+                for statement in PG_SCHEMA:
+                    writer.execute(statement)
+            self._db = PgConnection(url)
+        except BaseException:
+            writer.close()
+            raise
+        self._writer = writer
+
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if isinstance(self._writer, PgConnection):
+                with self._writer.raw.transaction():
+                    yield self._writer
+                return
+            self._writer.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield self._writer
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._writer.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            self._writer.execute("COMMIT")
 
     @property
     def size(self) -> int:
@@ -251,8 +351,14 @@ class LogStore:
         found: dict[tuple[int, int], bytes] = {}
         for start in range(0, len(wanted), 400):  # well under SQLite's bound-variable limit
             chunk = wanted[start:start + 400]
-            rows = self._db.execute(nodes_query(len(chunk)),
-                                    [value for key in chunk for value in key]).fetchall()
+            if self.postgres:
+                rows = self._db.execute(
+                    "SELECT n.level, n.idx, n.hash FROM unnest(?::bigint[], ?::bigint[]) "
+                    "AS k(level, idx) JOIN nodes n ON n.level = k.level AND n.idx = k.idx",
+                    ([key[0] for key in chunk], [key[1] for key in chunk])).fetchall()
+            else:
+                rows = self._db.execute(nodes_query(len(chunk)),
+                                        [value for key in chunk for value in key]).fetchall()
             found.update({(int(level), int(idx)): bytes(value) for level, idx, value in rows})
         return found
 
@@ -260,12 +366,14 @@ class LogStore:
         """The subject's leaves in log order (only those of `event_type`, if given). Under the
         writer's lock: on this one connection a read in the middle of another thread's batch
         would see its leaves without their bytes."""
+        query = ("SELECT l.leaf_index, l.event_id, l.event_type, d.data FROM leaves l "
+                 "LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index WHERE l.subject=?")
+        params = [subject]
+        if event_type is not None:
+            query += " AND l.event_type=?"
+            params.append(event_type)
         with self._lock:
-            rows = self._db.execute(
-                "SELECT l.leaf_index, l.event_id, l.event_type, d.data FROM leaves l "
-                "LEFT JOIN leaf_data d ON d.leaf_index = l.leaf_index "
-                "WHERE l.subject=? AND (? IS NULL OR l.event_type=?) ORDER BY l.leaf_index",
-                (subject, event_type, event_type)).fetchall()
+            rows = self._db.execute(query + " ORDER BY l.leaf_index", params).fetchall()
         return [Leaf(r[0], r[1], r[2], _blob(r[3])) for r in rows]
 
     def append_many(self, leaves: Sequence[NewLeaf], position: tuple[str, int]) -> int:
@@ -322,7 +430,7 @@ class LogStore:
     # --- dead letters: kept with the batch, sent after the commit ---
 
     @staticmethod
-    def _insert_dead_letters(db: sqlite3.Connection, letters: Sequence[DeadLetter]) -> None:
+    def _insert_dead_letters(db: Connection, letters: Sequence[DeadLetter]) -> None:
         db.executemany("INSERT INTO dead_letters (key, topic, message_key, value, headers) "
                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
                        [(letter.key, letter.topic, letter.message_key, letter.value,
@@ -333,10 +441,12 @@ class LogStore:
             self._insert_dead_letters(db, letters)
 
     def unsent_dead_letters(self, prefix: str, limit: int) -> list[DeadLetter]:
+        order = "seq" if self.postgres else "rowid"
         rows = self._db.execute("SELECT key, topic, message_key, value, headers FROM dead_letters"
-                                " WHERE sent=0 AND substr(key, 1, ?)=? ORDER BY rowid LIMIT ?",
+                                f" WHERE sent=0 AND substr(key, 1, ?)=? ORDER BY {order} LIMIT ?",
                                 (len(prefix), prefix, limit)).fetchall()
-        return [DeadLetter(r[0], r[1], r[2], r[3], decode_headers(r[4])) for r in rows]
+        return [DeadLetter(r[0], r[1], _blob(r[2]), _blob(r[3]), decode_headers(r[4]))
+                for r in rows]
 
     def mark_sent(self, keys: Sequence[str]) -> None:
         with self._transaction() as db:
@@ -431,12 +541,13 @@ class LogStore:
             db.execute("DELETE FROM verdicts_judged WHERE default_pack != ? OR rules_version != ?",
                        (default_pack, rules_version))
             db.execute("INSERT INTO verdicts_judged (default_pack, tree_size, rules_version) "
-                       "VALUES (?, ?, ?) ON CONFLICT(default_pack) DO UPDATE SET "
-                       "tree_size=MAX(tree_size, excluded.tree_size)",
+                       "VALUES (?, ?, ?) ON CONFLICT(default_pack) DO UPDATE SET tree_size=CASE "
+                       "WHEN excluded.tree_size > verdicts_judged.tree_size THEN "
+                       "excluded.tree_size ELSE verdicts_judged.tree_size END",
                        (default_pack, judged_to, rules_version))
 
     @staticmethod
-    def _replace_violations(db: sqlite3.Connection, loan_id: str,
+    def _replace_violations(db: Connection, loan_id: str,
                             found: Sequence[Violation]) -> None:
         """The loan's violations become `found`: each one kept keeps its id but takes the
         lender as now known (a violation found before the loan's LoanOverdue gets its lender
@@ -446,7 +557,8 @@ class LogStore:
         wanted = {(v.rule, v.leaf_index, v.message): v for v in found}
         db.executemany("DELETE FROM violations WHERE id=?",
                        [(row_id,) for key, row_id in kept.items() if key not in wanted])
-        db.executemany("UPDATE violations SET lender_id=? WHERE id=? AND lender_id IS NOT ?",
+        db.executemany("UPDATE violations SET lender_id=? WHERE id=? "
+                       "AND lender_id IS DISTINCT FROM ?",
                        [(wanted[key].lender_id, row_id, wanted[key].lender_id)
                         for key, row_id in kept.items() if key in wanted])
         db.executemany(
@@ -477,6 +589,8 @@ class LogStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._writer is not self._db:
+            self._writer.close()  # and with its session, the writer's lock
 
 
 @dataclass(frozen=True)
@@ -502,11 +616,23 @@ class StoreReader:
     """A read-only snapshot of a log store, for re-deriving it from its rows.
 
     One read transaction spans every query, so a store the service is still appending to
-    reads as of one moment. The file is opened read-only: verifying never changes it. Rows are
-    read as they are, whatever types an edit left in them.
+    reads as of one moment. The file is opened read-only (on PostgreSQL, a read-only
+    repeatable-read transaction): verifying never changes it. Rows are read as they are,
+    whatever types an edit left in them (PostgreSQL's columns keep their types; SQLite's don't).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, where: Path | str) -> None:
+        self._pg: psycopg.Connection[Any] | None = None
+        self._scans = 0
+        if is_database_url(where):
+            self._pg = psycopg.connect(str(where))
+            self._pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            self._pg.read_only = True
+            self._index, self._not_index, self._data_type = "{0} >= 0", "{0} < 0", "'blob'"
+            self._pg.execute("SELECT COUNT(*) FROM leaves").fetchone()  # pins the snapshot
+            return
+        path = Path(where)
+        self._index, self._not_index, self._data_type = _INDEX, _NOT_INDEX, "typeof(data)"
         if not path.is_file():
             raise FileNotFoundError(f"no audit store at {path}")
         self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
@@ -520,8 +646,13 @@ class StoreReader:
             self._db.close()
             raise
 
+    def _execute(self, query: str, params: Sequence[Any] = ()) -> Any:
+        if self._pg is not None:
+            return self._pg.execute(query.replace("?", "%s"), params)
+        return self._db.execute(query, params)
+
     def leaf_rows(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
+        return int(self._execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
 
     def leaves(self) -> Iterator[StoredLeaf]:
         """Every leaf index found in any of the leaf row, the leaf bytes or node (0, i).
@@ -529,11 +660,12 @@ class StoreReader:
         Three scans in primary-key order, merged here: nothing is sorted or buffered.
         """
         rows = self._scan(f"SELECT leaf_index, event_id, subject, event_type, leaf_hash "
-                          f"FROM leaves WHERE {_INDEX.format('leaf_index')} ORDER BY leaf_index")
-        data = self._scan(f"SELECT leaf_index, data, typeof(data) FROM leaf_data "
-                          f"WHERE {_INDEX.format('leaf_index')} ORDER BY leaf_index")
+                          f"FROM leaves WHERE {self._index.format('leaf_index')} "
+                          "ORDER BY leaf_index")
+        data = self._scan(f"SELECT leaf_index, data, {self._data_type} FROM leaf_data "
+                          f"WHERE {self._index.format('leaf_index')} ORDER BY leaf_index")
         nodes = self._scan(f"SELECT idx, hash FROM nodes WHERE level=0 AND "
-                           f"{_INDEX.format('idx')} ORDER BY idx")
+                           f"{self._index.format('idx')} ORDER BY idx")
         row, datum, node = next(rows, None), next(data, None), next(nodes, None)
         while row is not None or datum is not None or node is not None:
             index = min(head[0] for head in (row, datum, node) if head is not None)
@@ -556,57 +688,74 @@ class StoreReader:
                 node = next(nodes, None)
 
     def _scan(self, query: str) -> Iterator[tuple[Any, ...]]:
-        return ((int(first), *rest) for first, *rest in self._db.execute(query))
+        return ((int(first), *rest) for first, *rest in self._stream(query))
+
+    def _stream(self, query: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """A long scan's rows as the server sends them (PostgreSQL: a server-side cursor, so a
+        big log is never held whole); in SQLite a cursor is already that."""
+        if self._pg is None:
+            yield from self._db.execute(query, params)
+            return
+        self._scans += 1
+        with self._pg.cursor(name=f"scan{self._scans}") as cursor:
+            cursor.itersize = 2000
+            cursor.execute(query.replace("?", "%s"), params)
+            yield from cursor
 
     def malformed_rows(self) -> int:
         """Rows whose position is not a non-negative integer: edits, never appends."""
         counts = [
-            f"SELECT COUNT(*) FROM leaves WHERE {_NOT_INDEX.format('leaf_index')}",
-            f"SELECT COUNT(*) FROM leaf_data WHERE {_NOT_INDEX.format('leaf_index')}",
-            (f"SELECT COUNT(*) FROM nodes WHERE {_NOT_INDEX.format('level')} "
-             f"OR {_NOT_INDEX.format('idx')}"),
-            f"SELECT COUNT(*) FROM checkpoints WHERE {_NOT_INDEX.format('tree_size')}",
+            f"SELECT COUNT(*) FROM leaves WHERE {self._not_index.format('leaf_index')}",
+            f"SELECT COUNT(*) FROM leaf_data WHERE {self._not_index.format('leaf_index')}",
+            (f"SELECT COUNT(*) FROM nodes WHERE {self._not_index.format('level')} "
+             f"OR {self._not_index.format('idx')}"),
+            f"SELECT COUNT(*) FROM checkpoints WHERE {self._not_index.format('tree_size')}",
         ]
-        return sum(int(self._db.execute(query).fetchone()[0]) for query in counts)
+        return sum(int(self._execute(query).fetchone()[0]) for query in counts)
 
     def levels(self) -> list[int]:
         """Levels above the leaves that hold nodes."""
-        return [int(r[0]) for r in self._db.execute(
-            f"SELECT DISTINCT level FROM nodes WHERE {_INDEX.format('level')} AND level > 0 "
-            "ORDER BY level")]
+        return [int(r[0]) for r in self._execute(
+            f"SELECT DISTINCT level FROM nodes WHERE {self._index.format('level')} "
+            "AND level > 0 ORDER BY level")]
 
     def nodes_at(self, level: int) -> Iterator[tuple[int, bytes]]:
-        cursor = self._db.execute(f"SELECT idx, hash FROM nodes WHERE level=? AND "
-                                  f"{_INDEX.format('idx')} ORDER BY idx", (level,))
+        cursor = self._stream(f"SELECT idx, hash FROM nodes WHERE level=? AND "
+                              f"{self._index.format('idx')} ORDER BY idx", (level,))
         return ((int(idx), _blob(value) or b"") for idx, value in cursor)
 
     def checkpoints(self) -> list[tuple[object, bytes, str, object]]:
         """Every checkpoint row as (size column, root, note, signed_at), whatever the types:
         a row whose size was edited is still a signed note, and is checked as one."""
-        rows = self._db.execute("SELECT tree_size, root, note, signed_at FROM checkpoints "
-                                "ORDER BY tree_size").fetchall()
+        rows = self._execute("SELECT tree_size, root, note, signed_at FROM checkpoints "
+                             "ORDER BY tree_size").fetchall()
         return [(size, _blob(root) or b"", (_blob(note) or b"").decode("utf-8", "replace"),
                  signed_at) for size, root, note, signed_at in rows]
 
     def repeated_event_ids(self) -> list[tuple[str, int, int]]:
         """Event ids logged more than once: (id, first index, second index)."""
         repeated = []
-        where = _INDEX.format("leaf_index")
-        for event_id, first in self._db.execute(
+        where = self._index.format("leaf_index")
+        for event_id, first in self._execute(
                 f"SELECT event_id, MIN(leaf_index) FROM leaves WHERE {where} GROUP BY event_id "
                 "HAVING COUNT(*) > 1").fetchall():
-            second = self._db.execute(f"SELECT MIN(leaf_index) FROM leaves WHERE event_id=? "
-                                      f"AND leaf_index > ? AND {where}",
-                                      (event_id, first)).fetchone()[0]
+            second = self._execute(f"SELECT MIN(leaf_index) FROM leaves WHERE event_id=? "
+                                   f"AND leaf_index > ? AND {where}",
+                                   (event_id, first)).fetchone()[0]
             repeated.append((str(event_id), int(first), int(second)))
         return sorted(repeated, key=lambda item: item[2])
 
     def close(self) -> None:
-        self._db.close()
+        if self._pg is not None:
+            self._pg.close()
+        else:
+            self._db.close()
 
 
 def _blob(value: object) -> bytes | None:
     """A column read as the bytes it holds, whatever type an edit may have left in it."""
     if value is None or isinstance(value, bytes):
         return value
+    if isinstance(value, memoryview):
+        return value.tobytes()
     return str(value).encode()

@@ -1,4 +1,5 @@
-"""A real audit log on a SQLite file, for the audit unit tests."""
+"""A real audit log on a SQLite file (or a PostgreSQL database, by its URL), for the audit unit
+tests."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def new_leaf(data: bytes) -> NewLeaf:
     return NewLeaf(event["id"], event["subject"], event["type"], data, leaf_hash(data))
 
 
-def open_log(path: Path, skey: str = SKEY) -> AuditLog:
+def open_log(path: Path | str, skey: str = SKEY) -> AuditLog:
     _name, signer = load_signer(skey)
     return AuditLog(LogStore(path), ORIGIN, signer, VKEY)
 
