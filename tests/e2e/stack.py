@@ -2,6 +2,9 @@
 processes.
 
 Ports are free loopback ports, so two runs cannot collide; every process is stopped by pid.
+The stores are SQLite files under var/, or, given a PostgreSQL cluster, a database of it per
+service (the three event-sourced services through eventsourcing's settings, the audit log by
+its URL).
 What the borrowers were sent is read where the sinks keep it: `var/outbox/<channel>.jsonl`
 (SMS, push) and the Maildir `var/mail/` (e-mail).
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import mailbox
 import re
@@ -29,6 +33,9 @@ from shared.events import CheckpointSigned, DecodeError, decode
 from shared.kafka import prepare_broker, read_to_now
 from shared.settings import KafkaSettings
 from tests.helpers import loan_body, wait_for, zone_at_local_hour
+from tests.pg import Cluster
+
+_stacks = itertools.count(1)
 
 
 @dataclass
@@ -38,6 +45,7 @@ class Stack:
     broker_port: int
     ports: dict[str, int]
     extra_env: dict[str, str] = field(default_factory=dict)
+    store_env: dict[str, dict[str, str]] = field(default_factory=dict)
     services: dict[str, devstack.Process] = field(default_factory=dict)
     sinks: devstack.Sinks | None = None
 
@@ -64,12 +72,26 @@ class Stack:
     def start(self, *names: str, wait_ready: bool = True) -> None:
         started = []
         for name in names or devstack.SERVICES:
-            env = devstack.service_env(name, self.ports[name], self.var_dir, self.bootstrap,
-                                       self.extra_env)
-            self.services[name] = devstack.start_service(name, env, self.logs)
+            self.services[name] = self._spawn(name)
             started.append(name)
         for name in started if wait_ready else []:
-            devstack.wait_ready(self.url(name), self.services[name])
+            for attempt in range(3):
+                try:
+                    devstack.wait_ready(self.url(name), self.services[name])
+                    break
+                except RuntimeError:
+                    # Another process took the free port between its choice and the bind:
+                    # take another.
+                    log = self.services[name].log_path.read_text(errors="replace")
+                    if attempt == 2 or "address already in use" not in log:
+                        raise
+                    self.ports[name] = devstack.free_port()
+                    self.services[name] = self._spawn(name)
+
+    def _spawn(self, name: str) -> devstack.Process:
+        env = devstack.service_env(name, self.ports[name], self.var_dir, self.bootstrap,
+                                   {**self.extra_env, **self.store_env.get(name, {})})
+        return devstack.start_service(name, env, self.logs)
 
     def stop(self, *names: str) -> None:
         for name in names or list(self.services):
@@ -187,13 +209,26 @@ def sms_per_loan(stack: Stack) -> Counter[str]:
     return counts
 
 
-def start_stack(var_dir: Path, extra_env: dict[str, str] | None = None) -> Stack:
+def postgres_env(cluster: Cluster) -> dict[str, dict[str, str]]:
+    """A new database of `cluster` for each service of one stack."""
+    number = next(_stacks)
+    env = {}
+    for name in devstack.SERVICES:
+        database = cluster.create_database(f"s{number}_{name}").rsplit("/", 1)[1]
+        env[name] = ({"AUDIT_DATABASE_URL": cluster.url(database)} if name == "audit"
+                     else cluster.env(database))
+    return env
+
+
+def start_stack(var_dir: Path, extra_env: dict[str, str] | None = None,
+                postgres: Cluster | None = None) -> Stack:
     var_dir.mkdir(parents=True, exist_ok=True)
     port = devstack.free_port()
     broker = devstack.start_broker(port, var_dir / "logs")
     asyncio.run(prepare_broker(KafkaSettings(bootstrap=f"127.0.0.1:{port}")))
     stack = Stack(var_dir=var_dir, broker=broker, broker_port=port,
-                  ports={name: devstack.free_port() for name in devstack.SERVICES})
+                  ports={name: devstack.free_port() for name in devstack.SERVICES},
+                  store_env=postgres_env(postgres) if postgres is not None else {})
     try:
         simulated = (extra_env or {}).get("DUNWELL_CLOCK") == "simulated"
         stack.sinks = devstack.start_sinks(
@@ -203,6 +238,8 @@ def start_stack(var_dir: Path, extra_env: dict[str, str] | None = None) -> Stack
         # In extra_env, so that a replica a test starts with it uses the same sinks.
         stack.extra_env = {**stack.sinks.reminder_env(), **(extra_env or {})}
         stack.start()
+        if postgres is not None:  # nothing fell back to a file under var/
+            assert not list(var_dir.glob("*.db")), list(var_dir.glob("*.db"))
     except BaseException:
         stack.shutdown()
         raise
