@@ -32,14 +32,15 @@ INCARNATION_SECONDS = 30.0  # to read or settle the broker's incarnation when pr
 
 async def ensure_topics(settings: KafkaSettings, attempts: int = 30) -> None:
     """Create every contract topic and its DLQ if missing; never rely on auto-creation."""
+    common = settings.topic_configs()
     wanted = [NewTopic(name, 1 if name == topics.INCARNATION or name.endswith(".dlq")
                        else settings.partitions, settings.replication_factor,
-                       topic_configs=KEPT_FOREVER if name == topics.CHECKPOINTS else None)
+                       topic_configs={**common, **(KEPT_FOREVER if name == topics.CHECKPOINTS
+                                                   else {})} or None)
               for name in topics.all_topics()]
     limit = settings.call_timeout_seconds
     for attempt in range(attempts):
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap,
-                                    request_timeout_ms=int(limit * 1000))
+        admin = AIOKafkaAdminClient(**settings.client_options())
         try:
             await asyncio.wait_for(admin.start(), limit)
             existing = set(await asyncio.wait_for(admin.list_topics(), limit))
@@ -200,8 +201,8 @@ async def read_to_now(
     reached, LookupError when the topic does not exist. The bound is taken here rather than
     by the caller so that the error names the topic and the client is closed outside it.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                                **settings.client_options())
     try:
         async with asyncio.timeout(timeout):
             return await _read(consumer, topic, newest)

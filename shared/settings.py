@@ -6,21 +6,42 @@ Each service subclasses ServiceSettings with its own prefix (ESCALATION_, REMIND
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.clock import Clock, SimulatedClock, SystemClock
 
 
 class KafkaSettings(BaseSettings):
+    """How every client of a service reaches the cluster, and how the topics are made.
+
+    The defaults suit the embedded broker on loopback. A production cluster (Strimzi, a
+    managed Kafka) is reached with TLS and SCRAM-SHA-512: `KAFKA_SECURITY_PROTOCOL=SASL_SSL`,
+    the mechanism, the user and password, and the cluster's CA file.
+    """
+
     model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
 
     bootstrap: str = "127.0.0.1:9092"
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
+    # Unset: the broker's own default. With replication factor 3, set 2, so that a write
+    # acknowledged by acks=all is on two brokers and one broker may be down.
+    min_insync_replicas: int | None = Field(None, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    # The CA that signed the brokers' certificates (Strimzi: the <cluster>-cluster-ca-cert
+    # secret's ca.crt); unset, the system's CAs. A client certificate and key only for
+    # brokers that authenticate clients by TLS.
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
     # Short group timings: rebalances on small clusters (and Tansu) finish in seconds.
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 500
@@ -30,13 +51,63 @@ class KafkaSettings(BaseSettings):
     # How often a running service checks that the broker is still the one it started with.
     incarnation_check_seconds: float = Field(2.0, gt=0)
 
-    def client_options(self) -> dict[str, object]:
+    @model_validator(mode="after")
+    def _coherent(self) -> KafkaSettings:
+        if self.min_insync_replicas is not None \
+                and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"KAFKA_MIN_INSYNC_REPLICAS ({self.min_insync_replicas}) cannot "
+                             f"exceed KAFKA_REPLICATION_FACTOR ({self.replication_factor}): "
+                             "no write could ever be acknowledged")
+        if self.security_protocol.startswith("SASL_") \
+                and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs "
+                             "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        if not self.security_protocol.endswith("SSL") and any(
+                (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)):
+            raise ValueError("KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL is "
+                             f"{self.security_protocol}: use SSL or SASL_SSL")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        for path in (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"Kafka TLS file {path} does not exist")
+        return self
+
+    def topic_configs(self) -> dict[str, str]:
+        """What every topic is created with besides its partitions and replicas."""
+        if self.min_insync_replicas is None:
+            return {}
+        return {"min.insync.replicas": str(self.min_insync_replicas)}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.security_protocol.endswith("SSL"):
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        if self.ssl_certfile is not None and self.ssl_keyfile is not None:
+            context.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile))
+        return context
+
+    def security_options(self) -> dict[str, Any]:
+        """TLS and SASL, as every aiokafka client (producer, consumer, admin) takes them."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+        if self.security_protocol.startswith("SASL_"):
+            assert self.sasl_password is not None  # the validator saw to it
+            options.update(sasl_mechanism=self.sasl_mechanism,
+                           sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.sasl_password.get_secret_value())
+        return options
+
+    def client_options(self) -> dict[str, Any]:
         """What every aiokafka client of a service is built with."""
         return {"bootstrap_servers": self.bootstrap,
                 "request_timeout_ms": int(self.call_timeout_seconds * 1000),
-                "connections_max_idle_ms": 60_000}
+                "connections_max_idle_ms": 60_000, **self.security_options()}
 
-    def consumer_options(self) -> dict[str, object]:
+    def consumer_options(self) -> dict[str, Any]:
         return {**self.client_options(), "session_timeout_ms": self.session_timeout_ms,
                 "heartbeat_interval_ms": self.heartbeat_interval_ms,
                 "fetch_max_bytes": 4 * self.max_request_bytes,
