@@ -17,6 +17,8 @@ import itertools
 import json
 import mailbox
 import re
+import shutil
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,6 +54,74 @@ class Stack:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def audit_store(self) -> str:
+        """Where the audit keeps its log: a postgresql:// URL, or the SQLite file under var/."""
+        return self.store_env.get("audit", {}).get("AUDIT_DATABASE_URL") \
+            or str(self.var_dir / "audit.db")
+
+    def query(self, service: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on `service`'s store, whichever store it runs on.
+
+        `sql` uses `?` for parameters and `{inbox}` for the consumer's Inbox table (named
+        after the application on PostgreSQL). A store or table not there yet reads as no rows.
+        """
+        env = self.store_env.get(service)
+        if env is None:
+            path = self.var_dir / f"{service}.db"
+            if not path.exists():
+                return []
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                return db.execute(sql.format(inbox="dunwell_inbox"), args).fetchall()
+            except sqlite3.OperationalError:
+                return []
+            finally:
+                db.close()
+        import psycopg
+        url = env.get("AUDIT_DATABASE_URL") or (
+            f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@"
+            f"{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}")
+        try:
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                found = conn.execute("SELECT table_name FROM information_schema.tables "
+                                     "WHERE table_name LIKE '%%\\_inbox'").fetchone()
+                inbox = found[0] if found else "missing_inbox"
+                return conn.execute(sql.format(inbox=inbox).replace("?", "%s"),
+                                    args).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+
+    def copy_audit_store(self, source: str, target: str) -> str:
+        """Copy the audit's store (stopped) as a backup would, and return the copy's location.
+
+        `source` and `target` are names: `live` is the store the audit runs on. SQLite copies
+        the file and its WAL; PostgreSQL makes a database from the other as its template.
+        """
+        url = self.store_env.get("audit", {}).get("AUDIT_DATABASE_URL")
+        if url is None:
+            def path(name: str) -> Path:
+                return self.var_dir / ("audit.db" if name == "live" else f"audit-{name}.db")
+            for suffix in ("", "-wal", "-shm"):
+                into = path(target).with_name(path(target).name + suffix)
+                into.unlink(missing_ok=True)
+                if path(source).with_name(path(source).name + suffix).exists():
+                    shutil.copyfile(path(source).with_name(path(source).name + suffix), into)
+            return str(path(target))
+        import psycopg
+        server, live = url.rsplit("/", 1)
+
+        def database(name: str) -> str:
+            return live if name == "live" else f"{live}_{name}"
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database(target)}"')
+            conn.execute(f'CREATE DATABASE "{database(target)}" TEMPLATE "{database(source)}"')
+        return f"{server}/{database(target)}"
+
+    def count(self, service: str, sql: str, *args: object) -> int:
+        rows = self.query(service, sql, *args)
+        return int(rows[0][0]) if rows else 0
 
     @property
     def logs(self) -> Path:

@@ -5,7 +5,6 @@ first reminder and one SMS, every event is exactly one leaf, and verify-store pa
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -43,37 +42,25 @@ async def _burst(bootstrap: str, bodies: list[dict]) -> None:
         await producer.stop()
 
 
-def _count(path: Path, query: str, *args: object) -> int:
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return int(db.execute(query, args).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        db.close()
-
-
 def test_kill_9_mid_batch_in_reminder_then_audit_loses_and_doubles_nothing(
         stack: Stack, tmp_path: Path) -> None:
     zone = zone_at_local_hour(11)
     prefix = f"BURST-{uuid.uuid4().hex[:6]}"
     bodies = [loan_body(f"{prefix}-{i:04d}", timezone_name=zone) for i in range(LOANS)]
     loans = {body["loan_id"] for body in bodies}
-    reminder_db, audit_db = stack.var_dir / "reminder.db", stack.var_dir / "audit.db"
-    inbox_before = _count(reminder_db, "SELECT COUNT(*) FROM dunwell_inbox")
-    leaves_before = _count(audit_db, "SELECT COUNT(*) FROM leaves")
+    inbox_before = stack.count("reminder", "SELECT COUNT(*) FROM {inbox}")
+    leaves_before = stack.count("audit", "SELECT COUNT(*) FROM leaves")
 
     asyncio.run(_burst(stack.bootstrap, bodies))
     consumed = wait_for(
-        lambda: _count(reminder_db, "SELECT COUNT(*) FROM dunwell_inbox") - inbox_before or None,
+        lambda: stack.count("reminder", "SELECT COUNT(*) FROM {inbox}") - inbox_before or None,
         timeout=90, every=0.02, what="the reminder service to commit its first batch")
     stack.kill("reminder")
     assert consumed < LOANS, "the whole burst was consumed before the kill"
 
     appended = wait_for(
-        lambda: _count(audit_db, "SELECT COUNT(*) FROM leaves") - leaves_before > LOANS or None,
+        lambda: stack.count("audit", "SELECT COUNT(*) FROM leaves") - leaves_before > LOANS
+        or None,
         timeout=90, every=0.02, what="the audit service to append part of the burst")
     stack.kill("audit")
     assert appended
@@ -81,8 +68,8 @@ def test_kill_9_mid_batch_in_reminder_then_audit_loses_and_doubles_nothing(
 
     with stack.client("audit", Role.AUDITOR) as audit:
         def reminded() -> bool:
-            return _count(audit_db, "SELECT COUNT(*) FROM leaves WHERE event_type='ReminderSent'"
-                                    " AND subject LIKE ?", f"{prefix}-%") >= LOANS
+            return stack.count("audit", "SELECT COUNT(*) FROM leaves WHERE event_type="
+                               "'ReminderSent' AND subject LIKE ?", f"{prefix}-%") >= LOANS
 
         wait_for(reminded, timeout=240, every=1.0, what="a ReminderSent for every loan")
         for loan in sorted(loans)[:: LOANS // 40]:  # the timeline route, on a sample
@@ -90,17 +77,13 @@ def test_kill_9_mid_batch_in_reminder_then_audit_loses_and_doubles_nothing(
             assert Counter(e["type"] for e in events)["ReminderSent"] == 1
 
     per_loan = Counter()
-    db = sqlite3.connect(f"file:{audit_db}?mode=ro", uri=True)
-    try:
-        for subject, event_type, count in db.execute(
-                "SELECT subject, event_type, COUNT(*) FROM leaves WHERE subject LIKE ? "
-                "GROUP BY subject, event_type", (f"{prefix}-%",)):
-            per_loan[(event_type, count)] += 1
-            assert count == 1, (subject, event_type, count)
-        repeated = db.execute("SELECT COUNT(*) FROM (SELECT event_id FROM leaves GROUP BY "
-                              "event_id HAVING COUNT(*) > 1)").fetchone()[0]
-    finally:
-        db.close()
+    for subject, event_type, count in stack.query(
+            "audit", "SELECT subject, event_type, COUNT(*) FROM leaves WHERE subject LIKE ? "
+            "GROUP BY subject, event_type", f"{prefix}-%"):
+        per_loan[(event_type, count)] += 1
+        assert count == 1, (subject, event_type, count)
+    repeated = stack.count("audit", "SELECT COUNT(*) FROM (SELECT event_id FROM leaves "
+                                    "GROUP BY event_id HAVING COUNT(*) > 1) AS repeated")
     assert repeated == 0
     for event_type in ("LoanOverdue", "CaseOpened", "ReminderScheduled", "ReminderSent"):
         assert per_loan[(event_type, 1)] == LOANS, event_type
@@ -110,7 +93,7 @@ def test_kill_9_mid_batch_in_reminder_then_audit_loses_and_doubles_nothing(
     with stack.client("audit", Role.AUDITOR) as audit:
         key = audit.get("/v1/checkpoint").json()["public_key"]
     result = subprocess.run([sys.executable, "-m", "dunwell.cli", "audit", "verify-store",
-                             "--store", str(audit_db), "--key", key],
+                             "--store", stack.audit_store, "--key", key],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: ")

@@ -71,7 +71,7 @@ def test_evidence_bundle_and_consistency_verify_offline(stack: Stack, tmp_path: 
                             for a in every_announcement))
     store = subprocess.run(
         [sys.executable, "-m", "dunwell.cli", "audit", "verify-store", "--store",
-         str(stack.var_dir / "audit.db"), "--key", vkey, "--checkpoints", str(kept)],
+         stack.audit_store, "--key", vkey, "--checkpoints", str(kept)],
         capture_output=True, text=True, timeout=120)
     assert store.returncode == 0, store.stderr
     assert "leaves re-derived" in store.stdout

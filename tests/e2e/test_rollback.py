@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -36,14 +35,6 @@ def _signed_with_reminder(stack: Stack) -> int:
     return int(stack.reminded_evidence()["checkpoint"].split("\n")[1])
 
 
-def _copy_store(source: Path, target: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        target.with_name(target.name + suffix).unlink(missing_ok=True)
-        if source.with_name(source.name + suffix).exists():
-            shutil.copyfile(source.with_name(source.name + suffix),
-                            target.with_name(target.name + suffix))
-
-
 async def _put_after_announcements(bootstrap: str, vkey: str) -> None:
     producer = make_producer(KafkaSettings(bootstrap=bootstrap))
     await producer.start()
@@ -65,13 +56,12 @@ def _roots_by_size(announced: list[CheckpointSigned]) -> dict[int, set[str]]:
 def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Stack,
                                                                   tmp_path: Path) -> None:
     stack = own_stack
-    store = stack.var_dir / "audit.db"
+    store = stack.audit_store
     _signed_with_reminder(stack)
     with stack.client("audit", Role.AUDITOR) as audit:
         key = audit.get("/v1/checkpoint").json()["public_key"]
     stack.stop("audit")
-    _copy_store(store, tmp_path / "earlier.db")
-    earlier = LogStore(tmp_path / "earlier.db")
+    earlier = LogStore(stack.copy_audit_store("live", "earlier"))
     earlier_size = earlier.size
     earlier.close()
 
@@ -86,7 +76,7 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
     asyncio.run(_put_after_announcements(stack.bootstrap, key))
 
     # The insider restores the earlier copy and slips in an event of their own.
-    _copy_store(tmp_path / "earlier.db", store)
+    stack.copy_audit_store("earlier", "live")
     insider = LogStore(store)
     data = json.dumps({"specversion": "1.0", "id": "forged-1", "source": "/insider",
                        "type": "ReminderSent", "subject": "LN-FORGED"}).encode()
@@ -115,8 +105,10 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
                  what=f"the fork found again after restart {restart}", timeout=60)
     time.sleep(2)
     assert _roots_by_size(stack.announced()) == before
-    assert LogStore(store).latest_checkpoint()[0] < max(before)  # type: ignore[index]
-    stack.stop("audit")
+    stack.stop("audit")  # the store has one writer: on PostgreSQL it holds a lock
+    restored = LogStore(store)
+    assert restored.latest_checkpoint()[0] < max(before)  # type: ignore[index]
+    restored.close()
 
     # The announcements an auditor kept show where the store went wrong.
     kept = tmp_path / "announced.jsonl"
@@ -127,7 +119,7 @@ def test_a_rolled_back_and_forged_store_signs_nothing_and_says_so(own_stack: Sta
     assert {json.loads(line)["data"]["tree_size"]
             for line in kept.read_text().splitlines()} == set(after)
     result = subprocess.run(
-        [sys.executable, "-m", "dunwell.cli", "audit", "verify-store", "--store", str(store),
+        [sys.executable, "-m", "dunwell.cli", "audit", "verify-store", "--store", store,
          "--key", key, "--checkpoints", str(kept)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout
     first_bad = int(result.stderr.split("first bad leaf index ")[1].split()[0])
