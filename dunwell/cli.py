@@ -14,6 +14,7 @@ from types import FrameType
 
 import typer
 
+from dunwell.broker import broker_app
 from dunwell.clock import clock_app
 from shared.roles import Role
 
@@ -25,6 +26,7 @@ audit_app = typer.Typer(help="The audit log: its signer, its announced checkpoin
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(clock_app, name="clock")
+app.add_typer(broker_app, name="broker")
 
 
 def _var_dir() -> Path:

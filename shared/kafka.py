@@ -19,13 +19,16 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from shared import topics
+from shared.errors import describe
 from shared.settings import KafkaSettings
 from shared.store import DeadLetter
 
 log = logging.getLogger(__name__)
 
 TOPIC_EXISTS = 36
-# Announced checkpoints are what shows a rolled-back audit store; they are small, and kept.
+# Announced checkpoints are what shows a rolled-back audit store; the incarnation's first
+# record is what names the broker. Both are small, and kept: were the first record deleted by
+# retention, every service would take the broker for a new one and refill it.
 KEPT_FOREVER = {"retention.ms": "-1"}
 INCARNATION_SECONDS = 30.0  # to read or settle the broker's incarnation when preparing it
 
@@ -35,8 +38,9 @@ async def ensure_topics(settings: KafkaSettings, attempts: int = 30) -> None:
     common = settings.topic_configs()
     wanted = [NewTopic(name, 1 if name == topics.INCARNATION or name.endswith(".dlq")
                        else settings.partitions, settings.replication_factor,
-                       topic_configs={**common, **(KEPT_FOREVER if name == topics.CHECKPOINTS
-                                                   else {})} or None)
+                       topic_configs={**common, **(KEPT_FOREVER if name in (
+                                          topics.CHECKPOINTS, topics.INCARNATION)
+                                          else {})} or None)
               for name in topics.all_topics()]
     limit = settings.call_timeout_seconds
     for attempt in range(attempts):
@@ -142,6 +146,37 @@ async def broker_incarnation(settings: KafkaSettings) -> str:
         if found is not None:
             return found
         await _write_incarnation(settings)
+
+
+async def new_incarnation(settings: KafkaSettings) -> tuple[str, str]:
+    """Give the broker a new incarnation; return the old id and the new one.
+
+    For a cluster restored from a backup: it holds fewer records than the services have read
+    and published, so the positions they keep no longer describe it. Deleting the incarnation
+    topic and writing a new first record makes every service see a new broker within a few
+    seconds and refill it (each relay publishes its whole store again; each consumer reads
+    from the beginning and de-duplicates on event ids). The caller bounds it in time.
+    """
+    old = await read_incarnation(settings)
+    admin = AIOKafkaAdminClient(**settings.client_options())
+    try:
+        await admin.start()
+        if topics.INCARNATION in await admin.list_topics():
+            await admin.delete_topics([topics.INCARNATION])
+        while topics.INCARNATION in await admin.list_topics():  # noqa: ASYNC110
+            await asyncio.sleep(0.5)  # deletion is asynchronous: nothing to wait on
+    finally:
+        await _closed(admin.close(), settings.call_timeout_seconds)
+    while True:
+        try:
+            new = await prepare_broker(settings)
+        except (KafkaError, RuntimeError) as error:  # the topic's deletion not yet done
+            log.info("incarnation topic not ready again yet (%s)", describe(error))
+            await asyncio.sleep(0.5)
+            continue
+        if new != old:
+            return old or "", new
+        await asyncio.sleep(0.5)
 
 
 async def _write_incarnation(settings: KafkaSettings) -> None:
