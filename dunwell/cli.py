@@ -192,11 +192,16 @@ def strategy_schema(
     _write_or_check(out, strategy_schema_text(), check, "strategy-schema")
 
 
+KEY_HELP = ("The log's public key (vkey text), or a file holding it: one vkey a line, or the "
+            "keys the log publishes (GET /v1/keys saved as JSON), current and retired. "
+            "Repeatable: across a key rotation, give the retired keys and the current one.")
+
+
 @app.command()
 def verify(
     bundle: Path = typer.Argument(
         ..., help="An evidence bundle (JSON) from /v1/loans/{id}/evidence."),
-    key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
+    key: list[str] = typer.Option(..., "--key", "--vkey", help=KEY_HELP),
 ) -> None:
     """Verify a bundle offline: signature, every inclusion proof, that every leaf is an
     event of the bundle's loan, consistency if present, and every compliance verdict,
@@ -205,7 +210,8 @@ def verify(
 
     from services.audit.compliance import rederive
 
-    raise typer.Exit(verify_offline([str(bundle), "--key", key], judge=rederive))
+    keys = [arg for given in key for arg in ("--key", given)]
+    raise typer.Exit(verify_offline([str(bundle), *keys], judge=rederive))
 
 
 def _notes_in(path: Path) -> list[str]:
@@ -332,7 +338,7 @@ def keygen(
 
 @audit_app.command("verify-store")
 def verify_store(
-    key: str = typer.Option(..., help="The log's public key (vkey text), or a file holding it."),
+    key: list[str] = typer.Option(..., "--key", "--vkey", help=KEY_HELP),
     store: str | None = typer.Option(
         None, help="The audit store: a SQLite file, or a postgresql:// URL "
         "[default: $AUDIT_DATABASE_URL, else $DUNWELL_VAR_DIR/audit.db]."),
@@ -345,7 +351,7 @@ def verify_store(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from shared.tlog import VerificationError, decode_vkey, read_vkey
+    from shared.tlog import VerificationError, read_vkeys, trusted_keys
 
     from services.audit.store import StoreReader, is_database_url
     from services.audit.verify import verify_store as check
@@ -353,9 +359,8 @@ def verify_store(
     where: Path | str = store or os.environ.get("AUDIT_DATABASE_URL") or _var_dir() / "audit.db"
     if isinstance(where, str) and not is_database_url(where):
         where = Path(where)
-    vkey = read_vkey(key)
     try:
-        decode_vkey(vkey)
+        vkey = trusted_keys([k for given in key for k in read_vkeys(given)])
     except VerificationError as error:
         typer.echo(f"error: --key: {error}", err=True)
         raise typer.Exit(2) from error
@@ -388,6 +393,10 @@ def verify_store(
         typer.echo(f"OK: {report.size} leaves re-derived; {report.checkpoints_verified} "
                    f"checkpoints verified" + (f" (latest size {latest.size})" if latest else "")
                    + (f"; {report.other_logs} of other logs skipped" if report.other_logs else ""))
+        if len(vkey) > 1:
+            for trusted in vkey:
+                typer.echo(f"  key {trusted.vkey.split('+')[1]}: "
+                           f"{report.signed_by.get(trusted.vkey, 0)} stored checkpoints")
         return
     first = report.first_bad_index
     where = f"; first bad leaf index {first}" if first is not None else ""

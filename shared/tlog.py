@@ -3,7 +3,7 @@
 Only the standard library and ``cryptography`` are imported here, because the
 offline evidence verifier ships this module on its own to auditors: with this one file,
 
-    python tlog.py BUNDLE.json --key KEY
+    python tlog.py BUNDLE.json --key KEY    (--key once per key of the log after a rotation)
 
 verifies an evidence bundle's proofs and that its leaves are its loan's (and that those it
 carries as `strategies` are lenders' StrategyPublished, and those under `registry` the
@@ -301,22 +301,47 @@ def _parse_signature_line(line: str) -> tuple[str, bytes]:
 
 def verify_note(note: str, name: str, public_key: bytes) -> str:
     """Return the note body once a signature by (name, public_key) verifies."""
-    body, lines = _split_note(note)
-    expected_id = key_id(name, public_key)
-    verifier = _load_public_key(public_key)
-    verified = False
-    for line in lines:
-        signer, blob = _parse_signature_line(line)
-        if signer != name or blob[:4] != expected_id:
-            continue  # unknown key: MUST be ignored
-        try:
-            verifier.verify(blob[4:], body.encode("utf-8"))
-        except InvalidSignature:
-            raise VerificationError(f"signature by {name} does not verify") from None
-        verified = True
-    if not verified:
+    body, signed = _verified_lines(note, [(name, key_id(name, public_key),
+                                           _load_public_key(public_key))])
+    if not signed:
         raise VerificationError(f"note carries no signature by {name}")
     return body
+
+
+_Verifier = tuple[str, bytes, Ed25519PublicKey]  # key name, key ID, key
+
+
+def _verified_lines(note: object, verifiers: Sequence[_Verifier]
+                    ) -> tuple[str, list[int]]:
+    """The note's body and which of `verifiers` (by position) signed it. A line by a key not
+    among them is ignored, as a note may carry others' signatures (a witness's, a key from
+    before a rotation); a line by one of them that does not verify fails the note."""
+    body, lines = _split_note(note)
+    signed: list[int] = []
+    for line in lines:
+        signer, blob = _parse_signature_line(line)
+        position = next((n for n, (name, kid, _) in enumerate(verifiers)
+                         if signer == name and blob[:4] == kid), None)
+        if position is None:
+            continue  # unknown key: MUST be ignored
+        try:
+            verifiers[position][2].verify(blob[4:], body.encode("utf-8"))
+        except InvalidSignature:
+            raise VerificationError(f"signature by {signer} does not verify") from None
+        if position not in signed:
+            signed.append(position)
+    return body, signed
+
+
+def note_signers(note: object) -> list[str]:
+    """Who signed a note, as '<name>+<hex key ID>' per signature line, nothing verified: what
+    a failure names, and how the log tells which of its keys signed a stored checkpoint."""
+    _, lines = _split_note(note)
+    signers = []
+    for line in lines:
+        signer, blob = _parse_signature_line(line)
+        signers.append(f"{signer}+{blob[:4].hex()}")
+    return signers
 
 
 def _load_public_key(public_key: object) -> Ed25519PublicKey:
@@ -329,16 +354,70 @@ def _load_public_key(public_key: object) -> Ed25519PublicKey:
         raise VerificationError("Ed25519 public key is invalid") from None
 
 
-def open_checkpoint(note: str, public_key_vkey: str) -> Checkpoint:
-    """Verify a checkpoint note against a vkey; the origin must equal the key name."""
-    name, public_key = decode_vkey(public_key_vkey)
-    checkpoint = parse_checkpoint_body(verify_note(note, name, public_key))
-    if checkpoint.origin != name:
+@dataclass(frozen=True)
+class TrustedKey:
+    """A verifier key of the log. A key retired by a rotation stays trusted for the
+    checkpoints it signed; `until_size`, when known, is the largest of them, so a checkpoint
+    past it signed by that key alone (a leaked old key, say) is refused."""
+
+    vkey: str
+    until_size: int | None = None
+
+
+# One vkey (the form before key rotation), or the log's keys: current and retired.
+Keys = str | TrustedKey | Sequence[str | TrustedKey]
+
+
+def _listed(keys: Keys) -> list[TrustedKey]:
+    listed = [keys] if isinstance(keys, str | TrustedKey) else list(keys)
+    trusted = [k if isinstance(k, TrustedKey) else TrustedKey(k) for k in listed]
+    if not trusted:
+        raise VerificationError("no verifier key given")
+    return trusted
+
+
+def trusted_keys(keys: Keys) -> list[TrustedKey]:
+    """The keys as TrustedKey, each decoded so that a malformed one fails here."""
+    trusted = _listed(keys)
+    for key in trusted:
+        decode_vkey(key.vkey)
+    return trusted
+
+
+def open_checkpoint(note: str, keys: Keys) -> Checkpoint:
+    """Verify a checkpoint note against a vkey, or any of the log's keys; the origin must
+    equal the key name."""
+    return open_signed_checkpoint(note, keys)[0]
+
+
+def open_signed_checkpoint(note: str, keys: Keys) -> tuple[Checkpoint, list[TrustedKey]]:
+    """Verify a checkpoint note by at least one of `keys`; returns it and the keys that signed
+    it. A checkpoint signed by no key of the set fails, naming the keys that did sign it."""
+    trusted = _listed(keys)
+    decoded = [decode_vkey(key.vkey) for key in trusted]
+    verifiers = [(name, key_id(name, public), _load_public_key(public))
+                 for name, public in decoded]
+    body, signed = _verified_lines(note, verifiers)
+    if not signed:
+        names = " or ".join(sorted({name for name, _, _ in verifiers}))
+        given = ", ".join(kid.hex() for _, kid, _ in verifiers)
+        raise VerificationError(f"note carries no signature by {names} with a key given (key "
+                                f"ID {given}); it is signed by {', '.join(note_signers(note))}")
+    checkpoint = parse_checkpoint_body(body)
+    signers = [trusted[n] for n in signed]
+    if checkpoint.origin not in {decoded[n][0] for n in signed}:
         raise VerificationError(
-            f"checkpoint origin {checkpoint.origin!r} is not the log {name!r}",
+            f"checkpoint origin {checkpoint.origin!r} is not the log {decoded[signed[0]][0]!r}",
             size=checkpoint.size,
         )
-    return checkpoint
+    bounds = [key.until_size for key in signers]
+    if all(bound is not None for bound in bounds):
+        last = max(bound for bound in bounds if bound is not None)
+        if checkpoint.size > last:
+            raise VerificationError(
+                f"checkpoint of size {checkpoint.size} is signed only by a retired key, "
+                f"which signed none past size {last}", size=checkpoint.size)
+    return checkpoint, signers
 
 
 # --- key text: '<name>+<hex key id>+<base64(0x01 || key)>', for vkeys and skeys --------
@@ -374,6 +453,39 @@ def read_vkey(key: str) -> str:
     """A verifier key given as its text, or as the path of a file holding it."""
     path = Path(key)
     return path.read_text().strip() if path.is_file() else key.strip()
+
+
+def read_vkeys(key: str) -> list[TrustedKey]:
+    """The log's keys from a vkey text or a file: one vkey a line (blank lines and '#'
+    comments skipped), or the JSON the audit service publishes (`/v1/keys`, `/v1/checkpoint`):
+    every entry of its `keys`, a retired one bound to its `until_size`; else its `public_key`.
+    """
+    path = Path(key)
+    text = path.read_text() if path.is_file() else key
+    if not text.lstrip().startswith(("{", "[")):
+        lines = [line.strip() for line in text.splitlines()]
+        return [TrustedKey(line) for line in lines if line and not line.startswith("#")]
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        raise VerificationError("the keys file is not JSON") from None
+    entries = document.get("keys", [document.get("public_key")]) \
+        if isinstance(document, dict) else document
+    if not isinstance(entries, list):
+        raise VerificationError("the keys file has no list of keys")
+    return [_published_key(entry) for entry in entries]
+
+
+def _published_key(entry: object) -> TrustedKey:
+    """One key as published: its vkey text, or {vkey, status, until_size, ...}."""
+    if isinstance(entry, str):
+        return TrustedKey(entry)
+    vkey = _field(entry, "vkey", str, "published key")
+    assert isinstance(entry, Mapping)
+    until = entry.get("until_size") if entry.get("status") == "retired" else None
+    if until is not None and (not isinstance(until, int) or isinstance(until, bool)):
+        raise VerificationError("published key field 'until_size' is not an integer")
+    return TrustedKey(vkey, until)
 
 
 def decode_vkey(vkey: str) -> tuple[str, bytes]:
@@ -445,7 +557,7 @@ def _disjoint(bundle: Mapping[str, object]) -> None:
 
 
 def _verify_extension(
-    base: Checkpoint, note: str, proof: Sequence[object], vkey: str
+    base: Checkpoint, note: str, proof: Sequence[object], vkey: Keys
 ) -> Checkpoint:
     """Open a later checkpoint and prove the base checkpoint is a prefix of it."""
     later = open_checkpoint(note, vkey)
@@ -456,7 +568,7 @@ def _verify_extension(
 
 def verify_bundle(
     bundle: Mapping[str, object],
-    vkey: str,
+    vkey: Keys,
     later_checkpoint_note: str | None = None,
     consistency_proof: Sequence[bytes] | None = None,
 ) -> Checkpoint:
@@ -464,7 +576,9 @@ def verify_bundle(
     checkpoint. (Whose leaves they are is `verify_loan`'s to check, after this.)
 
     Unknown JSON keys are ignored (no proof covers them); explicit later-checkpoint
-    arguments are checked against the bundle's own checkpoint.
+    arguments are checked against the bundle's own checkpoint. `vkey` may be the log's keys
+    across a rotation: a bundle proven against a checkpoint from before it verifies by the
+    retired key, a later checkpoint by the current one.
     """
     if not isinstance(bundle, Mapping):
         raise VerificationError("bundle is not a JSON object")
@@ -703,12 +817,14 @@ def main(argv: Sequence[str] | None = None, judge: Judge | None = None) -> int:
         "later checkpoint if the bundle carries one. "
         "(`dunwell verify` also re-derives the bundle's verdicts.)")
     parser.add_argument("bundle", type=Path, help="the bundle (JSON) from /v1/loans/{id}/evidence")
-    parser.add_argument("--key", required=True,
-                        help="the log's public key (vkey text), or a file holding it")
+    parser.add_argument("--key", "--vkey", required=True, action="append",
+                        help="the log's public key (vkey text), or a file holding it: one vkey "
+                        "a line, or the keys the log publishes (GET /v1/keys, as JSON), "
+                        "current and retired. Repeatable: across a key rotation, give the "
+                        "old key and the new")
     args = parser.parse_args(argv)
     try:
-        vkey = read_vkey(args.key)
-        decode_vkey(vkey)
+        vkey = trusted_keys([k for given in args.key for k in read_vkeys(given)])
         bundle = json.loads(args.bundle.read_text())
     except VerificationError as error:
         print(f"error: --key: {error}", file=sys.stderr)

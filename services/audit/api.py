@@ -1,5 +1,6 @@
 """Audit's HTTP routes (role auditor): a loan's timeline leaf by leaf, its compliance verdicts
-and evidence, checkpoints and proofs, and the violations across the portfolio."""
+and evidence, checkpoints, the log's keys and proofs, and the violations across the
+portfolio."""
 
 from __future__ import annotations
 
@@ -70,10 +71,35 @@ def timeline(loan_id: LoanId, log: LogDep, user: AuditorDep) -> Any:
     return Timeline(loan_id=loan_id, tree_size=log.store.size, events=entries)
 
 
+class KeyView(BaseModel):
+    """One verifier key of the log: the current signer's, or one retired by a key rotation,
+    which still verifies the checkpoints it signed (sizes `from_size`..`until_size`, signed
+    `from_time`..`until_time`; null where none was found, and the current key's run is open).
+    """
+
+    vkey: str
+    key_id: str
+    status: Literal["current", "retired"]
+    from_size: int | None
+    until_size: int | None
+    from_time: str | None
+    until_time: str | None
+
+
 class CheckpointView(BaseModel):
     tree_size: int
     note: str
+    public_key: str  # the current signer's vkey
+    keys: list[KeyView]  # every key of the log, retired ones first: the note may be by one
+
+
+class KeysView(BaseModel):
+    """The keys an auditor verifies this log's checkpoints with, across key rotations; saved
+    as a file, `dunwell verify --key` and `verify-store --key` read it as it is."""
+
+    origin: str
     public_key: str
+    keys: list[KeyView]
 
 
 class Proof(BaseModel):
@@ -161,7 +187,21 @@ def _signed_size(log: AuditLog, size: int) -> None:
             responses=error_responses(401, 403, 404, meaning={404: NO_CHECKPOINT}))
 def checkpoint(log: LogDep, user: AuditorDep) -> Any:
     size, note = _latest(log)
-    return CheckpointView(tree_size=size, note=note, public_key=log.vkey)
+    return CheckpointView(tree_size=size, note=note, public_key=log.vkey, keys=_keys(log))
+
+
+@router.get("/keys", response_model=KeysView, responses=error_responses(401, 403))
+def keys(log: LogDep, user: AuditorDep) -> Any:
+    """The log's verifier keys: the current signer's and those retired by key rotations."""
+    return KeysView(origin=log.origin, public_key=log.vkey, keys=_keys(log))
+
+
+def _keys(log: AuditLog) -> list[KeyView]:
+    return [KeyView(vkey=key.vkey, key_id=key.key_id, status=key.status,
+                    from_size=key.from_size, until_size=key.until_size,
+                    from_time=None if key.from_time is None else key.from_time.isoformat(),
+                    until_time=None if key.until_time is None else key.until_time.isoformat())
+            for key in log.published_keys()]
 
 
 @router.get("/proofs/inclusion", response_model=Proof,

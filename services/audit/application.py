@@ -20,11 +20,12 @@ from eventsourcing.persistence import Tracking
 from shared.consumer import Applied, Batch, one
 from shared.events import CloudEvent, EventData
 from shared.store import DeadLetter
-from shared.tlog import Checkpoint, b64encode
+from shared.tlog import Checkpoint, b64encode, open_checkpoint
 
 from services.audit import merkle
 from services.audit.domain import CheckpointGuard, Signing
 from services.audit.handlers import leaf_of
+from services.audit.keys import LogKey, log_keys
 from services.audit.policy import (
     AGENCY,
     COLLECTOR_ENTRIES,
@@ -70,11 +71,13 @@ class AuditLog:
     position commit together; checkpoints are signed over the tree as it grows."""
 
     def __init__(self, store: LogStore, origin: str, signer: Ed25519PrivateKey,
-                 vkey: str, pack: str = "cn") -> None:
+                 vkey: str, pack: str = "cn", retired: Sequence[str] = ()) -> None:
         self.store = store
         self.origin = origin
         self.signer = signer
-        self.vkey = vkey
+        self.vkey = vkey  # the current signer's
+        self.retired = [key for key in retired if key != vkey]  # oldest first
+        self._keys: list[LogKey] | None = None
         self.pack = pack  # the installation's pack, for loans that name no jurisdiction
         self.guard = CheckpointGuard()
         self._behind_logged = False
@@ -304,6 +307,25 @@ class AuditLog:
 
     def latest(self) -> tuple[int, str] | None:
         return self.store.latest_checkpoint()
+
+    # --- keys ---
+
+    def trusted(self) -> list[str]:
+        """Every key whose checkpoints this log stands by: the retired ones and the current."""
+        return [*self.retired, self.vkey]
+
+    def open(self, note: str) -> Checkpoint:
+        """A checkpoint note of this log, verified by any of its keys (one stored or announced
+        before a key rotation is signed by a retired key)."""
+        return open_checkpoint(note, self.trusted())
+
+    def published_keys(self) -> list[LogKey]:
+        """The published keys with the runs of checkpoints they signed. Kept once the current
+        key has signed: no retired key signs again, and the current key's run stays open."""
+        keys = self._keys
+        if keys is None or keys[-1].from_size is None:
+            keys = self._keys = log_keys(self.store, self.vkey, self.retired)
+        return keys
 
     def inclusion(self, leaf_index: int, tree_size: int) -> list[str]:
         return [b64encode(h) for h in merkle.inclusion_proof(leaf_index, tree_size, self.store)]

@@ -17,7 +17,7 @@ from shared.kafka import read_to_now
 from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
 from shared.settings import KafkaSettings
-from shared.tlog import Checkpoint, VerificationError, encode_vkey, open_checkpoint
+from shared.tlog import Checkpoint, VerificationError, encode_vkey
 
 from services.audit.api import router
 from services.audit.application import AuditLog
@@ -52,12 +52,13 @@ def checkpointer(audit: AuditLog, clock: Clock, interval: float,
 async def _newest_announced(settings: KafkaSettings, audit: AuditLog) -> Checkpoint | None:
     """The newest checkpoint of this log on audit.checkpoints; as the log never announces a
     size below one it announced, that is also the largest. Other logs' records, and anything
-    that does not verify under this log's key, are passed over."""
+    that does not verify under this log's keys (current or retired: an announcement from
+    before a key rotation still holds the store to it), are passed over."""
     def ours(record: ConsumerRecord[bytes, bytes]) -> Checkpoint | None:
         try:
             _, data = decode(record.value or b"")
             if isinstance(data, CheckpointSigned):
-                return open_checkpoint(data.note, audit.vkey)
+                return audit.open(data.note)  # by the current key or a retired one
         except (DecodeError, VerificationError):
             pass
         return None
@@ -68,6 +69,22 @@ async def _newest_announced(settings: KafkaSettings, audit: AuditLog) -> Checkpo
     return max(checkpoints, key=lambda c: c.size, default=None)
 
 
+def _check_latest_is_ours(audit: AuditLog) -> None:
+    """A signer switched without retiring the old key would leave every earlier checkpoint
+    unverifiable under the published keys, and the announcements read back passed over."""
+    latest = audit.latest()
+    if latest is None:
+        return
+    try:
+        audit.open(latest[1])
+    except VerificationError as error:
+        audit.store.close()
+        raise SystemExit(
+            f"the latest checkpoint (size {latest[0]}) does not verify under the signer's key "
+            f"or AUDIT_RETIRED_VKEYS: {error}. After a key rotation, put the old vkey into "
+            f"AUDIT_RETIRED_VKEYS (docs/key-rotation.md)") from None
+
+
 def create(settings: Settings | None = None, clock: Clock | None = None,
            connect: bool = True) -> FastAPI:
     settings = settings or Settings()
@@ -75,9 +92,14 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     name, signer = load_signer(settings.signer_text())
     if name != settings.origin:
         raise SystemExit(f"the signer key is for {name!r}, not the origin {settings.origin!r}")
+    try:
+        retired = settings.retired_keys()
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"AUDIT_RETIRED_VKEYS: {error}") from None
     public = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     audit = AuditLog(LogStore(settings.log_store()), settings.origin, signer,
-                     encode_vkey(name, public), pack=settings.pack)
+                     encode_vkey(name, public), pack=settings.pack, retired=retired)
+    _check_latest_is_ours(audit)
 
     def start_checkpointer(runtime: Runtime, beat: Callable[[], None]) -> Loop:
         return checkpointer(audit, clock, settings.checkpoint_interval_seconds,

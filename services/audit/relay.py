@@ -16,7 +16,7 @@ from shared.errors import describe
 from shared.events import CheckpointSigned, CloudEvent, envelope, event_id_for
 from shared.relay import Outgoing
 from shared.store import DeadLetter
-from shared.tlog import b64encode, open_checkpoint
+from shared.tlog import b64encode
 
 from services.audit.application import AuditLog
 
@@ -72,7 +72,7 @@ class Announcements:
 
 
 def announcement(audit: AuditLog, stream: UUID, size: int, note: str) -> CloudEvent:
-    checkpoint = open_checkpoint(note, audit.vkey)
+    checkpoint = audit.open(note)  # the latest may be from before a key rotation
     signed_at = audit.store.checkpoint_signed_at(size)
     data = CheckpointSigned(origin=checkpoint.origin, tree_size=size,
                             root_hash=b64encode(checkpoint.root), note=note, signed_at=signed_at)

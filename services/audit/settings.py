@@ -7,6 +7,7 @@ from pydantic_settings import SettingsConfigDict
 from shared.policy_pack import PACKS
 from shared.settings import ServiceSettings
 
+from services.audit.keys import retired_vkeys
 from services.audit.signer import generate_signer
 from services.audit.store import is_database_url
 
@@ -19,6 +20,11 @@ class Settings(ServiceSettings):
     # The Ed25519 signer in Go sumdb "skey" text: from a k8s Secret, or a file under var/.
     signer_key: str | None = None
     signer_key_file: Path | None = None
+    # Verifier keys of this log that no longer sign (after a key rotation), oldest first:
+    # vkey texts separated by commas or newlines, and/or a file of them, one a line. They stay
+    # published so that the checkpoints they signed keep verifying.
+    retired_vkeys: str | None = None
+    retired_vkeys_file: Path | None = None
     checkpoint_interval_seconds: float = 0.5
     # The installation's pack: the rules a loan is judged by when it names no jurisdiction.
     pack: str = "cn"
@@ -59,3 +65,10 @@ class Settings(ServiceSettings):
             with os.fdopen(fd, "w") as handle:
                 handle.write(skey + "\n")
         return path.read_text().strip()
+
+    def retired_keys(self) -> list[str]:
+        """The retired verifier keys: AUDIT_RETIRED_VKEYS, then AUDIT_RETIRED_VKEYS_FILE's."""
+        text = self.retired_vkeys or ""
+        if self.retired_vkeys_file is not None:
+            text += "\n" + self.retired_vkeys_file.read_text()
+        return retired_vkeys(text, self.origin)

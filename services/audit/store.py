@@ -343,6 +343,18 @@ class LogStore:
                                (size,)).fetchone()
         return None if row is None else str(row[0])
 
+    def checkpoint_from(self, size: int) -> tuple[int, str] | None:
+        """The first checkpoint of at least `size` leaves (size, note); None past the latest."""
+        row = self._db.execute("SELECT tree_size, note FROM checkpoints WHERE tree_size >= ? "
+                               "ORDER BY tree_size LIMIT 1", (size,)).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def checkpoint_before(self, size: int) -> tuple[int, str] | None:
+        """The last checkpoint of fewer than `size` leaves (size, note); None before the first."""
+        row = self._db.execute("SELECT tree_size, note FROM checkpoints WHERE tree_size < ? "
+                               "ORDER BY tree_size DESC LIMIT 1", (size,)).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], bytes]:
         """The stored nodes among `keys`, in one query (an append or a proof asks once)."""
         if not keys:

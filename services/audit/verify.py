@@ -26,11 +26,14 @@ from datetime import datetime
 
 from shared.tlog import (
     Checkpoint,
+    Keys,
     VerificationError,
     decode_vkey,
     leaf_hash,
     node_hash,
     open_checkpoint,
+    open_signed_checkpoint,
+    trusted_keys,
 )
 
 from services.audit import merkle
@@ -57,6 +60,9 @@ class Report:
     other_logs: int = 0  # checkpoints given that belong to another log, and were skipped
     tree_signed_up_to: int = 0  # level-0 nodes below this size are the signed leaf hashes
     findings: list[Finding] = field(default_factory=list)
+    # How many stored checkpoints each key signed (vkey -> count): across a key rotation,
+    # the retired keys' and the current one's.
+    signed_by: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -246,7 +252,7 @@ def _is_time(value: object) -> bool:
     return True
 
 
-def _signed_checkpoints(reader: StoreReader, vkey: str, outside: Sequence[str],
+def _signed_checkpoints(reader: StoreReader, keys: Keys, outside: Sequence[str],
                         report: Report) -> tuple[dict[int, list[Checkpoint]], list[int]]:
     """Every checkpoint to check, by size: the store's (each re-verified) and those given;
     and the sizes of stored checkpoints that could not be used.
@@ -265,12 +271,14 @@ def _signed_checkpoints(reader: StoreReader, vkey: str, outside: Sequence[str],
     for column, root, note, signed_at in reader.checkpoints():
         size = column if isinstance(column, int) and column >= 0 else None
         try:
-            checkpoint = open_checkpoint(note, vkey)
+            checkpoint, signers = open_signed_checkpoint(note, keys)
         except VerificationError as error:
             report.findings.append(Finding(f"stored checkpoint {column!r}: {error}", size=size))
             if size is not None:
                 unusable.append(size)
             continue
+        for signer in signers:
+            report.signed_by[signer.vkey] = report.signed_by.get(signer.vkey, 0) + 1
         if (checkpoint.size, checkpoint.root) != (column, root):
             report.findings.append(Finding(
                 f"stored checkpoint {column!r}: its size or root column differs from its signed "
@@ -281,13 +289,13 @@ def _signed_checkpoints(reader: StoreReader, vkey: str, outside: Sequence[str],
                 f"stored checkpoint {column!r}: its signed_at is not a time", size=size))
         keep(checkpoint)
     stored = {size: list(checkpoints) for size, checkpoints in signed.items()}
-    origin = decode_vkey(vkey)[0]
+    origins = {decode_vkey(key.vkey)[0] for key in trusted_keys(keys)}
     for note in dict.fromkeys(outside):  # an announcement repeated after a restart counts once
-        if note.split("\n", 1)[0] != origin:
+        if note.split("\n", 1)[0] not in origins:
             report.other_logs += 1  # another log's checkpoint, on a shared topic
             continue
         try:
-            checkpoint = open_checkpoint(note, vkey)
+            checkpoint = open_checkpoint(note, keys)
         except VerificationError as error:
             report.findings.append(Finding(f"a checkpoint given for this log does not verify "
                                            f"under its key: {error}"))
@@ -304,16 +312,18 @@ def _signed_checkpoints(reader: StoreReader, vkey: str, outside: Sequence[str],
     return signed, unusable
 
 
-def verify_store(reader: StoreReader, vkey: str, outside_notes: Sequence[str] = (),
+def verify_store(reader: StoreReader, vkey: Keys, outside_notes: Sequence[str] = (),
                  progress: Progress | None = None) -> Report:
     """Re-derive the whole tree from `reader` and check it against every signed checkpoint.
 
-    `outside_notes` are checkpoint notes kept apart from the store. Raises VerificationError
-    only when `vkey` is not a verifier key; everything else is a finding in the report.
+    `vkey` is the log's key, or after a key rotation its keys (the retired ones and the
+    current one): every stored checkpoint must verify under one of them. `outside_notes` are
+    checkpoint notes kept apart from the store. Raises VerificationError only when a key is
+    not a verifier key; everything else is a finding in the report.
     """
-    decode_vkey(vkey)
+    keys = trusted_keys(vkey)
     report = Report()
-    signed, unusable = _signed_checkpoints(reader, vkey, outside_notes, report)
+    signed, unusable = _signed_checkpoints(reader, keys, outside_notes, report)
     sizes = sorted(signed)
     pending = iter(sizes)
     next_size = next(pending, None)

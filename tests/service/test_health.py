@@ -43,6 +43,7 @@ ROUTES: dict[str, set[tuple[str, str]]] = {
               ("post", "/v1/complaints"), ("post", "/v1/complaints/{complaint_id}/resolve"),
               ("get", "/v1/complaints/{complaint_id}")},
     "audit": {("get", "/v1/loans/{loan_id}/timeline"), ("get", "/v1/checkpoint"),
+              ("get", "/v1/keys"),
               ("get", "/v1/proofs/inclusion"), ("get", "/v1/proofs/consistency"),
               ("get", "/v1/loans/{loan_id}/evidence"), ("get", "/v1/loans/{loan_id}/compliance"),
               ("get", "/v1/violations")},

@@ -21,6 +21,7 @@ import pytest
 from shared.tlog import (
     Checkpoint,
     VerificationError,
+    encode_vkey,
     leaf_hash,
     open_checkpoint,
     verify_bundle,
@@ -45,7 +46,7 @@ from services.audit.merkle import (
     inclusion_proof,
     nodes_for_appends,
 )
-from services.audit.signer import generate_signer, load_signer, sign_note
+from services.audit.signer import generate_signer, load_signer, public_bytes, sign_note
 from services.audit.store import LogStore, StoreReader
 from services.audit.verify import Report, verify_store
 
@@ -391,9 +392,11 @@ def test_an_outside_note_that_does_not_verify_is_reported(original: tuple[Path, 
     notes: list[str] = []
     grow(open_log(path, OTHER_SKEY), 0, 3, notes)  # same origin, another key
     report = check(original[0], notes)
+    other = encode_vkey(ORIGIN, public_bytes(load_signer(OTHER_SKEY)[1])).split("+")[1]
     assert [f.problem for f in report.findings] == [
         (f"a checkpoint given for this log does not verify under its key: note carries no "
-         f"signature by {ORIGIN}")]
+         f"signature by {ORIGIN} with a key given (key ID {VKEY.split('+')[1]}); it is "
+         f"signed by {ORIGIN}+{other}")]
     assert report.checkpoints_verified == SIZE // EVERY
 
 
