@@ -21,6 +21,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.application import Conflict
+from shared.auth import Tokens
 from shared.errors import describe
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,9 @@ def _too_large(limit: int) -> JSONResponse:
 
 def create_app(*, title: str, routers: Sequence[APIRouter], checks: Checks,
                lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
-               jwt_secret: str, streamed: Sequence[str] = ()) -> FastAPI:
+               tokens: Tokens, streamed: Sequence[str] = ()) -> FastAPI:
     app = FastAPI(title=title, version="1", lifespan=lifespan)
-    app.state.jwt_secret = jwt_secret
+    app.state.tokens = tokens  # what `shared.auth.require` checks a bearer token against
     for router in routers:
         app.include_router(router, prefix="/v1")
     app.add_middleware(BodyLimit, streamed=streamed)

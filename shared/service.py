@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
-from shared.auth import load_or_create_secret
+from shared.auth import accepted_tokens
 from shared.clock import Clock
 from shared.consumer import EventConsumer, Sink
 from shared.errors import describe
@@ -99,9 +99,9 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
                 result["relay"] = not relay.refilling()
         return result
 
-    secret = parts.settings.auth.secret or load_or_create_secret(parts.settings.secret_file())
+    tokens = accepted_tokens(parts.settings.auth, parts.settings.secret_file())
     app = create_app(title=f"dunwell {parts.name}", routers=parts.routers, checks=checks,
-                     lifespan=lifespan, jwt_secret=secret, streamed=parts.streamed)
+                     lifespan=lifespan, tokens=tokens, streamed=parts.streamed)
     app.state.service = parts.store
     app.state.clock = parts.clock
     app.state.settings = parts.settings

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.clock import Clock, SimulatedClock, SystemClock
 
@@ -114,6 +115,86 @@ class KafkaSettings(BaseSettings):
                 "max_partition_fetch_bytes": self.max_request_bytes, "fetch_max_wait_ms": 100}
 
 
+# What a provider may sign with: public-key algorithms only. An HMAC secret shared with a
+# provider could sign for it, and `none` signs nothing.
+OIDC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                             "ES256", "ES384", "ES512", "EdDSA"})
+
+
+class OidcSettings(BaseSettings):
+    """The operator's OpenID Connect provider (Keycloak, Dex, Entra ID, ...), whose signed
+    tokens are accepted besides the installation's own; unset issuer, none are (docs/oidc.md).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DUNWELL_OIDC_", extra="ignore")
+
+    issuer: str | None = None
+    audience: str | None = None
+    # Unset: the `jwks_uri` of `<issuer>/.well-known/openid-configuration`.
+    jwks_url: str | None = None
+    algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["RS256", "ES256"])
+    # A claim name, or a dotted path into nested claims (`realm_access.roles`); a list there
+    # gives the first of its values that is a dunwell role.
+    role_claim: str = "role"
+    subject_claim: str = "sub"
+    leeway_seconds: float = Field(30.0, ge=0, le=120)
+    jwks_cache_seconds: float = Field(300.0, ge=0)
+    # The least time between two fetches of the key set, however many tokens name a key it
+    # does not hold: a rotation is picked up, a stream of made-up key ids costs the provider
+    # nothing.
+    jwks_refetch_seconds: float = Field(30.0, ge=0)
+    fetch_timeout_seconds: float = Field(3.0, gt=0, le=10)
+    ca_file: Path | None = None  # whom to trust for the provider's TLS (a private CA)
+    # Only the provider's tokens; the installation's own secret signs nothing then.
+    only: bool = False
+    environment: Literal["development", "production"] = Field(
+        "development", validation_alias="DUNWELL_ENVIRONMENT")
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> OidcSettings:
+        if self.issuer is None:
+            if self.only or self.audience or self.jwks_url:
+                raise ValueError("DUNWELL_OIDC_ONLY, _AUDIENCE and _JWKS_URL need "
+                                 "DUNWELL_OIDC_ISSUER, the provider")
+            return self
+        if not self.audience:
+            raise ValueError("DUNWELL_OIDC_ISSUER needs DUNWELL_OIDC_AUDIENCE: without it a "
+                             "token the provider issued to any other client would do")
+        self.check_url("DUNWELL_OIDC_ISSUER", self.issuer)
+        if self.jwks_url is not None:
+            self.check_url("DUNWELL_OIDC_JWKS_URL", self.jwks_url)
+        refused = [a for a in self.algorithms if a not in OIDC_ALGORITHMS]
+        if refused or not self.algorithms:
+            raise ValueError(f"DUNWELL_OIDC_ALGORITHMS may name only public-key algorithms "
+                             f"({', '.join(sorted(OIDC_ALGORITHMS))}); refused: "
+                             f"{', '.join(refused) or 'an empty list'}")
+        if not self.role_claim.strip() or not self.subject_claim.strip():
+            raise ValueError("DUNWELL_OIDC_ROLE_CLAIM and _SUBJECT_CLAIM cannot be empty")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"DUNWELL_OIDC_CA_FILE {self.ca_file} does not exist")
+        return self
+
+    def check_url(self, name: str, url: str) -> None:
+        """https in production; http too elsewhere, for a provider on loopback."""
+        parts = urlsplit(url)
+        schemes = ("https",) if self.environment == "production" else ("https", "http")
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"{name} must be an {' or '.join(schemes)} URL"
+                             + (" in production (DUNWELL_ENVIRONMENT=production)"
+                                if self.environment == "production" else "") + f": {url!r}")
+
+    def discovery_url(self) -> str:
+        assert self.issuer is not None
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
 class AuthSettings(BaseSettings):
     """The JWT signing secret: given directly (a k8s Secret as env) or kept in a file."""
 
@@ -121,6 +202,7 @@ class AuthSettings(BaseSettings):
 
     secret: str | None = None
     secret_file: Path | None = None
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
 
 
 class ServiceSettings(BaseSettings):
