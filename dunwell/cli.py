@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
@@ -27,6 +28,9 @@ audit_app = typer.Typer(help="The audit log: its signer, its announced checkpoin
 app.add_typer(audit_app, name="audit")
 app.add_typer(clock_app, name="clock")
 app.add_typer(broker_app, name="broker")
+dlq_app = typer.Typer(help="Dead letters: list them, show one, put one back on its topic "
+                           "(docs/dlq.md).", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 
 def _var_dir() -> Path:
@@ -404,6 +408,174 @@ def verify_store(
     for finding in report.ordered()[:20]:
         typer.echo(f"  {finding.problem}", err=True)
     raise typer.Exit(1)
+
+
+PERSONAL_DATA = ("warning: a dead letter holds the message as sent, with the borrower's "
+                 "personal data; do not paste it into tickets or chats")
+DLQ_TIMEOUT = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker.")
+
+
+def _console() -> Any:
+    """Rich output; as wide as the terminal, or wide enough for a row when piped."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _dlq(call: Any) -> Any:
+    """Run one dlq step on KAFKA_BOOTSTRAP; its refusals are messages and exit codes."""
+    from aiokafka.errors import KafkaError
+
+    from dunwell.dlq import DlqError
+
+    try:
+        return asyncio.run(call)
+    except DlqError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+    except (OSError, KafkaError) as error:
+        typer.echo(f"error: the broker failed or cannot be reached: "
+                   f"{type(error).__name__}: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topic: str | None = typer.Option(None, help="One DLQ topic [default: every one]."),
+    since: str | None = typer.Option(None, help="Only letters set aside since this time "
+                                     "(RFC 3339) or this long ago (90m, 2h, 3d)."),
+    limit: int = typer.Option(100, min=1, help="Show the newest N."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines, for scripts."),
+    timeout: float = DLQ_TIMEOUT,
+) -> None:
+    """The dead letters, a row each: where from, which group set it aside, why, when.
+
+    Never the message's data: `show` has it."""
+    import json
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from dunwell import dlq
+    from shared.settings import KafkaSettings
+
+    try:
+        after = dlq.parse_since(since, datetime.now(UTC)) if since else None
+    except dlq.DlqError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    letters = _dlq(dlq.read_letters(KafkaSettings(), topic, timeout))
+    rows = [letter.summary() for letter in letters
+            if after is None or letter.timestamp >= after][-limit:]
+    if as_json:
+        sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
+        return
+    table = Table(title=f"{len(rows)} dead letter{'' if len(rows) == 1 else 's'}",
+                  title_justify="left")
+    for column in ("letter / origin", "event type / id", "group / when"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for row in rows:
+        at = datetime.fromisoformat(row["at"]).strftime("%Y-%m-%dT%H:%M:%SZ")
+        table.add_row(f"{row['letter']}\n{row['origin']}",
+                      f"{row['event_type'] or '-'}\n{row['event_id'] or '-'}",
+                      f"{row['group']}\n{at}", f"{row['error_type']}: {row['reason']}",
+                      end_section=True)
+    _console().print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    target: str = typer.Argument(..., help="TOPIC:PARTITION:OFFSET of a letter, or the "
+                                 "CloudEvents id of its event."),
+    value_only: bool = typer.Option(False, "--value", help="Print only the message (JSON), "
+                                    "to fix it and replay it with --fixed."),
+    as_json: bool = typer.Option(False, "--json", help="The whole letter as JSON."),
+    timeout: float = DLQ_TIMEOUT,
+) -> None:
+    """One letter whole: its headers, its error and the message, personal data included."""
+    import json
+
+    from rich.table import Table
+
+    from dunwell import dlq
+    from shared.settings import KafkaSettings
+
+    letters = _dlq(dlq.find(KafkaSettings(), target, timeout))
+    typer.echo(PERSONAL_DATA, err=True)
+    for letter in letters:
+        detail = letter.detail()
+        if value_only:
+            value = detail["value"]
+            text = value if isinstance(value, str) else json.dumps(value, indent=2,
+                                                                    ensure_ascii=False)
+            sys.stdout.write((text or "") + "\n")
+        elif as_json:
+            sys.stdout.write(json.dumps(detail, ensure_ascii=False) + "\n")
+        else:
+            console = _console()
+            table = Table(title=f"dead letter {detail['letter']}", title_justify="left",
+                          show_header=False)
+            table.add_column(overflow="fold")
+            table.add_column(overflow="fold")
+            for name in ("origin", "group", "event_id", "event_type", "error_type", "reason",
+                         "value_omitted", "at", "key"):
+                if detail[name] is not None:
+                    table.add_row(name, str(detail[name]))
+            for name, header in detail["headers"]:
+                table.add_row(f"header {name}", header)
+            console.print(table)
+            console.print_json(json.dumps(detail["value"], ensure_ascii=False))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    target: str = typer.Argument(..., help="TOPIC:PARTITION:OFFSET of a letter, or the "
+                                 "CloudEvents id of its event."),
+    fixed: Path | None = typer.Option(None, help="The corrected CloudEvent (JSON) to send "
+                                      "instead; '-' reads standard input. It keeps the id."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+    timeout: float = DLQ_TIMEOUT,
+) -> None:
+    """Put a letter's message, or its fixed version, back on its original topic, once.
+
+    It keeps its CloudEvents id, so each consuming service applies it exactly once."""
+    from dunwell import dlq
+    from shared.settings import KafkaSettings
+
+    settings = KafkaSettings()
+    try:
+        body = None if fixed is None else (
+            sys.stdin.buffer.read() if str(fixed) == "-" else fixed.read_bytes())
+    except OSError as error:
+        typer.echo(f"error: --fixed: {error}", err=True)
+        raise typer.Exit(2) from None
+    letters = _dlq(dlq.find(settings, target, timeout))
+    if len(letters) > 1:
+        typer.echo("error: more than one letter of this event (one per group that set it "
+                   "aside); one replay serves them all, name one: "
+                   + ", ".join(str(x.at) for x in letters), err=True)
+        raise typer.Exit(2)
+    try:
+        replay = dlq.plan(letters[0], body)
+    except dlq.DlqError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+    earlier = _dlq(dlq.earlier_replay(settings, replay, timeout))
+    if earlier is not None:
+        typer.echo(f"refused: {replay.event_type} {replay.event_id} was replayed already, "
+                   f"from {earlier.header(dlq.REPLAYED_FROM_HEADER)} to {earlier.at} at "
+                   f"{earlier.timestamp.isoformat(timespec='seconds')}; its consumers would "
+                   "drop a second copy as a duplicate (set aside again? replay the newer "
+                   "letter, see `dunwell dlq list`)", err=True)
+        raise typer.Exit(1)
+    where = f"{replay.to.topic} partition {replay.to.partition}"
+    if not yes and not typer.confirm(f"Put {replay.event_type} {replay.event_id} from "
+                                     f"{replay.letter.at} back on {where}?"):
+        raise typer.Exit(1)
+    landed = _dlq(dlq.send(settings, replay, timeout))
+    typer.echo(f"replayed {replay.letter.at} as {replay.event_type} {replay.event_id} "
+               f"to {landed}")
 
 
 def main() -> None:
