@@ -15,7 +15,7 @@ PG_E2E := tests/e2e/test_loan_flow.py tests/e2e/test_crash.py tests/e2e/test_cra
 .PHONY: help install postgres run test test-unit test-integration test-e2e test-e2e-postgres bench lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -42,7 +42,7 @@ lint: $(STAMP) ## ruff check over the code and tests, then mypy over the code
 	$(VENV)/bin/ruff check dunwell shared services tests bench
 	$(VENV)/bin/mypy dunwell shared services bench
 
-test: $(STAMP) postgres lint ## lint, then every tier: unit, service, integration, end-to-end (on SQLite, then on PostgreSQL)
+test: $(STAMP) postgres lint k8s ## lint, then every tier: unit, service, integration, end-to-end (on SQLite, then on PostgreSQL)
 	$(PY) -m pytest -p no:cacheprovider --durations=20 tests/unit tests/service tests/integration tests/e2e
 	DUNWELL_E2E_STORE=postgres $(PY) -m pytest -p no:cacheprovider --durations=10 $(PG_E2E)
 
@@ -57,6 +57,10 @@ test-e2e: $(STAMP) ## the end-to-end tier on SQLite
 
 test-e2e-postgres: $(STAMP) postgres ## the end-to-end tier, every suite, on PostgreSQL
 	DUNWELL_E2E_STORE=postgres $(PY) -m pytest -p no:cacheprovider tests/e2e
+
+.PHONY: k8s
+k8s: $(STAMP) ## render deploy/k8s's overlays with kubectl kustomize and validate them, offline
+	$(PY) deploy/k8s/validate.py deploy/k8s/overlays/dev deploy/k8s/overlays/prod
 
 bench: $(STAMP) ## broker vs end-to-end rate, store cost, readiness, audit, daily evaluation; figures in bench/results/
 	$(PY) -m bench.run
