@@ -79,13 +79,16 @@ def _spawn(name: str, command: list[str], log_dir: Path, env: Mapping[str, str])
     return Process(name, popen, log_path)
 
 
-def start_broker(port: int, log_dir: Path) -> Process:
+def start_broker(port: int, log_dir: Path, advertised_port: int | None = None) -> Process:
+    """Tansu on `port`; it tells clients to reach it at `advertised_port` (default: `port`),
+    where something in front of it (a TLS and SASL front in the tests) may listen."""
     listener = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     env = {k: v for k, v in os.environ.items()
            if k not in ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL",
                         "STORAGE_ENGINE", "OTEL_EXPORTER_OTLP_ENDPOINT")}
     process = _spawn("broker", [broker_binary(), "broker", "--listener-url", listener,
-                                "--advertised-listener-url", listener,
+                                "--advertised-listener-url", advertised,
                                 "--storage-engine", "memory://tansu/"], log_dir, env)
     wait_for_port(port, process)
     return process
