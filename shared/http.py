@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, Literal
 
+import psycopg
 from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -189,7 +190,7 @@ def _add_errors(app: FastAPI) -> None:
         if isinstance(error, Conflict):
             return JSONResponse(error_body("conflict", "another request changed this meanwhile; "
                                            "send it again"), 409)
-        if isinstance(error, PersistenceError | sqlite3.Error):
+        if isinstance(error, PersistenceError | sqlite3.Error | psycopg.Error):
             return JSONResponse(error_body("store_unavailable", "the service's store cannot "
                                            "take this now; send it again later"), 503,
                                 headers={"Retry-After": "5"})
@@ -211,8 +212,8 @@ def _allowed(request: Request) -> str:
 
 def _code(status: int) -> str:
     return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-            405: "method_not_allowed", 409: "conflict", 413: "payload_too_large"
-            }.get(status, f"http_{status}")
+            405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+            503: "unavailable"}.get(status, f"http_{status}")
 
 
 def _add_operations(app: FastAPI, checks: Checks) -> None:

@@ -342,5 +342,6 @@ def test_known_keys_serve_while_the_provider_is_away(
                              headers=bearer(collector_token(idp, ec_key("key-never-seen"))))
         assert unknown.status_code == 503  # it may be a new key: cannot tell until it answers
         assert "cannot be fetched" in unknown.json()["error"]["message"]
+        assert unknown.json()["error"]["code"] == "unavailable"
         idp.available = True
         assert client.get(CALL_TASKS, headers=bearer(token)).status_code == 200
