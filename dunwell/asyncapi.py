@@ -315,6 +315,9 @@ def _headers(name: str, *, required: bool) -> dict[str, Any]:
             "ce_type": {"type": "string", "const": name,
                         "description": "The event type again, to route without parsing. "
                                        "dunwell's relays set it; a lender need not."},
+            "traceparent": {"type": "string", "maxLength": 256,
+                            "description": "The W3C trace context, as the event's own "
+                                           "`traceparent` attribute says, when it has one."},
         },
     }
     if required:

@@ -20,6 +20,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     IntegrityError,
+    Mapper,
     PersistenceError,
     ProcessRecorder,
     Recording,
@@ -29,6 +30,7 @@ from eventsourcing.popo import POPOFactory
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteFactory
 
+from shared import telemetry
 from shared.errors import describe
 from shared.store import (
     AgendaEntry,
@@ -41,6 +43,11 @@ from shared.store import (
 )
 
 log = logging.getLogger(__name__)
+
+
+# The stored events that record a conduct rule's refusal (each names its rule): a reminder
+# or a call task blocked, held back or barred, a visit's act blocked.
+REFUSAL_EVENTS = frozenset({"Blocked", "HeldBack", "Barred"})
 
 
 class Conflict(Exception):
@@ -71,6 +78,9 @@ class Unit:
         self.inbox: list[tuple[str, str]] = []
         self.dead_letters: list[DeadLetter] = []
         self.positions: list[Tracking] = []
+        # The trace each pending event was made in, by id(event) (the event is kept too, so
+        # that its id is not reused): the relay publishes the event later, in that trace.
+        self.traces: dict[int, tuple[Any, str]] = {}
 
     def get(self, aggregate_id: UUID) -> Any:
         """The aggregate as this unit sees it (raises KeyError if there is none)."""
@@ -91,9 +101,13 @@ class Unit:
         return aggregate_id in self._aggregates or aggregate_id in self._app.repository
 
     def save(self, *aggregates: Any) -> None:
+        traceparent = telemetry.traceparent_now()
         for aggregate in aggregates:
             self._aggregates[aggregate.id] = aggregate
             self._saved[aggregate.id] = aggregate
+            if traceparent is not None:
+                for pending in aggregate.pending_events:
+                    self.traces.setdefault(id(pending), (pending, traceparent))
 
     def agenda(self) -> list[AgendaEntry]:
         return [AgendaEntry(aggregate_id, type(aggregate).__name__, aggregate.next_due())
@@ -125,6 +139,16 @@ class ServiceApplication(Application[UUID]):
         self._listeners_lock = threading.Lock()
         self.write_error: str | None = None
 
+    @property
+    def service(self) -> str:
+        """The service's name as metrics label it: `reminder` for services.reminder."""
+        parts = type(self).__module__.split(".")
+        return parts[1] if len(parts) > 2 and parts[0] == "services" else self.name.lower()
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self.factory.mapper(transcoder=self.construct_transcoder(),
+                                   mapper_class=telemetry.TracedMapper)
+
     def construct_recorder(self) -> ProcessRecorder:
         factory = self.factory
         if isinstance(factory, POPOFactory):
@@ -154,21 +178,33 @@ class ServiceApplication(Application[UUID]):
         agenda = unit.agenda()
         listings = unit.listings()
         events = unit.pending_events()
+        traces = {key: traceparent for key, (_, traceparent) in unit.traces.items()}
         try:
-            recordings = self.events.put(events, positions=unit.positions, inbox=unit.inbox,
-                                         agenda=agenda, listings=listings,
-                                         dead_letters=unit.dead_letters)
+            with telemetry.stamping(traces):
+                recordings = self.events.put(events, positions=unit.positions,
+                                             inbox=unit.inbox, agenda=agenda,
+                                             listings=listings,
+                                             dead_letters=unit.dead_letters)
         except IntegrityError as error:
             raise Conflict(str(error)[:300]) from error
         except PersistenceError as error:
             self.write_error = describe(error)  # readiness says so until a write succeeds
             raise
         self.write_error = None
+        self._count_refusals(events)
         if agenda:
             self._tell(self._agenda_listeners)
         if recordings:
             self._tell(self._commit_listeners)
         return recordings
+
+    def _count_refusals(self, events: Sequence[Any]) -> None:
+        """Each committed refusal once (a unit tried again after a conflict is counted when it
+        commits, not each time it was tried)."""
+        for committed in events:
+            rule = getattr(committed, "rule", None)
+            if type(committed).__name__ in REFUSAL_EVENTS and isinstance(rule, str):
+                telemetry.REFUSALS.labels(self.service, rule).inc()
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         """A command's save: a unit of its own, committed at once."""

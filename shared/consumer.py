@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,9 +27,9 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from eventsourcing.persistence import PersistenceError, Tracking
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-from shared import topics
+from shared import telemetry, topics
 from shared.application import Conflict, ServiceApplication
 from shared.clock import Clock
 from shared.errors import describe, header, mask
@@ -43,6 +44,9 @@ CONSUMED = Counter("dunwell_consumed_total", "Messages consumed", ["topic", "out
 RETRIED = Counter("dunwell_consumer_retries_total", "Handler retries of a lone message", ["topic"])
 DLQ_SENT = Counter("dunwell_dead_letters_sent_total", "Dead letters sent to a DLQ topic",
                    ["topic"])
+# --- observability: consumer lag ---
+LAG = Gauge("dunwell_consumer_lag", "The partition's high-water mark less the next offset "
+            "this consumer would apply (0: caught up)", ["group", "topic", "partition"])
 
 
 class Rejected(Exception):
@@ -86,6 +90,13 @@ class Delivery:
             return cls(record, name, reason=f"invalid: a {envelope.type} does not belong on "
                        f"{record.topic}", error_type="DecodeError")
         return cls(record, name, envelope, payload)
+
+    @property
+    def traceparent(self) -> str | None:
+        """The trace the event continues: its own attribute, else the record's header."""
+        if self.envelope is not None and self.envelope.traceparent is not None:
+            return self.envelope.traceparent
+        return telemetry.traceparent_in(self.record.headers)
 
     def dead(self, reason: str, error_type: str) -> Delivery:
         return replace(self, reason=reason[:1000], error_type=error_type)
@@ -196,7 +207,8 @@ class HandlerSink:
                 continue
             unit.inbox.append((delivery.envelope.id, delivery.envelope.type))
             try:
-                handler(self.app, unit, delivery.envelope, delivery.payload, batch.now)
+                with handled_in_trace(delivery):
+                    handler(self.app, unit, delivery.envelope, delivery.payload, batch.now)
             except (PersistenceError, Conflict):
                 raise
             except Exception as error:  # isolated and dead-lettered by the loop
@@ -222,6 +234,25 @@ class HandlerSink:
 
     def mark_sent(self, keys: Sequence[str]) -> None:
         self.app.extras.mark_sent(keys)
+
+
+# --- observability: what a handler logs and saves belongs to its event and its trace ---
+
+
+@contextlib.contextmanager
+def handled_in_trace(delivery: Delivery, span_name: str = "handle") -> Iterator[None]:
+    """Log lines inside name the event and its correlation; the span inside continues the
+    event's trace, so what the handler saves is published in it too."""
+    envelope = delivery.envelope
+    assert envelope is not None
+    with telemetry.handling(envelope.id, envelope.correlationid), telemetry.continued(
+            f"{span_name} {envelope.type}", delivery.traceparent,
+            attributes={"messaging.destination.name": delivery.record.topic,
+                        "cloudevents.event_id": envelope.id,
+                        "cloudevents.event_type": envelope.type}):
+        yield
+        log.debug("%s %s from %s/%d@%d", span_name, envelope.type, delivery.record.topic,
+                  delivery.record.partition, delivery.record.offset)
 
 
 def one(tracking: Tracking, record: Record, envelope: CloudEvent, payload: EventData,
@@ -261,6 +292,8 @@ class EventConsumer:
     settings: ConsumerSettings = field(default_factory=ConsumerSettings)
     _kafka: AIOKafkaConsumer | None = None
     _last_round: float = 0.0
+    # --- observability: the next offset to apply, per partition, for the lag gauge ---
+    _next: dict[TopicPartition, int] = field(default_factory=dict)
 
     def ready(self) -> bool:
         """In the group and going round: a replica with no partitions (more replicas than
@@ -293,6 +326,7 @@ class EventConsumer:
                     return
                 for deliveries in self._batches(fetched, incarnation):
                     await self._settle(deliveries, stop)
+                self._measure_lag(kafka, fetched)
                 self.on_progress()
                 self._last_round = time.monotonic()
                 if fetched:
@@ -387,6 +421,32 @@ class EventConsumer:
             DLQ_SENT.labels(letter.topic).inc()
         await asyncio.to_thread(self.sink.mark_sent, [letter.key for letter in letters])
 
+    # --- observability: consumer lag ---
+
+    def _measure_lag(self, kafka: AIOKafkaConsumer,
+                     fetched: Mapping[TopicPartition, list[Record]]) -> None:
+        """After a fetch is applied: each assigned partition's high-water mark (as the last
+        fetch answered it) less the next offset to apply."""
+        for tp, records in fetched.items():
+            if records:
+                self._next[tp] = records[-1].offset + 1
+        for tp in kafka.assignment():
+            highwater, applied = kafka.highwater(tp), self._next.get(tp)
+            if highwater is not None and applied is not None:
+                LAG.labels(self.group, tp.topic, str(tp.partition)).set(
+                    max(0, highwater - applied))
+
+    def assigned(self, tp: TopicPartition, next_offset: int) -> None:
+        self._next[tp] = next_offset
+
+    def revoked(self, tp: TopicPartition) -> None:
+        """A partition another member now reads: its lag is that member's to say."""
+        self._next.pop(tp, None)
+        with contextlib.suppress(KeyError):
+            LAG.remove(self.group, tp.topic, str(tp.partition))
+
+    # --- end of consumer lag ---
+
     async def _commit_offsets(self, kafka: AIOKafkaConsumer,
                               fetched: Mapping[TopicPartition, list[Record]]) -> None:
         """For operators' lag views only: on start, positions come from the store."""
@@ -407,13 +467,15 @@ class _SeekFromStore(ConsumerRebalanceListener):
         self.incarnation = incarnation
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        return None
+        for tp in revoked:
+            self.owner.revoked(tp)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         for tp in assigned:
             name = tracking_name(self.incarnation, tp.topic, tp.partition)
             last = await asyncio.to_thread(self.owner.sink.position, name)
             self.kafka.seek(tp, 0 if last is None else last + 1)
+            self.owner.assigned(tp, 0 if last is None else last + 1)
 
 
 async def _unless_stopped(call: Any, stop: asyncio.Event, seconds: float) -> None:

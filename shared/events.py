@@ -1164,6 +1164,9 @@ class CloudEvent(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     causationid: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     correlationid: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    # The CloudEvents distributed-tracing extension: the W3C trace context the event was made
+    # in. Optional, and read leniently: one a consumer cannot parse starts a new trace.
+    traceparent: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     data: dict[str, Any]
 
     @field_validator("type")
@@ -1241,6 +1244,7 @@ def envelope(
     time: datetime,
     causation_id: str | None,
     correlation_id: str | None,
+    traceparent: str | None = None,
 ) -> CloudEvent:
     return CloudEvent(
         specversion="1.0",
@@ -1251,6 +1255,7 @@ def envelope(
         subject=data.subject(),
         causationid=causation_id,
         correlationid=correlation_id,
+        traceparent=traceparent,
         data=_written(data),
     )
 

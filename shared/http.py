@@ -15,12 +15,14 @@ from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import telemetry
 from shared.application import Conflict
 from shared.auth import Tokens
 from shared.errors import describe
@@ -239,10 +241,17 @@ def _add_operations(app: FastAPI, checks: Checks) -> None:
 def _add_metrics(app: FastAPI) -> None:
     @app.middleware("http")
     async def measure(request: Request, call_next: Any) -> Any:
+        """Counts and times every request, in a span that continues the caller's trace (its
+        `traceparent` header) or starts one: what the request stores is published in it."""
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        with telemetry.continued(f"HTTP {request.method}",
+                                 request.headers.get(telemetry.TRACEPARENT),
+                                 kind=trace.SpanKind.SERVER) as span:
+            response = await call_next(request)
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            span.update_name(f"{request.method} {path}")
+            span.set_attribute("http.response.status_code", response.status_code)
         REQUESTS.labels(request.method, path, response.status_code).inc()
         LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
         return response

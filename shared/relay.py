@@ -22,7 +22,7 @@ from eventsourcing.domain import Aggregate, AggregateEvent, DomainEvent
 from eventsourcing.persistence import Tracking
 from prometheus_client import Counter, Gauge
 
-from shared import topics
+from shared import telemetry, topics
 from shared.application import ServiceApplication
 from shared.errors import describe, header
 from shared.events import (
@@ -132,7 +132,7 @@ class StoredEvents:
         return found
 
     def _event(self, notification: Any) -> CloudEvent | None:
-        domain_event = self.app.mapper.to_domain_event(notification)
+        domain_event, traceparent = _traced(self.app.mapper, notification)
         publication = self.mapping(domain_event)
         if publication is None:
             return None
@@ -142,7 +142,8 @@ class StoredEvents:
             publication.data,
             event_id=event_id_for(notification.originator_id, notification.originator_version),
             source=self.source, time=domain_event.timestamp,
-            causation_id=publication.causation_id, correlation_id=publication.correlation_id)
+            causation_id=publication.causation_id, correlation_id=publication.correlation_id,
+            traceparent=traceparent)
 
     def _letter(self, notification: Any, error: BaseException) -> DeadLetter:
         origin = f"{self.app.name}/{notification.id}"
@@ -182,8 +183,20 @@ def too_large(event: CloudEvent, size: int) -> DeadLetter:
 
 
 def headers_of(event: CloudEvent) -> list[tuple[str, bytes]]:
-    """Structured-mode CloudEvents: the content type says so; the type helps routing."""
-    return [("content-type", CLOUDEVENTS_CONTENT_TYPE.encode()), ("ce_type", event.type.encode())]
+    """Structured-mode CloudEvents: the content type says so; the type helps routing; the
+    trace context, where the event has one, lets tools follow the trace without parsing."""
+    headers = [("content-type", CLOUDEVENTS_CONTENT_TYPE.encode()),
+               ("ce_type", event.type.encode())]
+    if event.traceparent is not None:
+        headers.append((telemetry.TRACEPARENT, event.traceparent.encode()))
+    return headers
+
+
+def _traced(mapper: Any, notification: Any) -> tuple[Any, str | None]:
+    """The stored domain event, and the trace it was stored in (see telemetry.TracedMapper)."""
+    if isinstance(mapper, telemetry.TracedMapper):
+        return mapper.traced(notification)
+    return mapper.to_domain_event(notification), None
 
 
 class OutboxRelay:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
+from shared import telemetry
 from shared.auth import accepted_tokens
 from shared.clock import Clock
 from shared.consumer import EventConsumer, Sink
@@ -105,6 +105,7 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
     app.state.service = parts.store
     app.state.clock = parts.clock
     app.state.settings = parts.settings
+    app.state.service_name = parts.name
     return app
 
 
@@ -139,9 +140,9 @@ def dump_tasks() -> None:
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run one service process; logs carry ids, never personal data."""
-    logging.basicConfig(level=os.environ.get("DUNWELL_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Run one service process; logs carry ids, never personal data (shared/telemetry.py
+    says how they are written, and how traces are exported)."""
+    telemetry.configure(app.state.service_name)
     # aiokafka tells every join and subscription at INFO (the incarnation check alone would
     # write a line every two seconds), and every failed connection while a broker is away.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
@@ -151,8 +152,9 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         handler.addFilter(OncePer("aiokafka", 10.0))
     # Open connections get 2 s to finish; the loops then have their own bounded stop, so
     # SIGTERM ends the process well within 10 s whatever the broker does.
+    # uvicorn's own loggers write through ours (log_config=None), in the same format.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=2)
+                            access_log=False, timeout_graceful_shutdown=2, log_config=None)
     server = uvicorn.Server(config)
 
     async def run() -> None:

@@ -5,9 +5,11 @@ verdicts kept up to date as its leaves arrive."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -16,8 +18,11 @@ import prometheus_client
 from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Tracking
+from opentelemetry import trace
 
-from shared.consumer import Applied, Batch, one
+from shared import telemetry
+from shared.clock import Clock
+from shared.consumer import Applied, Batch, Delivery, one
 from shared.events import CloudEvent, EventData
 from shared.store import DeadLetter
 from shared.tlog import Checkpoint, b64encode, open_checkpoint
@@ -83,6 +88,7 @@ class AuditLog:
         self._behind_logged = False
         self._fork_logged = False
         self._signed_listeners: list[Callable[[], None]] = []
+        self._signed_at: datetime | None = None
 
     @property
     def forked(self) -> str | None:
@@ -120,7 +126,11 @@ class AuditLog:
         positions = [(t.application_name, t.notification_id) for t in batch.positions(stored)]
         if not positions and not letters:
             return Applied({})
-        committed = self.store.commit(leaves, positions, letters)
+        fresh = [d for d in batch.deliveries if d.envelope is not None
+                 and d.envelope.id in topic_of and not batch.applied(d, stored)]
+        with appending(fresh) as spans:
+            committed = self.store.commit(leaves, positions, letters)
+            spans.appended(committed.appended)
         for event_id in committed.conflicting:
             CONFLICTING.inc()
             log.warning("event %s was logged before with other bytes; the first is kept",
@@ -290,6 +300,7 @@ class AuditLog:
         checkpoint = Checkpoint(self.origin, size, merkle.root(size, self.store))
         note = sign_note(checkpoint.body(), self.origin, self.signer)
         self.store.record_checkpoint(size, checkpoint.root, note, now.isoformat())
+        self._signed_at = now
         for listener in self._signed_listeners:
             listener()
         return checkpoint
@@ -327,6 +338,14 @@ class AuditLog:
             keys = self._keys = log_keys(self.store, self.vkey, self.retired)
         return keys
 
+    def last_signed_at(self) -> datetime | None:
+        """When the latest checkpoint was signed (read from the store once, then kept)."""
+        if self._signed_at is None:
+            latest = self.store.latest_checkpoint()
+            if latest is not None:
+                self._signed_at = self.store.checkpoint_signed_at(latest[0])
+        return self._signed_at
+
     def inclusion(self, leaf_index: int, tree_size: int) -> list[str]:
         return [b64encode(h) for h in merkle.inclusion_proof(leaf_index, tree_size, self.store)]
 
@@ -357,6 +376,71 @@ class AuditLog:
     def _proven(self, leaf: Leaf, size: int) -> dict[str, Any]:
         return {"leaf_index": leaf.leaf_index, "leaf": base64.b64encode(leaf.data or b"").decode(),
                 "inclusion_proof": self.inclusion(leaf.leaf_index, size)}
+
+
+# --- observability: each append is a span of its event's trace; the checkpoint's age ---
+
+CHECKPOINT_AGE = prometheus_client.Gauge(
+    "dunwell_audit_checkpoint_age_seconds",
+    "Seconds since the latest signed checkpoint was signed (NaN before the first)")
+TREE_SIZE = prometheus_client.Gauge("dunwell_audit_tree_size", "Leaves in the audit log")
+SIGNED_SIZE = prometheus_client.Gauge("dunwell_audit_checkpoint_size",
+                                      "The tree size the latest signed checkpoint covers")
+
+
+class _Appends:
+    """The spans of one commit's events, told which of them the commit appended."""
+
+    def __init__(self, deliveries: Sequence[Delivery]) -> None:
+        self.deliveries = deliveries
+        self.spans = [telemetry.tracer().start_span(
+            "audit append", context=telemetry.context_of(d.traceparent),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.destination.name": d.record.topic,
+                        "cloudevents.event_id": d.envelope.id if d.envelope else "",
+                        "cloudevents.event_type": d.envelope.type if d.envelope else ""})
+            for d in deliveries]
+
+    def appended(self, event_ids: Sequence[str]) -> None:
+        kept = set(event_ids)
+        for delivery, span in zip(self.deliveries, self.spans, strict=True):
+            envelope = delivery.envelope
+            assert envelope is not None
+            span.set_attribute("dunwell.audit.appended", envelope.id in kept)
+            if envelope.id in kept:
+                with trace.use_span(span), telemetry.handling(envelope.id,
+                                                              envelope.correlationid):
+                    log.debug("appended %s from %s/%d@%d", envelope.type, delivery.record.topic,
+                              delivery.record.partition, delivery.record.offset)
+
+
+@contextlib.contextmanager
+def appending(deliveries: Sequence[Delivery]) -> Iterator[_Appends]:
+    spans = _Appends(deliveries)
+    try:
+        yield spans
+    except BaseException as error:
+        for span in spans.spans:
+            span.record_exception(error)
+            span.set_status(trace.StatusCode.ERROR, type(error).__name__)
+        raise
+    finally:
+        for span in spans.spans:
+            span.end()
+
+
+def measure(audit: AuditLog, clock: Clock) -> None:
+    """Scrapes read the log's size and its latest checkpoint's age on the service's clock."""
+    TREE_SIZE.set_function(lambda: audit.store.size)
+    SIGNED_SIZE.set_function(lambda: (audit.latest() or (0, ""))[0])
+
+    def age() -> float:
+        signed_at = audit.last_signed_at()
+        if signed_at is None:
+            return math.nan
+        return max(0.0, (clock.now() - signed_at).total_seconds())
+
+    CHECKPOINT_AGE.set_function(age)
 
 
 def _in_log_order(*parts: Sequence[Leaf]) -> list[Leaf]:

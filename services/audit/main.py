@@ -20,7 +20,7 @@ from shared.settings import KafkaSettings
 from shared.tlog import Checkpoint, VerificationError, encode_vkey
 
 from services.audit.api import router
-from services.audit.application import AuditLog
+from services.audit.application import AuditLog, measure
 from services.audit.relay import Announcements
 from services.audit.settings import Settings
 from services.audit.signer import load_signer
@@ -100,6 +100,7 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     audit = AuditLog(LogStore(settings.log_store()), settings.origin, signer,
                      encode_vkey(name, public), pack=settings.pack, retired=retired)
     _check_latest_is_ours(audit)
+    measure(audit, clock)
 
     def start_checkpointer(runtime: Runtime, beat: Callable[[], None]) -> Loop:
         return checkpointer(audit, clock, settings.checkpoint_interval_seconds,

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict
 
+from shared import telemetry
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.events import (
@@ -250,6 +251,7 @@ def dial_permit(body: DialPermitIn, reminders: RemindersDep, clock: ClockDep,
     except NotFound as error:
         raise HTTPException(404, str(error)) from error
     except RuleRefused as refused:
+        telemetry.REFUSALS.labels("reminder", refused.decision.rule or "unknown").inc()
         raise HTTPException(409, refused.as_error()) from refused
     except ContactPaused as paused:
         raise HTTPException(409, paused.as_error()) from paused

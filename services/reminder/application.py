@@ -49,7 +49,13 @@ from shared.templates import (
 )
 
 from services.reminder import policy
-from services.reminder.channels import ChannelError, ChannelRefused, Gateway, OutboundMessage
+from services.reminder.channels import (
+    SENDS,
+    ChannelError,
+    ChannelRefused,
+    Gateway,
+    OutboundMessage,
+)
 from services.reminder.domain import (
     CANCELLED,
     COURTESY_PAUSES,
@@ -574,13 +580,16 @@ class Reminders(ServiceApplication):
         try:
             provider_id = gateways[reminder.channel].send(message)
         except ChannelRefused as refusal:
+            SENDS.labels(reminder.channel, "refused").inc()
             reason = describe(refusal)
             self._settle(reminder.id, lambda r: r.refused(reason, now), now)
             return
         except ChannelError as error:
+            SENDS.labels(reminder.channel, "failed").inc()
             reminder.fail(describe(error), now, now + retry_after)
             self.save(reminder)
             return
+        SENDS.labels(reminder.channel, "sent").inc()
         local = now.astimezone(ZoneInfo(reminder.timezone)).isoformat(timespec="seconds")
         self._settle(reminder.id, lambda r: r.mark_sent(now, local, provider_id), now)
 

@@ -35,12 +35,18 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import httpx
+from prometheus_client import Counter
 
 from shared.errors import describe, mask
 
 from services.reminder.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Each handing-over of a message: `sent` (the provider took it), `refused` (its no for this
+# message, not retried), `failed` (may pass; the reminder is tried again later).
+SENDS = Counter("dunwell_channel_sends_total", "Messages handed to a channel, by outcome",
+                ["channel", "outcome"])
 
 
 @dataclass(frozen=True)

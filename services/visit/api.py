@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import telemetry
 from shared.auth import Principal, require
 from shared.clock import Clock
 from shared.events import (
@@ -119,6 +120,8 @@ class RevokeIn(Body):
 
 
 def _refused(error: Refused) -> HTTPException:
+    if not error.recorded:  # a recorded one was counted when it was stored
+        telemetry.REFUSALS.labels("visit", error.rule).inc()
     return HTTPException(409, {"code": "rule_refused", "message": str(error)[:1000],
                                "details": {"rule": error.rule,
                                            "reason": "; ".join(error.problems)[:1000],

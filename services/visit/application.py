@@ -476,9 +476,10 @@ class Visits(ServiceApplication):
             try:
                 return visit.check_in(collector_ids, credentials, collectors, case_view(case),
                                       self.pack_of(case), at, now)
-            except Refused:
+            except Refused as refused:
                 unit.save(visit)  # the refusal itself is recorded (VisitBlocked)
                 self.commit(unit)
+                refused.recorded = True
                 raise
         return self._step(visit_id, act, key)
 

@@ -35,6 +35,8 @@ VISIT_KIND = "visit"
 class Refused(Exception):
     """A conduct rule refuses the step: a 409 naming the rule, its reason and details."""
 
+    recorded = False  # True once the refusal is stored as a Blocked event (counted there)
+
     def __init__(self, rule: str, problems: list[str], **details: Any) -> None:
         super().__init__(f"{rule}: {'; '.join(problems)}")
         self.rule = rule
