@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PG_E2E := tests/e2e/test_loan_flow.py tests/e2e/test_crash.py tests/e2e/test_crash_batch.py \
 	tests/e2e/test_broker_loss.py tests/e2e/test_replicas.py tests/e2e/test_restart.py \
 	tests/e2e/test_kafka_intake.py tests/e2e/test_poison.py tests/e2e/test_visits.py \
-	tests/e2e/test_evidence.py tests/e2e/test_rollback.py
+	tests/e2e/test_evidence.py tests/e2e/test_rollback.py tests/e2e/test_observability.py
 
 .PHONY: help install postgres run test test-unit test-integration test-e2e test-e2e-postgres bench lint clean
 
