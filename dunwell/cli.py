@@ -362,6 +362,9 @@ def verify_store(
 
     where: Path | str = store or os.environ.get("AUDIT_DATABASE_URL") or _var_dir() / "audit.db"
     if isinstance(where, str) and not is_database_url(where):
+        if "://" in where:  # a URL of another scheme: never echoed, it may hold a password
+            typer.echo("error: --store: a database is given as a postgresql:// URL", err=True)
+            raise typer.Exit(2)
         where = Path(where)
     try:
         vkey = trusted_keys([k for given in key for k in read_vkeys(given)])
@@ -460,7 +463,7 @@ def dlq_list(
     from shared.settings import KafkaSettings
 
     try:
-        after = dlq.parse_since(since, datetime.now(UTC)) if since else None
+        after = dlq.parse_since(since, datetime.now(UTC)) if since is not None else None
     except dlq.DlqError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -544,9 +547,15 @@ def dlq_replay(
     from shared.settings import KafkaSettings
 
     settings = KafkaSettings()
-    try:
-        body = None if fixed is None else (
-            sys.stdin.buffer.read() if str(fixed) == "-" else fixed.read_bytes())
+    try:  # a byte past what the broker takes is enough for plan() to refuse it
+        limit = settings.max_request_bytes + 1
+        if fixed is None:
+            body = None
+        elif str(fixed) == "-":
+            body = sys.stdin.buffer.read(limit)
+        else:
+            with fixed.open("rb") as handle:
+                body = handle.read(limit)
     except OSError as error:
         typer.echo(f"error: --fixed: {error}", err=True)
         raise typer.Exit(2) from None
@@ -557,7 +566,7 @@ def dlq_replay(
                    + ", ".join(str(x.at) for x in letters), err=True)
         raise typer.Exit(2)
     try:
-        replay = dlq.plan(letters[0], body)
+        replay = dlq.plan(letters[0], body, settings.max_request_bytes)
     except dlq.DlqError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(error.exit_code) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,10 @@ DLQ_TOPICS = (*(topics.dlq(topic) for topic in topics.EVENT_TOPICS), topics.OUTB
 REPLAYED_FROM_HEADER = "dunwell-replayed-from"
 # Headers a replay writes afresh: the letter's reasons are not the replay's.
 REWRITTEN = ("content-type", "ce_type", REPLAYED_FROM_HEADER)
+# ASCII digits only (str.isdigit takes "²" and "٣"), within what Kafka's int32 partition and
+# int64 offset hold.
+_COORDINATES = re.compile(r"([^:]+):([0-9]{1,10}):([0-9]{1,19})")
+_MAX_PARTITION, _MAX_OFFSET = 2**31 - 1, 2**63 - 1
 
 
 class DlqError(Exception):
@@ -63,15 +68,15 @@ class Coordinates:
     @classmethod
     def parse(cls, text: str) -> Coordinates:
         """TOPIC:PARTITION:OFFSET of a record on a dead-letter topic."""
-        topic, _, rest = text.partition(":")
-        partition, _, offset = rest.partition(":")
-        if not (topic and partition.isdigit() and offset.isdigit()):
+        found = _COORDINATES.fullmatch(text)
+        if found is None or int(found[2]) > _MAX_PARTITION or int(found[3]) > _MAX_OFFSET:
             raise DlqError(f"{text[:200]!r} is not TOPIC:PARTITION:OFFSET (e.g. "
                            f"{topics.dlq(topics.LOANS)}:0:12)")
+        topic = found[1]
         if topic not in DLQ_TOPICS and not topic.endswith(".dlq"):
             raise DlqError(f"{topic[:200]} is not a dead-letter topic (one of "
                            f"{', '.join(DLQ_TOPICS)})")
-        return cls(topic, int(partition), int(offset))
+        return cls(topic, int(found[2]), int(found[3]))
 
     @classmethod
     def of_origin(cls, text: str) -> Coordinates | None:
@@ -298,9 +303,10 @@ class Replay:
     headers: tuple[tuple[str, bytes], ...]
 
 
-def plan(letter: Letter, fixed: bytes | None) -> Replay:
+def plan(letter: Letter, fixed: bytes | None, max_bytes: int = 2 * 1024 * 1024) -> Replay:
     """The replay of `letter`, or of `fixed` in its place, checked as its consumers will
-    check it; DlqError says why it cannot be put back."""
+    check it (and no bigger than the broker takes, `max_bytes`); DlqError says why it cannot
+    be put back."""
     origin = letter.origin
     if letter.from_relay or origin is None:
         raise DlqError(f"{letter.at} was set aside by a relay, not by a consumer: it never "
@@ -315,6 +321,8 @@ def plan(letter: Letter, fixed: bytes | None) -> Replay:
         raise DlqError(f"{letter.at} holds no value ({omitted}); give the message with "
                        "--fixed FILE")
     where = "the fixed event" if fixed is not None else f"the message of {letter.at}"
+    if len(value) > max_bytes:
+        raise DlqError(f"{where} is larger than a message the broker takes ({max_bytes} bytes)")
     try:
         envelope, payload = decode(value)
     except DecodeError as error:
@@ -322,10 +330,16 @@ def plan(letter: Letter, fixed: bytes | None) -> Replay:
         raise DlqError(f"{where} is not a contract event: {error}{hint}") from None
     if origin.topic in topics.EVENT_TOPICS and type(payload).topic != origin.topic:
         raise DlqError(f"{where} is a {envelope.type}, which does not belong on {origin.topic}")
-    claimed = (_raw_json(letter.value) or {}).get("type")
+    original = _raw_json(letter.value) or {}
+    claimed = original.get("type")
     if fixed is not None and isinstance(claimed, str) and claimed != envelope.type:
         raise DlqError(f"the fixed event is a {envelope.type}, the letter's a {claimed[:64]}: "
                        "a fix corrects the event's fields, not what happened")
+    concerned = original.get("subject")
+    if fixed is not None and isinstance(concerned, str) and concerned != envelope.subject:
+        raise DlqError("the fixed event's subject (its loan or collector) is not the letter's: "
+                       "a fix corrects the event's fields, not whom it concerns; the other "
+                       "one's events come from its own source")
     expected = replay_id(letter)
     if envelope.id != expected:
         raise DlqError(
@@ -349,11 +363,15 @@ async def earlier_replay(settings: KafkaSettings, replay: Replay,
     of the same event (another group's letter of the same message). A partition that ends
     before the original's offset (the topic was made anew) is read whole."""
     origin, what = replay.to, f"reading {replay.to.topic}"
-    records = await _bounded(_read(settings, [origin.topic], [origin.partition], origin.offset),
-                             what, seconds)
-    if not records:
-        records = await _bounded(_read(settings, [origin.topic], [origin.partition]), what,
-                                 seconds)
+    try:
+        records = await _bounded(_read(settings, [origin.topic], [origin.partition],
+                                       origin.offset), what, seconds)
+        if not records:
+            records = await _bounded(_read(settings, [origin.topic], [origin.partition]), what,
+                                     seconds)
+    except LookupError as error:
+        raise DlqError(f"{error}: the letter's original partition is gone, so it is not put "
+                       "back (a topic made anew is for its operator to refill)") from None
     for record in records:
         found = Letter.of(record)
         marker = found.header(REPLAYED_FROM_HEADER)
@@ -388,7 +406,7 @@ def parse_since(text: str, now: datetime) -> datetime:
     except ValueError:
         try:
             return now - parse_duration(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise DlqError(f"--since {text[:40]!r}: give a time such as "
                            "2026-12-01T08:00:00Z or a duration such as 90m, 2h, 3d") from None
     if moment.tzinfo is None:

@@ -3,6 +3,7 @@ publishes (its JWKS) and mapped to a dunwell subject and role (docs/oidc.md)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
@@ -20,6 +21,12 @@ from shared.settings import OidcSettings
 log = logging.getLogger(__name__)
 
 KEY_TYPES = ("RSA", "EC", "OKP")
+# A provider's key set or discovery document is a few kilobytes; one much larger is not one,
+# and reading it whole would let the endpoint (or whoever answers for it) fill our memory.
+MAX_DOCUMENT_BYTES = 1 << 20
+# Events and the audit log hold the subject as an id (shared/events.py's Ident).
+MAX_SUBJECT_CHARS = 64
+MAX_KID_CHARS = 256
 
 
 class KeysUnavailable(Exception):
@@ -52,7 +59,11 @@ class ProviderKeys:
         keys, fetched_at = self._keys, self._fetched_at
         if kid in keys and not self._stale(fetched_at):
             return keys[kid]  # the common case waits for no fetch another request has begun
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            if kid in keys:
+                return keys[kid]  # another request is refreshing a stale set: this key serves
+            self._lock.acquire()
+        try:
             now = self._monotonic()
             stale = self._stale(self._fetched_at)
             may_fetch = self._tried_at is None \
@@ -63,6 +74,8 @@ class ProviderKeys:
                 return self._keys[kid]  # a stale set still serves while the provider is away
             if self._failed:
                 raise KeysUnavailable("the sign-in provider's keys cannot be fetched now")
+        finally:
+            self._lock.release()
         raise jwt.InvalidTokenError(f"the token's key {kid!r} is not one the provider holds")
 
     def _stale(self, fetched_at: float | None) -> bool:
@@ -88,20 +101,21 @@ class ProviderKeys:
         verify: ssl.SSLContext | bool = True
         if self.settings.ca_file is not None:
             verify = ssl.create_default_context(cafile=str(self.settings.ca_file))
+        deadline = time.monotonic() + self.settings.fetch_timeout_seconds
         with httpx.Client(timeout=self.settings.fetch_timeout_seconds, verify=verify) as client:
             if self._url is None:
-                self._url = self._discover(client)
-            document = client.get(self._url).raise_for_status().json()
+                self._url = self._discover(client, deadline)
+            document = _get_json(client, self._url, deadline)
         keys = {jwk["kid"]: jwk for jwk in _listed(document) if self._usable(jwk)}
         if not keys:
             raise ValueError(f"the key set at {self._url} holds no usable signing key")
         return keys
 
-    def _discover(self, client: httpx.Client) -> str:
+    def _discover(self, client: httpx.Client, deadline: float) -> str:
         """The key set's URL from the provider's discovery document, which must name the same
         issuer (OpenID Connect Discovery 1.0, section 4.3)."""
         url = self.settings.discovery_url()
-        document = client.get(url).raise_for_status().json()
+        document = _get_json(client, url, deadline)
         if not isinstance(document, dict) or document.get("issuer") != self.settings.issuer:
             raise ValueError(f"{url} does not describe the issuer {self.settings.issuer!r}")
         jwks_uri = document.get("jwks_uri")
@@ -116,6 +130,24 @@ class ProviderKeys:
             and jwk.get("kty") in KEY_TYPES and jwk.get("use", "sig") == "sig" \
             and "d" not in jwk \
             and ("alg" not in jwk or jwk["alg"] in self.settings.algorithms)
+
+
+def _get_json(client: httpx.Client, url: str, deadline: float) -> Any:
+    """The JSON document at `url`, read within `deadline` and `MAX_DOCUMENT_BYTES`: httpx's
+    timeout bounds each read, not the whole, so an endpoint that trickles would hold us."""
+    with client.stream("GET", url) as response:
+        response.raise_for_status()
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+            raise ValueError(f"{url} answered {declared} bytes, more than a key set holds")
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_DOCUMENT_BYTES:
+                raise ValueError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise ValueError(f"{url} did not answer within the fetch's time limit")
+    return json.loads(body)
 
 
 def _listed(document: Any) -> list[dict[str, Any]]:
@@ -144,6 +176,8 @@ class Provider:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise jwt.InvalidTokenError("the token names no key (kid)")
+        if len(kid) > MAX_KID_CHARS:
+            raise jwt.InvalidTokenError("the token's key id is longer than any provider's")
         jwk = self.keys.key(kid)
         # A key that names no algorithm is taken for the token's, which PyJWT then holds it to.
         key = jwt.PyJWK(jwk, algorithm=jwk.get("alg") or algorithm)
@@ -182,8 +216,13 @@ def role_of(claims: Mapping[str, Any], path: str) -> Role:
 
 
 def subject_of(claims: Mapping[str, Any], path: str) -> str:
+    """The caller's id: it is written into events and the audit log, so it must be one there."""
     value = claim(claims, path)
     if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
         raise jwt.InvalidTokenError(f"the token has no {path!r} claim, which says who the "
                                     "caller is")
-    return str(value)
+    subject = str(value)
+    if len(subject) > MAX_SUBJECT_CHARS or not subject.isprintable() or subject != subject.strip():
+        raise jwt.InvalidTokenError(f"the token's {path!r} claim is not an id (at most "
+                                    f"{MAX_SUBJECT_CHARS} printable characters)")
+    return subject

@@ -235,7 +235,10 @@ def check_pod(doc: Doc) -> Iterator[str]:
             if not {"cpu", "memory"} <= set(resources.get(part) or {}):
                 yield f"{at}: resources.{part} must set cpu and memory"
         image = str(container.get("image", ""))
-        if "@sha256:" not in image and (":" not in image or image.endswith(":latest")):
+        # The tag is after the last ":" of the last path part: "registry:5000/dunwell" has none.
+        _, _, tag = image.rpartition("/")[2].rpartition(":")
+        if "@sha256:" not in image and (":" not in image.rpartition("/")[2]
+                                        or tag in ("", "latest")):
             yield f"{at}: image {image!r} must carry a pinned tag or digest"
         if doc.get("kind") == "Deployment" and container in pod.get("containers", []):
             for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):

@@ -280,3 +280,97 @@ def test_what_cannot_be_put_back_is_refused_with_its_reason() -> None:
                       origin=f"{topics.CASES}/0/1")
     with pytest.raises(DlqError, match="not put back"):
         plan(forged, None)
+
+
+# --- hostile input: each a clear error with its exit code, no traceback, nothing sent ---
+
+NO_BROKER = "127.0.0.1:9"  # nothing listens: a refusal must come before any connection
+
+
+def offline(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP": NO_BROKER}
+    return subprocess.run([sys.executable, "-m", "dunwell.cli", "dlq", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("target", [
+    "loans.events.dlq:0:-1", "loans.events.dlq:-1:0", "loans.events.dlq:0:²",
+    "loans.events.dlq:٣:1", "loans.events.dlq:0:1:2", "loans.events.dlq::1", ":0:1",
+    "loans.events.dlq:0:99999999999999999999", "loans.events.dlq:9999999999:0",
+    "loans.events.dlq:0x1:0", "loans.events.dlq: 0:1"])
+def test_malformed_coordinates_are_refused_before_the_broker(target: str) -> None:
+    with pytest.raises(DlqError, match="is not TOPIC:PARTITION:OFFSET"):
+        Coordinates.parse(target)
+    answer = offline("show", target, "--timeout", "3")
+    assert answer.returncode == 2, answer.stderr
+    assert "is not TOPIC:PARTITION:OFFSET" in answer.stderr and "Traceback" not in answer.stderr
+
+
+@pytest.mark.parametrize("since", ["", "yesterday", "99999999999d", "999999999d", "2026-13-01",
+                                   "1h1h", "-5m", "2026-12-01T08:00:00"])
+def test_a_since_that_is_no_time_is_refused(since: str) -> None:
+    answer = offline("list", "--since", since, "--timeout", "3")
+    assert answer.returncode == 2, answer.stderr
+    assert "--since" in answer.stderr and "Traceback" not in answer.stderr
+
+
+def test_a_huge_limit_is_only_an_upper_bound() -> None:
+    answer = offline("list", "--limit", "0")
+    assert answer.returncode == 2 and "Traceback" not in answer.stderr
+    assert "Traceback" not in offline("list", "--limit", "9" * 30, "--timeout", "3").stderr
+
+
+
+
+
+@pytest.mark.parametrize(("fixed", "said"), [
+    (b"not json {", "not JSON"),
+    (b"[1, 2, 3]", "not a JSON object"),
+    (b'"LoanOverdue"', "not a JSON object"),
+    (b"", "not JSON"),
+])
+def test_a_fixed_file_that_is_no_event_is_refused(fixed: bytes, said: str) -> None:
+    event_id = str(uuid.uuid4())
+    letter = a_letter(json.dumps(raw_overdue(loan_body(), event_id)).encode(), "dunwell-audit")
+    with pytest.raises(DlqError, match=f"the fixed event is not a contract event: {said}"):
+        plan(letter, fixed)
+
+
+def test_a_fix_may_not_move_the_event_to_another_loan() -> None:
+    body, event_id = loan_body(), str(uuid.uuid4())
+    letter = a_letter(json.dumps(raw_overdue(body | {"repayment_channel": " "}, event_id))
+                      .encode(), "dunwell-escalation")
+    other = body | {"loan_id": body["loan_id"] + "-other"}
+    with pytest.raises(DlqError, match="not whom it concerns"):
+        plan(letter, json.dumps(raw_overdue(other, event_id)).encode())
+    assert plan(letter, json.dumps(raw_overdue(body, event_id)).encode()).event_id == event_id
+
+
+def test_a_fix_bigger_than_the_broker_takes_is_refused(tmp_path: Path) -> None:
+    body, event_id = loan_body(), str(uuid.uuid4())
+    letter = a_letter(json.dumps(raw_overdue(body, event_id)).encode(), "dunwell-escalation")
+    huge = raw_overdue(body | {"repayment_channel": "x" * (20 * 2**20)}, event_id)
+    with pytest.raises(DlqError, match="larger than a message the broker takes"):
+        plan(letter, json.dumps(huge).encode())
+
+
+async def test_a_letter_whose_topic_is_gone_is_not_put_back(broker: Broker) -> None:
+    """Its original topic was deleted: the replay is refused, and no topic is made by it."""
+    gone = fresh_topic()
+    await create_topics(broker.settings(), topics.dlq(gone))
+    event_id = str(uuid.uuid4())
+    producer = make_producer(broker.settings())
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            topics.dlq(gone), json.dumps(raw_overdue(loan_body(), event_id)).encode(),
+            key=b"k", headers=[(topics.DLQ_ORIGIN_HEADER, f"{gone}/0/5".encode()),
+                               (topics.DLQ_GROUP_HEADER, b"dunwell-audit")])
+    finally:
+        await producer.stop()
+    at = f"{topics.dlq(gone)}:{sent.partition}:{sent.offset}"
+    answer = await cli(broker, "replay", at, "--yes", "--timeout", "20")
+    assert answer.returncode == 2, answer.stderr
+    assert f"topic {gone} does not exist" in answer.stderr and "Traceback" not in answer.stderr
+    listed = await cli(broker, "show", f"{topics.dlq(gone)}:0:{2**63 - 1}", "--timeout", "20")
+    assert listed.returncode == 2 and "no dead letter at" in listed.stderr, listed.stderr

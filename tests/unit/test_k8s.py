@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -124,7 +126,41 @@ def _unknown_kind(docs: list[dict[str, Any]]) -> None:
                  "metadata": {"name": "x"}, "spec": {}})
 
 
+def _image(name: str) -> Any:
+    def set_image(docs: list[dict[str, Any]]) -> None:
+        find(docs, "Deployment", "reminder")["spec"]["template"]["spec"]["containers"][0][
+            "image"] = name
+    return set_image
+
+
+def _no_limits(docs: list[dict[str, Any]]) -> None:
+    find(docs, "Deployment", "visit")["spec"]["template"]["spec"]["containers"][0][
+        "resources"].pop("limits")
+
+
+def _deep_typo(docs: list[dict[str, Any]]) -> None:
+    container = find(docs, "Deployment", "audit")["spec"]["template"]["spec"]["containers"][0]
+    container["securityContext"]["runAsNonRot"] = container["securityContext"].pop(
+        "runAsNonRoot")
+
+
+def _crd_wrong_type(docs: list[dict[str, Any]]) -> None:
+    find(docs, "KafkaTopic", "audit-checkpoints-dlq")["spec"]["partitions"] = "four"
+
+
+def _no_network_policy(docs: list[dict[str, Any]]) -> None:
+    docs[:] = [d for d in docs if d["kind"] != "NetworkPolicy"]
+
+
 @pytest.mark.parametrize(("break_it", "expected"), [
+    (_image("ghcr.io/dunwell/dunwell:latest"), "image 'ghcr.io/dunwell/dunwell:latest' must"),
+    (_image("ghcr.io/dunwell/dunwell"), "image 'ghcr.io/dunwell/dunwell' must carry"),
+    (_image("registry.example:5000/dunwell"), "image 'registry.example:5000/dunwell' must"),
+    (_image("registry.example:5000/dunwell:"), "image 'registry.example:5000/dunwell:' must"),
+    (_no_limits, "Deployment/visit: container visit: resources.limits must set cpu and memory"),
+    (_deep_typo, "securityContext: Additional properties are not allowed ('runAsNonRot'"),
+    (_crd_wrong_type, "KafkaTopic/audit-checkpoints-dlq: spec.partitions: 'four' is not of"),
+    (_no_network_policy, "no default-deny NetworkPolicy"),
     (_inline_secret, "Secret/dunwell-jwt: a Secret with inline data"),
     (_wider_acl, "KafkaUser/dunwell-reminder: topic loans.events: more than needed: Write"),
     (_missing_topic, "topic audit.checkpoints.dlq (shared/topics.py) has no KafkaTopic"),
@@ -194,3 +230,56 @@ def test_each_service_accepts_its_rendered_settings(
     command = container["command"]
     assert command == ["python", "-m", f"services.{service}.main"]
     assert importlib.util.find_spec(f"services.{service}.main") is not None
+
+
+def settings_names(settings_class: type[BaseSettings]) -> set[str]:
+    """Every environment variable a settings class reads, nested settings included."""
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    names: set[str] = set()
+    for name, info in settings_class.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseSettings):
+            names |= settings_names(annotation)
+            continue
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            names.add(alias.upper())
+        elif isinstance(alias, AliasChoices):
+            names |= {choice.upper() for choice in alias.choices if isinstance(choice, str)}
+        else:
+            names.add((prefix + name).upper())
+    return names
+
+
+def store_names() -> set[str]:
+    """What the event store (eventsourcing's PostgreSQL factory) reads from the environment."""
+    from eventsourcing.postgres import PostgresFactory
+
+    found = {getattr(PostgresFactory, name) for name in dir(PostgresFactory)
+             if name.startswith("POSTGRES_")}
+    return {PostgresFactory.PERSISTENCE_MODULE} | {v for v in found if isinstance(v, str)}
+
+
+# Read by libpq, Python itself and shared/service.py's logging set-up.
+OTHER_READERS = {"PGSSLMODE", "PYTHONDONTWRITEBYTECODE", "DUNWELL_LOG_LEVEL"}
+
+
+def container_names(rendered: list[dict[str, Any]], service: str) -> set[str]:
+    container = find(rendered, "Deployment", service)["spec"]["template"]["spec"][
+        "containers"][0]
+    names = {variable["name"] for variable in container["env"]}
+    for source in container["envFrom"]:
+        names |= set(find(rendered, "ConfigMap", source["configMapRef"]["name"])["data"])
+    return names
+
+
+@pytest.mark.parametrize("service", ["escalation", "reminder", "visit", "audit"])
+def test_every_rendered_variable_is_one_the_service_reads(
+        rendered: list[dict[str, Any]], service: str) -> None:
+    """Settings ignore unknown variables, so a misspelt name (KAFKA_BOOTSTRAPP) would be
+    dropped without a word and the default used: every name must be one the settings read."""
+    reads = settings_names(importlib.import_module(f"services.{service}.settings").Settings) \
+        | store_names() | OTHER_READERS
+    assert container_names(rendered, service) - reads == set()
+    assert {"KAFKA_BOOTSTRAP", "DUNWELL_JWT_SECRET"} <= reads
+    assert "KAFKA_BOOTSTRAPP" not in reads
