@@ -10,6 +10,13 @@ broker_app = typer.Typer(help="The Kafka cluster the services work with (KAFKA_*
                          no_args_is_help=True)
 
 
+def _why(error: BaseException, seconds: float) -> str:
+    """The error as an operator reads it: a timeout says nothing of itself."""
+    if isinstance(error, TimeoutError):
+        return f"no answer within {seconds:g} s (is the broker up, and KAFKA_* right?)"
+    return str(error)
+
+
 @broker_app.command("incarnation")
 def incarnation() -> None:
     """Print the broker's incarnation: the id every service checks it against."""
@@ -22,8 +29,8 @@ def incarnation() -> None:
     try:
         found = asyncio.run(asyncio.wait_for(read_incarnation(settings), 30))
     except (KafkaError, OSError, TimeoutError) as error:
-        typer.echo(f"error: could not read the incarnation from {settings.bootstrap}: {error}",
-                   err=True)
+        typer.echo(f"error: could not read the incarnation from {settings.bootstrap}: "
+                   f"{_why(error, 30)}", err=True)
         raise typer.Exit(2) from error
     if found is None:
         typer.echo("none yet: the first service to start writes it", err=True)
@@ -54,8 +61,8 @@ def reincarnate(
     try:
         old, new = asyncio.run(asyncio.wait_for(new_incarnation(settings), timeout))
     except (KafkaError, OSError, TimeoutError) as error:
-        typer.echo(f"error: could not reincarnate the broker at {settings.bootstrap}: {error}",
-                   err=True)
+        typer.echo(f"error: could not reincarnate the broker at {settings.bootstrap}: "
+                   f"{_why(error, timeout)}", err=True)
         raise typer.Exit(2) from error
     typer.echo(f"incarnation {old[:8] or 'none'} -> {new[:8]}: the services refill it within "
                f"a few seconds (/readyz shows \"relay\": false until each has)")

@@ -1201,6 +1201,16 @@ def decode(value: bytes | None) -> tuple[CloudEvent, EventData]:
     if not isinstance(raw, dict):
         raise DecodeError("not a JSON object")
     try:
+        # JSON can only spell U+0000 as the escape (or, in UTF-16 or -32, beside zero bytes):
+        # the walk is for the few messages whose bytes could hold one.
+        nul = (b"\\u0000" in value or b"\x00" in value) and _holds_nul(raw)
+    except RecursionError as error:
+        raise DecodeError("not JSON: nested too deeply") from error
+    if nul:
+        # JSON may escape it, but no store keeps it: PostgreSQL's text and jsonb refuse U+0000,
+        # so such an event would fail its every commit there instead of being set aside.
+        raise DecodeError("a string holds the NUL character (U+0000)")
+    try:
         envelope = CloudEvent.model_validate(raw)
         payload = envelope.payload()
     except ValidationError as error:
@@ -1212,6 +1222,17 @@ def decode(value: bytes | None) -> tuple[CloudEvent, EventData]:
 
 class _RepeatedKey(ValueError):
     pass
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a parsed JSON value has U+0000 in any string, key or value, at any depth."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -25,7 +25,10 @@ class KafkaSettings(BaseSettings):
     the mechanism, the user and password, and the cluster's CA file.
     """
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+    # A refused setting is reported without its value: it may be a password (a database URL
+    # with its credentials, a SASL password, a signer key) and the report goes to the logs.
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     bootstrap: str = "127.0.0.1:9092"
     partitions: int = Field(4, ge=1)
@@ -126,7 +129,8 @@ class OidcSettings(BaseSettings):
     tokens are accepted besides the installation's own; unset issuer, none are (docs/oidc.md).
     """
 
-    model_config = SettingsConfigDict(env_prefix="DUNWELL_OIDC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DUNWELL_OIDC_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     issuer: str | None = None
     audience: str | None = None
@@ -198,7 +202,8 @@ class OidcSettings(BaseSettings):
 class AuthSettings(BaseSettings):
     """The JWT signing secret: given directly (a k8s Secret as env) or kept in a file."""
 
-    model_config = SettingsConfigDict(env_prefix="DUNWELL_JWT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DUNWELL_JWT_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     secret: str | None = None
     secret_file: Path | None = None
@@ -206,7 +211,8 @@ class AuthSettings(BaseSettings):
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
+    # Inherited by each service's settings: a refused value is never echoed (see KafkaSettings).
+    model_config = SettingsConfigDict(extra="ignore", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -320,16 +320,17 @@ def _verified_lines(note: object, verifiers: Sequence[_Verifier]
     signed: list[int] = []
     for line in lines:
         signer, blob = _parse_signature_line(line)
-        position = next((n for n, (name, kid, _) in enumerate(verifiers)
-                         if signer == name and blob[:4] == kid), None)
-        if position is None:
+        # A key given twice (retired with a bound, and current without) is each of them: which
+        # of its entries counts never depends on the order the keys were given in.
+        positions = [n for n, (name, kid, _) in enumerate(verifiers)
+                     if signer == name and blob[:4] == kid]
+        if not positions:
             continue  # unknown key: MUST be ignored
         try:
-            verifiers[position][2].verify(blob[4:], body.encode("utf-8"))
+            verifiers[positions[0]][2].verify(blob[4:], body.encode("utf-8"))
         except InvalidSignature:
             raise VerificationError(f"signature by {signer} does not verify") from None
-        if position not in signed:
-            signed.append(position)
+        signed.extend(n for n in positions if n not in signed)
     return body, signed
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
@@ -145,6 +146,25 @@ def is_database_url(where: object) -> bool:
     return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
 
 
+def connect(url: str, **options: Any) -> psycopg.Connection[Any]:
+    """psycopg.connect, but a failure never repeats the URL's password: psycopg quotes a token
+    it cannot parse (a bad percent-escape in the password, say), and the message is logged."""
+    try:
+        return psycopg.connect(url, **options)
+    except psycopg.Error as error:
+        message = str(error)
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            for form in {password, unquote(password)}:
+                message = message.replace(form, "***")
+        if message == str(error):
+            raise
+        raise type(error)(message) from None
+
+
 class Connection(Protocol):
     """What the store asks of a connection: sqlite3's, or psycopg's behind `PgConnection`."""
 
@@ -156,12 +176,31 @@ class Connection(Protocol):
 
 
 class PgConnection:
-    """A psycopg connection that takes the store's SQL as written for sqlite3 ('?' marks)."""
+    """A psycopg connection that takes the store's SQL as written for sqlite3 ('?' marks).
 
-    def __init__(self, url: str) -> None:
-        self.raw = psycopg.connect(url, autocommit=True)
+    One whose session was lost (a restarted server, a terminated backend) fails the statement
+    under way; the next one opens a new session, unless it is the writer's, which `LogStore`
+    opens again itself (its lock went with the session).
+    """
+
+    def __init__(self, url: str, *, writer: bool = False) -> None:
+        self.url, self.writer = url, writer
+        self.raw = connect(url, autocommit=True)
+        self._reopening = threading.Lock()  # API threads share the readers' connection
+
+    @property
+    def lost(self) -> bool:
+        return self.raw.broken or self.raw.closed
+
+    def reopen(self) -> None:
+        self.raw.close()
+        self.raw = connect(self.url, autocommit=True)
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if self.lost and not self.writer:
+            with self._reopening:
+                if self.lost:
+                    self.reopen()
         return self.raw.execute(sql.replace("?", "%s"), parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> None:
@@ -277,7 +316,7 @@ class LogStore:
         self._size = int(self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
 
     def _open_postgres(self, url: str) -> None:
-        writer = PgConnection(url)
+        writer = PgConnection(url, writer=True)
         try:
             writer.execute("SELECT pg_advisory_lock(?)", (PG_WRITER_LOCK,))
             with writer.raw.transaction():
@@ -293,6 +332,8 @@ class LogStore:
     def _transaction(self) -> Iterator[Connection]:
         with self._lock:
             if isinstance(self._writer, PgConnection):
+                if self._writer.lost:
+                    self._take_over_again(self._writer)
                 with self._writer.raw.transaction():
                     yield self._writer
                 return
@@ -303,6 +344,17 @@ class LogStore:
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
+
+    def _take_over_again(self, writer: PgConnection) -> None:
+        """The writer's session was lost, and its lock with it: another writer may have taken
+        the lock and appended since. Wait for the lock again in a new session, then count the
+        leaves afresh (a commit whose answer was lost may have been made): the batch that
+        failed is consumed again from the stored positions, never appended twice."""
+        writer.reopen()
+        writer.execute("SELECT pg_advisory_lock(?)", (PG_WRITER_LOCK,))
+        counted = writer.execute("SELECT COUNT(*) FROM leaves").fetchone()
+        assert counted is not None
+        self._size = int(counted[0])
 
     @property
     def size(self) -> int:
@@ -637,7 +689,7 @@ class StoreReader:
         self._pg: psycopg.Connection[Any] | None = None
         self._scans = 0
         if is_database_url(where):
-            self._pg = psycopg.connect(str(where))
+            self._pg = connect(str(where))
             self._pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             self._pg.read_only = True
             self._index, self._not_index, self._data_type = "{0} >= 0", "{0} < 0", "'blob'"

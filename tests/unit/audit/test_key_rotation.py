@@ -97,6 +97,20 @@ def test_a_retired_key_is_bounded_by_its_last_checkpoint_unless_another_signed()
                            [TrustedKey(vkey(0), until_size=7)]).size == 7
 
 
+
+def test_a_key_given_both_retired_and_current_counts_as_either_in_any_order() -> None:
+    """An auditor handed the published keys and the current vkey as well may list one key
+    twice, bounded and not: the verdict never depends on the order of the --key options."""
+    note = signed(BODY, KEYS[0][0])
+    both = [TrustedKey(vkey(0), until_size=6), TrustedKey(vkey(0))]
+    for keys in (both, both[::-1]):
+        checkpoint, signers = open_signed_checkpoint(note, keys)
+        assert checkpoint.size == 7 and len(signers) == 2
+    with pytest.raises(VerificationError, match="signed none past size 6"):
+        open_checkpoint(note, [TrustedKey(vkey(0), until_size=6),
+                               TrustedKey(vkey(0), until_size=5)])
+
+
 # --- what an auditor is handed --------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from services.audit.store import (
     Committed,
     LogStore,
     NewLeaf,
+    PgConnection,
     StoreReader,
     Verdicts,
     Violation,
@@ -128,6 +129,46 @@ def test_a_second_writer_waits_for_the_first_to_close(store: LogStore, url: str)
     opened[0].close()
 
 
+def terminate(url: str, connection: object) -> None:
+    """What a failover or an operator's pg_terminate_backend does to one session."""
+    assert isinstance(connection, PgConnection)
+    pid = connection.raw.info.backend_pid
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_writer_whose_session_is_lost_takes_the_lock_again_and_appends_once(
+        store: LogStore, url: str) -> None:
+    """The lost session took the writer's lock with it: the writer does not go on without it,
+    and neither stalls for good nor logs the failed batch's leaves twice."""
+    store.commit([leaf(0), leaf(1)], [("p", 1)])
+    terminate(url, store._writer)  # the session under test
+    with pytest.raises(psycopg.OperationalError):
+        store.commit([leaf(2), leaf(3)], [("p", 3)])
+    # Meanwhile a second writer may start: it gets the free lock, and the first waits for it.
+    second = LogStore(url)
+    retried: list[Committed] = []
+    first = threading.Thread(target=lambda: retried.append(
+        store.commit([leaf(2), leaf(3)], [("p", 3)])))
+    first.start()
+    first.join(1.5)
+    assert first.is_alive() and not retried  # held at the advisory lock, not interleaving
+    second.commit([leaf(2), leaf(4)], [("q", 0)])
+    second.close()
+    first.join(30)
+    assert retried == [Committed(("e3",))]  # e2 is logged already, by the second writer
+    assert store.size == 5 and store.position("p") == 3
+    terminate(url, store._db)  # the readers' session
+    with pytest.raises(psycopg.OperationalError):
+        store.position("p")
+    assert store.position("p") == 3  # the next read opens a session of its own
+    reader = StoreReader(url)
+    try:
+        assert [stored.event_id for stored in reader.leaves()] == ["e0", "e1", "e2", "e4", "e3"]
+    finally:
+        reader.close()
+
+
 @pytest.fixture
 def grown(url: str) -> list[str]:
     log = open_log(url)
@@ -199,3 +240,35 @@ def test_the_verify_store_command_reads_a_postgresql_url(url: str, grown: list[s
     missing = CliRunner().invoke(app, ["audit", "verify-store", "--key", str(key), "--store",
                                        url.rsplit("/", 1)[0] + "/no_such_database"])
     assert missing.exit_code == 1 and "cannot be read" in missing.output
+
+
+SECRET = "S3cr3t-pw"
+
+
+def test_a_database_url_that_is_refused_is_never_repeated_with_its_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each refusal goes to a log: the URL's password never goes with it."""
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from dunwell.cli import app
+
+    from services.audit.settings import Settings
+    # psycopg quotes the token it cannot parse; here that token is the password.
+    bad_escape = f"postgresql://dunwell:{SECRET}%zz@127.0.0.1:1/audit"
+    for opening in (LogStore, StoreReader):
+        with pytest.raises(psycopg.ProgrammingError) as refused:
+            opening(bad_escape)
+        assert SECRET not in str(refused.value) and "percent-encoded" in str(refused.value)
+        assert refused.value.__cause__ is None and refused.value.__suppress_context__
+    monkeypatch.setenv("AUDIT_DATABASE_URL", f"mysql://dunwell:{SECRET}@db/audit")
+    with pytest.raises(ValidationError) as invalid:
+        Settings()
+    assert "must be a postgresql:// URL" in str(invalid.value)
+    assert SECRET not in str(invalid.value)
+    key = tmp_path / "audit.vkey"
+    key.write_text(VKEY + "\n")
+    other = CliRunner().invoke(app, ["audit", "verify-store", "--key", str(key),
+                                     "--store", f"postgresq://dunwell:{SECRET}@db/audit"])
+    assert other.exit_code == 2
+    assert "postgresql:// URL" in other.output and SECRET not in other.output

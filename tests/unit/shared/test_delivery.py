@@ -49,3 +49,29 @@ def test_personal_data_in_a_refused_field_stays_out_of_the_reason() -> None:
     delivery = Delivery.of(record, "p")
     assert delivery.reason is not None and delivery.reason.startswith("invalid: ")
     assert "wang@example.org" not in delivery.reason and "13800000000" not in delivery.reason
+
+
+def test_a_nul_character_anywhere_is_set_aside_not_left_to_fail_every_commit() -> None:
+    """PostgreSQL's text and jsonb refuse U+0000: an event holding one would fail each commit
+    of its batch there, and stall the partition, unless the consumer sets it aside first."""
+    record = consumer_record(SENT, topics.REMINDERS, 0)
+    event = json.loads(SENT.encode())
+    edits = [("id", "ev\x00-1"), ("subject", None), ("template_id", "sms.first\x00")]
+    for field, value in edits:
+        edited = json.loads(json.dumps(event))
+        if field == "subject":
+            edited["data"]["loan_id"] = edited["subject"] = "L-\x001"
+        elif field in edited:
+            edited[field] = value
+        else:
+            edited["data"][field] = value
+        delivery = Delivery.of(dataclasses.replace(record, value=json.dumps(edited).encode()),
+                               "p")
+        assert delivery.reason == "invalid: a string holds the NUL character (U+0000)", field
+        assert delivery.dead_letter("g").key == "consumer/g/p/0"
+    edited = json.loads(json.dumps(event))
+    edited["data"]["extra\x00"] = 1
+    delivery = Delivery.of(dataclasses.replace(record, value=json.dumps(edited).encode()), "p")
+    assert delivery.reason == "invalid: a string holds the NUL character (U+0000)"
+    nested = b'{"a": ' * 5000 + b"1" + b"}" * 5000
+    assert Delivery.of(dataclasses.replace(record, value=nested), "p").reason is not None
