@@ -19,6 +19,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
+    DataError,
     IntegrityError,
     Mapper,
     PersistenceError,
@@ -187,6 +188,8 @@ class ServiceApplication(Application[UUID]):
                                              dead_letters=unit.dead_letters)
         except IntegrityError as error:
             raise Conflict(str(error)[:300]) from error
+        except DataError:
+            raise  # a value the store refuses (the caller's error): the store itself is well
         except PersistenceError as error:
             self.write_error = describe(error)  # readiness says so until a write succeeds
             raise

@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, Literal
 
 import psycopg
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import DataError, PersistenceError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -100,9 +100,16 @@ def error_responses(*statuses: int, meaning: Mapping[int, str] | None = None
     return documented
 
 
+# A JSON (or TOML) string's U+0000: the escape, after an even run of backslashes (an odd run
+# makes the backslash before `u` a literal one).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 class BodyLimit:
-    """Refuses a request body over the limit with 413 before any of it is parsed. Paths that
-    match `streamed` (an upload read as a stream, with its own limit) are let through."""
+    """Refuses a request body over the limit with 413 before any of it is parsed, and one whose
+    strings hold U+0000 with 422: no store keeps that character (PostgreSQL's text and jsonb
+    refuse it), so such a report would be accepted and then fail downstream. Paths that match
+    `streamed` (an upload read as a stream, with its own limit) are let through."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES,
                  streamed: Sequence[str] = ()) -> None:
@@ -119,29 +126,35 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await _too_large(self.limit)(scope, receive, send)
             return
-        seen = 0
-        too_large = False
+        body = bytearray()
+        refused: JSONResponse | None = None
 
         async def counted() -> Message:
-            nonlocal seen, too_large
+            nonlocal refused
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                too_large = True
-                raise _BodyTooLarge
+            body.extend(message.get("body", b""))
+            if len(body) > self.limit:
+                refused = _too_large(self.limit)
+                raise _BodyRefused
+            if not message.get("more_body", False) and (b"\x00" in body
+                                                        or _NUL_ESCAPE.search(body)):
+                message = "a string holds the NUL character (U+0000), which no field may carry"
+                refused = JSONResponse(error_body("invalid_request", message, [
+                    {"loc": ["body"], "msg": message, "type": "nul_character"}]), 422)
+                raise _BodyRefused
             return message
 
         async def guarded(message: Message) -> None:
-            if not too_large:  # the framework turns our stop into a 400; answer 413 instead
+            if refused is None:  # the framework turns our stop into a 400; answer ours instead
                 await send(message)
 
-        with suppress(_BodyTooLarge):
+        with suppress(_BodyRefused):
             await self.app(scope, counted, guarded)
-        if too_large:
-            await _too_large(self.limit)(scope, receive, send)
+        if refused is not None:
+            await refused(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
+class _BodyRefused(Exception):
     pass
 
 
@@ -192,6 +205,9 @@ def _add_errors(app: FastAPI) -> None:
         if isinstance(error, Conflict):
             return JSONResponse(error_body("conflict", "another request changed this meanwhile; "
                                            "send it again"), 409)
+        if isinstance(error, DataError | psycopg.DataError):
+            return JSONResponse(error_body("bad_request", "a value the store cannot keep "
+                                           "(such as U+0000 in a parameter)"), 400)
         if isinstance(error, PersistenceError | sqlite3.Error | psycopg.Error):
             return JSONResponse(error_body("store_unavailable", "the service's store cannot "
                                            "take this now; send it again later"), 503,

@@ -64,7 +64,10 @@ ALL_CHECKS = CHECKS.get_all()
 def _config() -> SchemathesisConfig:
     return SchemathesisConfig.from_dict({
         "seed": 20261214,  # the same cases every run, so a failure is reproducible
-        "generation": {"max-examples": MAX_EXAMPLES, "database": "none", "mode": "all"},
+        # No string may hold U+0000 (docs/contract.md: 422 invalid_request, since no store
+        # keeps it); tests/service/test_postgres_input.py sends it on purpose.
+        "generation": {"max-examples": MAX_EXAMPLES, "database": "none", "mode": "all",
+                       "allow-x00": False},
         # Stateful testing follows OpenAPI links; these documents declare none.
         "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True},
                    "fuzzing": {"enabled": True}, "stateful": {"enabled": False}},
