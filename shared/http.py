@@ -138,9 +138,9 @@ class BodyLimit:
                 raise _BodyRefused
             if not message.get("more_body", False) and (b"\x00" in body
                                                         or _NUL_ESCAPE.search(body)):
-                message = "a string holds the NUL character (U+0000), which no field may carry"
-                refused = JSONResponse(error_body("invalid_request", message, [
-                    {"loc": ["body"], "msg": message, "type": "nul_character"}]), 422)
+                reason = "a string holds the NUL character (U+0000), which no field may carry"
+                refused = JSONResponse(error_body("invalid_request", reason, [
+                    {"loc": ["body"], "msg": reason, "type": "nul_character"}]), 422)
                 raise _BodyRefused
             return message
 
