@@ -335,9 +335,14 @@ class EventConsumer:
             pass
         finally:
             self._kafka = None
-            await check.stop()
-            # Leaving the group politely is worth 2 s at most: a stop has 4 s for every loop.
-            await close_in_time(kafka, min(self.settings.call_timeout_seconds, 2.0))
+            try:
+                # The group member first, whatever happens next: one never stopped goes on
+                # heartbeating and holds partitions nobody reads. Leaving the group politely
+                # is worth 2 s at most: a stop has 4 s for every loop.
+                await close_in_time(kafka, min(self.settings.call_timeout_seconds, 2.0))
+            finally:
+                # With the broker gone, aiokafka may cancel a future this stop awaits.
+                await check.stop()
 
     def _batches(self, fetched: Mapping[TopicPartition, list[Record]],
                  incarnation: str) -> list[list[Delivery]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -133,10 +134,21 @@ def dump_tasks() -> None:
     """Log where every asyncio task of the process is waiting (`kill -USR1 <pid>`): for an
     operator whose service says it is not ready and does not say why. Frames only, no data."""
     for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=12)
-        where = " <- ".join(f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno}"
-                            f" {f.f_code.co_name}" for f in reversed(frames))
+        where = " -> ".join(f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno}"
+                            f" {f.f_code.co_name}" for f in _awaiting(task.get_coro()))
         log.warning("task %s: %s", task.get_name(), where or "(not started)")
+
+
+def _awaiting(coro: Any) -> list[Any]:
+    """The frames of a coroutine and of what it awaits, outermost first (a task's own stack
+    holds only the outermost)."""
+    frames: list[Any] = []
+    while coro is not None and len(frames) < 24:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
@@ -145,7 +157,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     telemetry.configure(app.state.service_name)
     # aiokafka tells every join and subscription at INFO (the incarnation check alone would
     # write a line every two seconds), and every failed connection while a broker is away.
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(os.environ.get("DUNWELL_KAFKA_LOG_LEVEL", "WARNING"))
     # One line per request to a channel provider is noise; its failures are logged by us.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:

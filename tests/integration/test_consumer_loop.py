@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from eventsourcing.persistence import OperationalError
 
+import shared.kafka
 from shared import topics
 from shared.application import Conflict
 from shared.clock import SystemClock
@@ -232,3 +233,41 @@ async def test_a_message_too_large_to_copy_is_set_aside_without_its_value(
     assert headers[topics.DLQ_VALUE_OMITTED_HEADER].startswith(f"{len(big)} bytes".encode())
     assert headers[topics.DLQ_REASON_HEADER].startswith(b"invalid: not JSON")
     assert app.extras.unsent_dead_letters("consumer/", 10) == []
+
+
+async def test_a_run_whose_cleanup_is_cancelled_still_leaves_the_group(
+        broker: Broker, tmp_path: Path, monkeypatch: Any) -> None:
+    """With the broker gone, aiokafka may cancel a future that stopping the incarnation check
+    awaits. The group member must be stopped all the same: one left running rejoins the next
+    broker, heartbeats and holds partitions that nobody reads (loans never reminded)."""
+    topic = fresh_topic()
+    await create_topics(broker.settings(), topic, topics.dlq(topic), partitions=2)
+    app = marks(tmp_path)
+    await produce(broker.settings(), topic, [closed_event("FIRST")])
+    real_stop = shared.kafka.IncarnationCheck.stop
+
+    async def cancelled_stop(self: shared.kafka.IncarnationCheck) -> None:
+        await real_stop(self)
+        raise asyncio.CancelledError  # what a client does to a future the stop awaits
+
+    producer = await started_producer(broker.settings())
+    try:
+        first = consumer(broker, app, topic, Behaviour(), lambda: producer)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(first.run(stop))
+        await eventually(lambda: app.marked("FIRST"), what="the first run at work")
+        monkeypatch.setattr(shared.kafka.IncarnationCheck, "stop", cancelled_stop)
+        stop.set()
+        with suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)
+        monkeypatch.undo()
+
+        # Both partitions: every one must reach the next run's member.
+        later = [f"LATER-{i}" for i in range(8)]
+        for i, loan in enumerate(later):
+            await producer.send_and_wait(topic, closed_event(loan).encode(), partition=i % 2)
+        async with running(consumer(broker, app, topic, Behaviour(), lambda: producer).run):
+            await eventually(lambda: all(app.marked(loan) for loan in later), timeout=40,
+                             what="every partition read by the next run")
+    finally:
+        await producer.stop()
