@@ -50,6 +50,7 @@ from services.escalation.application import (
     Incoherent,
     Loosens,
     NotTheReporter,
+    RepeatedInBatch,
     Unacceptable,
     UnknownLoan,
 )
@@ -327,6 +328,99 @@ def _with_loan(model: type[EventData], loan_id: str, body: FollowUp,
 def loan_overdue(body: LoanOverdue, cases: CasesDep, user: LenderDep,
                  key: IdempotencyKey = None) -> Accepted:
     return _record(cases, body, user, key)
+
+
+MAX_BATCH = 1000
+
+
+class BatchIn(BaseModel):
+    """The nightly batch: up to 1 000 LoanOverdue, each judged on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    loans: list[Any] = Field(
+        min_length=1, max_length=MAX_BATCH,
+        description="Each a LoanOverdue (the schema `LoanOverdue`, as for "
+                    "`POST /v1/loans/overdue`). An item that does not fit it is answered "
+                    "`rejected` (`invalid_request`) on its own, so the items are not "
+                    "constrained here.")
+
+
+class ItemProblem(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class BatchItem(BaseModel):
+    index: int
+    loan_id: str | None
+    status: Literal["accepted", "rejected"]
+    event_id: str | None = None
+    error: ItemProblem | None = None
+
+
+class BatchAnswer(BaseModel):
+    accepted: int
+    rejected: int
+    items: list[BatchItem]
+
+
+BATCH_ERRORS = error_responses(
+    400, 401, 403, 413, 422,
+    meaning={400: UNREADABLE,
+             422: "The body is not `{loans: [...]}` with 1 to 1 000 items (the items "
+                  "themselves are judged one by one, in the answer)."})
+
+
+def _refusal(error: Exception, user: Principal) -> ItemProblem:
+    if isinstance(error, NotTheReporter):
+        return ItemProblem(code="forbidden",
+                           message=f"this token reports for lender {user.subject!r} only")
+    if isinstance(error, OtherLendersLoan):
+        return ItemProblem(code="loan_of_another_lender", message=f"loan {error} is another "
+                           "lender's")
+    if isinstance(error, DifferentReport):
+        return ItemProblem(code="idempotency_key_reused", message="this Idempotency-Key was "
+                           "used for another report of this loan")
+    if isinstance(error, RepeatedInBatch):
+        return ItemProblem(code="repeated_in_batch", message=f"loan {error} is given earlier in "
+                           "this batch, which was taken")
+    raise error
+
+
+@router.post("/loans/overdue:batch", status_code=200, response_model=BatchAnswer,
+             responses=BATCH_ERRORS)
+def loans_overdue_batch(body: BatchIn, cases: CasesDep, user: LenderDep,
+                        key: IdempotencyKey = None) -> BatchAnswer:
+    """Each loan is validated and recorded on its own terms: the answer says, item by item,
+    accepted (with its event id) or rejected and why; a loan is recorded whole or not at all.
+    Under an Idempotency-Key each loan has its own key (the batch's and its loan id), so the
+    same batch sent again, whole or in parts, answers the same event ids and records nothing
+    twice."""
+    items: list[BatchItem | None] = [None] * len(body.loans)
+    valid: list[tuple[int, LoanOverdue]] = []
+    for index, raw in enumerate(body.loans):
+        loan_id = raw.get("loan_id") if isinstance(raw, dict) else None
+        try:
+            valid.append((index, LoanOverdue.model_validate(raw)))
+        except ValidationError as error:
+            problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"),
+                         "type": e.get("type")} for e in error.errors()[:20]]
+            items[index] = BatchItem(
+                index=index, loan_id=loan_id if isinstance(loan_id, str) else None,
+                status="rejected", error=ItemProblem(
+                    code="invalid_request", message="the loan does not fit the schema",
+                    details=problems))
+    results = cases.report_batch([loan for _, loan in valid], user.subject, key) \
+        if valid else []
+    for (index, loan), result in zip(valid, results, strict=True):
+        items[index] = (BatchItem(index=index, loan_id=loan.loan_id, status="accepted",
+                                  event_id=result) if isinstance(result, str) else
+                        BatchItem(index=index, loan_id=loan.loan_id, status="rejected",
+                                  error=_refusal(result, user)))
+    answered = [item for item in items if item is not None]
+    accepted = sum(item.status == "accepted" for item in answered)
+    return BatchAnswer(accepted=accepted, rejected=len(answered) - accepted, items=answered)
 
 
 @router.post("/loans/{loan_id}/payments", status_code=202, response_model=Accepted,

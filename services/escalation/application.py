@@ -56,6 +56,10 @@ class DifferentReport(Exception):
     """An idempotency key reused for a different report."""
 
 
+class RepeatedInBatch(Exception):
+    """A loan given twice in one batch: the first is taken, the repeat is not."""
+
+
 class NotTheReporter(Exception):
     """A LoanOverdue naming a lender other than the one reporting it."""
 
@@ -127,20 +131,30 @@ class Cases(ServiceApplication):
         """
         if getattr(data, "lender_id", reporter) != reporter:
             raise NotTheReporter(reporter)
+        key = self._intake_key(reporter, idempotency_key, collector)
         try:
-            return self._record_report(data, reporter, idempotency_key, stamped, collector)
+            return self._record_report(data, reporter, key, idempotency_key, stamped)
         except Conflict:  # a concurrent first report of the same loan or key: decide again
-            return self._record_report(data, reporter, idempotency_key, stamped, collector)
+            return self._record_report(data, reporter, key, idempotency_key, stamped)
 
-    def _record_report(self, data: EventData, reporter: str, idempotency_key: str | None,
-                       stamped: tuple[str, ...], collector: str | None) -> str:
+    def _record_report(self, data: EventData, reporter: str, key: str,
+                       idempotency_key: str | None, stamped: tuple[str, ...] = ()) -> str:
+        event_id, recorded = self._plan_report(data, reporter, key, idempotency_key, stamped)
+        if recorded:
+            self.save(*recorded)
+        return event_id
+
+    def _plan_report(self, data: EventData, reporter: str, key: str,
+                     idempotency_key: str | None, stamped: tuple[str, ...] = (),
+                     reported: dict[str, str] | None = None) -> tuple[str, list[Any]]:
+        """The report's event id and what recording it saves (nothing for a retry).
+        `reported` holds loans planned but not saved yet (a batch), with their lenders."""
         loan_id = data.subject()
-        lender = self.lender_of(loan_id)
+        lender = (reported or {}).get(loan_id) or self.lender_of(loan_id)
         if lender is not None and lender != reporter:
             raise OtherLendersLoan(loan_id)
         if lender is None and not isinstance(data, LoanOverdue):
             raise UnknownLoan(loan_id)
-        key = self._intake_key(reporter, idempotency_key, collector)
         intake_id = Intake.create_id(key)
         payload = data.model_dump(mode="json", exclude_none=True)
         if self.exists(intake_id):
@@ -149,12 +163,79 @@ class Cases(ServiceApplication):
             if earlier.event_type != data.event_type() or said != {
                     k: v for k, v in payload.items() if k not in stamped}:
                 raise DifferentReport(idempotency_key)
-            return event_id_for(intake_id, 1)
+            return event_id_for(intake_id, 1), []
         recorded: list[Any] = [Intake(key=key, event_type=data.event_type(), payload=payload)]
         if lender is None:
             recorded.append(ReportedLoan(loan_id=loan_id, lender_id=reporter))
-        self.save(*recorded)
-        return event_id_for(intake_id, 1)
+        return event_id_for(intake_id, 1), recorded
+
+    def report_batch(self, loans: list[LoanOverdue], reporter: str,
+                     idempotency_key: str | None) -> list[str | Exception]:
+        """Record many LoanOverdue at once (the nightly batch): for each, its event id, or why
+        it was not taken. One transaction for all that are taken; a loan is recorded whole or
+        not at all. Under one Idempotency-Key each loan has a key of its own, so a retried
+        batch, in any order or split otherwise, records nothing twice."""
+        try:
+            return self._record_batch(loans, reporter, idempotency_key)
+        except Conflict:  # a concurrent report of one of them: each on its own, decided again
+            seen: set[str] = set()
+            results: list[str | Exception] = []
+            for loan in loans:
+                if loan.loan_id in seen:
+                    results.append(RepeatedInBatch(loan.loan_id))
+                    continue
+                result = self._one_of_batch(loan, reporter, idempotency_key)
+                if isinstance(result, str):
+                    seen.add(loan.loan_id)
+                results.append(result)
+            return results
+
+    def _record_batch(self, loans: list[LoanOverdue], reporter: str,
+                      idempotency_key: str | None) -> list[str | Exception]:
+        results: list[str | Exception] = []
+        recorded: list[Any] = []
+        planned: dict[str, str] = {}
+        for loan in loans:
+            if loan.lender_id != reporter:
+                results.append(NotTheReporter(reporter))
+                continue
+            if loan.loan_id in planned:
+                results.append(RepeatedInBatch(loan.loan_id))
+                continue
+            try:
+                event_id, saves = self._plan_report(
+                    loan, reporter, self._batch_key(reporter, idempotency_key, loan.loan_id),
+                    idempotency_key, reported=planned)
+            except (OtherLendersLoan, DifferentReport) as error:
+                results.append(error)
+                continue
+            planned[loan.loan_id] = reporter
+            recorded.extend(saves)
+            results.append(event_id)
+        if recorded:
+            self.save(*recorded)
+        return results
+
+    def _one_of_batch(self, loan: LoanOverdue, reporter: str,
+                      idempotency_key: str | None) -> str | Exception:
+        if loan.lender_id != reporter:
+            return NotTheReporter(reporter)
+        key = self._batch_key(reporter, idempotency_key, loan.loan_id)
+        try:
+            try:
+                return self._record_report(loan, reporter, key, idempotency_key)
+            except Conflict:
+                return self._record_report(loan, reporter, key, idempotency_key)
+        except (OtherLendersLoan, DifferentReport) as error:
+            return error
+
+    @staticmethod
+    def _batch_key(reporter: str, idempotency_key: str | None, loan_id: str) -> str:
+        # Four items beginning "batch": never a lender's single report (two), a collector's
+        # ("collector") or an anonymous one.
+        if idempotency_key is None:
+            return json.dumps(["anonymous", str(uuid4())])
+        return json.dumps(["batch", reporter, idempotency_key, loan_id])
 
     @staticmethod
     def _intake_key(reporter: str, idempotency_key: str | None,

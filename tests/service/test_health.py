@@ -14,6 +14,7 @@ SERVICES = ["escalation", "reminder", "visit", "audit"]
 ROUTES: dict[str, set[tuple[str, str]]] = {
     "escalation": {
         ("post", "/v1/loans/overdue"),
+        ("post", "/v1/loans/overdue:batch"),
         ("post", "/v1/loans/{loan_id}/payments"),
         ("post", "/v1/loans/{loan_id}/cease-contact"),
         ("post", "/v1/loans/{loan_id}/disputes"),
