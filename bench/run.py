@@ -16,6 +16,7 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,33 +89,68 @@ async def raw_broker(bootstrap: str, count: int, value: bytes) -> dict[str, floa
 
 async def end_to_end(stack_urls: dict[str, str], var_dir: Path, count: int,
                      concurrency: int = 16) -> dict[str, float]:
+    """One `POST /v1/loans/overdue` a loan, `concurrency` at a time."""
+    zone = zone_at_local_hour(12)
+
+    async def post(client: httpx.AsyncClient, i: int) -> int:
+        response = await client.post("/v1/loans/overdue", json=_loan(i, zone))
+        response.raise_for_status()
+        return 1
+
+    return await _through_intake(stack_urls, var_dir, count, "end to end: POST LoanOverdue",
+                                 "BENCH-", list(range(count)), post, concurrency)
+
+
+async def via_batch(stack_urls: dict[str, str], var_dir: Path, count: int,
+                    batch: int = 1000, concurrency: int = 2) -> dict[str, float]:
+    """The nightly batch through `POST /v1/loans/overdue:batch`, `batch` loans a request."""
+    zone = zone_at_local_hour(12)
+
+    async def post(client: httpx.AsyncClient, part: range) -> int:
+        loans = [_loan(i, zone) | {"loan_id": f"BATCH-{i:07d}"} for i in part]
+        response = await client.post("/v1/loans/overdue:batch", json={"loans": loans},
+                                     headers={"idempotency-key": f"bench-{part.start}"})
+        response.raise_for_status()
+        if response.json()["accepted"] != len(part):
+            raise RuntimeError(f"the batch from {part.start} was not taken whole")
+        return len(part)
+
+    parts = [range(start, min(start + batch, count)) for start in range(0, count, batch)]
+    figures = await _through_intake(stack_urls, var_dir, count, "batch route: loans posted",
+                                    "BATCH-", parts, post, concurrency)
+    return {**figures, "batch": batch}
+
+
+async def _through_intake(stack_urls: dict[str, str], var_dir: Path, count: int, label: str,
+                          prefix: str, jobs: list[Any],
+                          post: Callable[[httpx.AsyncClient, Any], Awaitable[int]],
+                          concurrency: int) -> dict[str, float]:
+    """Post `jobs` to the intake as lender-bench (`post` says how many loans each took) and
+    wait until `count` ReminderSent of loans named `prefix`… are in the audit log."""
     secret = load_or_create_secret(var_dir / "jwt.secret")
     token = issue_token(secret, Role.LENDER, "lender-bench", now_utc())
-    headers = {"authorization": f"Bearer {token}"}
-    zone = zone_at_local_hour(12)
     audit_db = sqlite3.connect(f"file:{var_dir / 'audit.db'}?mode=ro", uri=True)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
     with _progress() as progress:
-        posted_task = progress.add_task("end to end: POST LoanOverdue", total=count)
-        sent_task = progress.add_task("end to end: ReminderSent in audit", total=count)
+        posted_task = progress.add_task(label, total=count)
+        sent_task = progress.add_task(f"{label.split(':')[0]}: ReminderSent in audit",
+                                      total=count)
         started = time.perf_counter()
 
         async def worker(client: httpx.AsyncClient) -> None:
             while not queue.empty():
-                i = queue.get_nowait()
-                response = await client.post("/v1/loans/overdue", json=_loan(i, zone))
-                response.raise_for_status()
-                progress.advance(posted_task)
+                progress.advance(posted_task, await post(client, queue.get_nowait()))
 
-        async with httpx.AsyncClient(base_url=stack_urls["escalation"], headers=headers,
-                                     timeout=30) as client:
+        async with httpx.AsyncClient(base_url=stack_urls["escalation"], timeout=120,
+                                     headers={"authorization": f"Bearer {token}"}) as client:
             posting = asyncio.gather(*(worker(client) for _ in range(concurrency)))
             posted_at = None
             while True:
                 sent = audit_db.execute("SELECT COUNT(*) FROM leaves WHERE event_type="
-                                        "'ReminderSent' AND subject LIKE 'BENCH-%'").fetchone()[0]
+                                        "'ReminderSent' AND subject LIKE ?",
+                                        (f"{prefix}%",)).fetchone()[0]
                 progress.update(sent_task, completed=sent)
                 if posting.done() and posted_at is None:
                     posting.result()
@@ -126,53 +162,6 @@ async def end_to_end(stack_urls: dict[str, str], var_dir: Path, count: int,
     audit_db.close()
     return {"loans_per_s": count / elapsed, "seconds": elapsed,
             "post_per_s": count / (posted_at or elapsed)}
-
-
-async def via_batch(stack_urls: dict[str, str], var_dir: Path, count: int,
-                    batch: int = 1000, concurrency: int = 2) -> dict[str, float]:
-    """The nightly batch through `POST /v1/loans/overdue:batch`, `batch` loans a request."""
-    secret = load_or_create_secret(var_dir / "jwt.secret")
-    token = issue_token(secret, Role.LENDER, "lender-bench", now_utc())
-    headers = {"authorization": f"Bearer {token}"}
-    zone = zone_at_local_hour(12)
-    audit_db = sqlite3.connect(f"file:{var_dir / 'audit.db'}?mode=ro", uri=True)
-    chunks: asyncio.Queue[range] = asyncio.Queue()
-    for start in range(0, count, batch):
-        chunks.put_nowait(range(start, min(start + batch, count)))
-    with _progress() as progress:
-        posted_task = progress.add_task("batch route: loans posted", total=count)
-        sent_task = progress.add_task("batch route: ReminderSent in audit", total=count)
-        started = time.perf_counter()
-
-        async def worker(client: httpx.AsyncClient) -> None:
-            while not chunks.empty():
-                part = chunks.get_nowait()
-                loans = [_loan(i, zone) | {"loan_id": f"BATCH-{i:07d}"} for i in part]
-                response = await client.post("/v1/loans/overdue:batch", json={"loans": loans},
-                                             headers={"idempotency-key": f"bench-{part.start}"})
-                response.raise_for_status()
-                if response.json()["accepted"] != len(part):
-                    raise RuntimeError(f"the batch from {part.start} was not taken whole")
-                progress.advance(posted_task, len(part))
-
-        async with httpx.AsyncClient(base_url=stack_urls["escalation"], headers=headers,
-                                     timeout=120) as client:
-            posting = asyncio.gather(*(worker(client) for _ in range(concurrency)))
-            posted_at = None
-            while True:
-                sent = audit_db.execute("SELECT COUNT(*) FROM leaves WHERE event_type="
-                                        "'ReminderSent' AND subject LIKE 'BATCH-%'").fetchone()[0]
-                progress.update(sent_task, completed=sent)
-                if posting.done() and posted_at is None:
-                    posting.result()
-                    posted_at = time.perf_counter() - started
-                if sent >= count:
-                    break
-                await asyncio.sleep(0.2)
-        elapsed = time.perf_counter() - started
-    audit_db.close()
-    return {"loans_per_s": count / elapsed, "seconds": elapsed,
-            "post_per_s": count / (posted_at or elapsed), "batch": batch}
 
 
 async def from_kafka(bootstrap: str, var_dir: Path, count: int) -> dict[str, float]:
