@@ -109,22 +109,25 @@ class BodyLimit:
     """Refuses a request body over the limit with 413 before any of it is parsed, and one whose
     strings hold U+0000 with 422: no store keeps that character (PostgreSQL's text and jsonb
     refuse it), so such a report would be accepted and then fail downstream. Paths that match
-    `streamed` (an upload read as a stream, with its own limit) are let through."""
+    `streamed` (an upload read as a stream, with its own limit) are let through; paths that
+    match a pattern of `limits` (a batch of many reports) have that limit instead."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES,
-                 streamed: Sequence[str] = ()) -> None:
+                 streamed: Sequence[str] = (), limits: Mapping[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
         self.streamed = [re.compile(pattern) for pattern in streamed]
+        self.limits = [(re.compile(pattern), most) for pattern, most in (limits or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or any(p.fullmatch(scope.get("path", ""))
-                                          for p in self.streamed):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or any(p.fullmatch(path) for p in self.streamed):
             await self.app(scope, receive, send)
             return
+        limit = next((most for p, most in self.limits if p.fullmatch(path)), self.default)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit)(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
             return
         body = bytearray()
         refused: JSONResponse | None = None
@@ -133,8 +136,8 @@ class BodyLimit:
             nonlocal refused
             message = await receive()
             body.extend(message.get("body", b""))
-            if len(body) > self.limit:
-                refused = _too_large(self.limit)
+            if len(body) > limit:
+                refused = _too_large(limit)
                 raise _BodyRefused
             if not message.get("more_body", False) and (b"\x00" in body
                                                         or _NUL_ESCAPE.search(body)):
@@ -164,12 +167,13 @@ def _too_large(limit: int) -> JSONResponse:
 
 def create_app(*, title: str, routers: Sequence[APIRouter], checks: Checks,
                lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
-               tokens: Tokens, streamed: Sequence[str] = ()) -> FastAPI:
+               tokens: Tokens, streamed: Sequence[str] = (),
+               body_limits: Mapping[str, int] | None = None) -> FastAPI:
     app = FastAPI(title=title, version="1", lifespan=lifespan)
     app.state.tokens = tokens  # what `shared.auth.require` checks a bearer token against
     for router in routers:
         app.include_router(router, prefix="/v1")
-    app.add_middleware(BodyLimit, streamed=streamed)
+    app.add_middleware(BodyLimit, streamed=streamed, limits=body_limits)
     _add_errors(app)
     _add_operations(app, checks)
     _add_metrics(app)

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,8 @@ class Parts:
         field(default_factory=tuple)
     order_across_partitions: bool = False
     streamed: Sequence[str] = ()  # paths (regular expressions) whose bodies are streamed
+    # paths (regular expressions) that take a larger body than the default: a batch
+    body_limits: Mapping[str, int] = field(default_factory=dict)
 
 
 def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
@@ -102,7 +104,8 @@ def assemble(parts: Parts, *, connect: bool = True) -> FastAPI:
 
     tokens = accepted_tokens(parts.settings.auth, parts.settings.secret_file())
     app = create_app(title=f"dunwell {parts.name}", routers=parts.routers, checks=checks,
-                     lifespan=lifespan, tokens=tokens, streamed=parts.streamed)
+                     lifespan=lifespan, tokens=tokens, streamed=parts.streamed,
+                     body_limits=parts.body_limits)
     app.state.service = parts.store
     app.state.clock = parts.clock
     app.state.settings = parts.settings

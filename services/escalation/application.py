@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -175,20 +176,18 @@ class Cases(ServiceApplication):
         it was not taken. One transaction for all that are taken; a loan is recorded whole or
         not at all. Under one Idempotency-Key each loan has a key of its own, so a retried
         batch, in any order or split otherwise, records nothing twice."""
-        try:
-            return self._record_batch(loans, reporter, idempotency_key)
-        except Conflict:  # a concurrent report of one of them: each on its own, decided again
-            seen: set[str] = set()
-            results: list[str | Exception] = []
-            for loan in loans:
-                if loan.loan_id in seen:
-                    results.append(RepeatedInBatch(loan.loan_id))
-                    continue
-                result = self._one_of_batch(loan, reporter, idempotency_key)
-                if isinstance(result, str):
-                    seen.add(loan.loan_id)
-                results.append(result)
-            return results
+        for _ in range(2):  # a concurrent report of one of them: planned again, still at once
+            with suppress(Conflict):
+                return self._record_batch(loans, reporter, idempotency_key)
+        # Still racing another writer: each loan on its own, decided again.
+        taken: set[str] = set()
+        results: list[str | Exception] = []
+        for loan in loans:
+            result = self._one_of_batch(loan, reporter, idempotency_key, taken)
+            if isinstance(result, str):
+                taken.add(loan.loan_id)
+            results.append(result)
+        return results
 
     def _record_batch(self, loans: list[LoanOverdue], reporter: str,
                       idempotency_key: str | None) -> list[str | Exception]:
@@ -216,10 +215,14 @@ class Cases(ServiceApplication):
             self.save(*recorded)
         return results
 
-    def _one_of_batch(self, loan: LoanOverdue, reporter: str,
-                      idempotency_key: str | None) -> str | Exception:
+    def _one_of_batch(self, loan: LoanOverdue, reporter: str, idempotency_key: str | None,
+                      taken: set[str]) -> str | Exception:
+        """One loan of a batch in a transaction of its own, checked in the order the whole
+        batch is (the lender, then a repeat of a loan taken earlier in it)."""
         if loan.lender_id != reporter:
             return NotTheReporter(reporter)
+        if loan.loan_id in taken:
+            return RepeatedInBatch(loan.loan_id)
         key = self._batch_key(reporter, idempotency_key, loan.loan_id)
         try:
             try:

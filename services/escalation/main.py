@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,7 +18,7 @@ from shared.relay import StoredEvents
 from shared.runtime import Loop, Runtime
 from shared.service import Parts, assemble, serve
 
-from services.escalation.api import router
+from services.escalation.api import BATCH_ROUTE, MAX_BATCH_BODY_BYTES, router
 from services.escalation.application import Cases
 from services.escalation.handlers import HANDLERS
 from services.escalation.relay import integration_event
@@ -43,7 +44,8 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
         sink=HandlerSink(cases, HANDLERS, clock),
         subscribe=[topics.LOANS, topics.REMINDERS, topics.VISITS],
         routers=[router], outbox=StoredEvents(cases, integration_event, "/dunwell/escalation"),
-        loops=[("agenda", agenda)])
+        loops=[("agenda", agenda)],
+        body_limits={re.escape(f"/v1{BATCH_ROUTE}"): MAX_BATCH_BODY_BYTES})
     return assemble(parts, connect=connect)
 
 
