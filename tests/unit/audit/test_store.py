@@ -12,6 +12,7 @@ from services.audit.merkle import (
     consistency_proof,
     inclusion_proof,
     nodes_for_append,
+    nodes_for_appends,
     root,
 )
 from services.audit.store import Committed, LogStore, NewLeaf, nodes_query
@@ -67,6 +68,32 @@ def test_proofs_from_the_sqlite_store_equal_those_from_memory(tmp_path: Path) ->
             assert inclusion_proof(index, size, store) == inclusion_proof(index, size, memory)
             assert consistency_proof(index + 1, size, store) == \
                 consistency_proof(index + 1, size, memory)
+
+
+def test_upper_nodes_kept_in_memory_answer_as_the_store_while_the_tree_grows(
+        tmp_path: Path) -> None:
+    """Nodes from level 8 up are kept once read: proofs asked between batch appends, so they
+    are kept while the tree is still growing, answer as the reference does at every size, and
+    as a store that kept nothing."""
+    store = LogStore(tmp_path / "audit.db")
+    memory = MemoryNodes()
+    size = 0
+    for batch in (1, 255, 3, 509, 1024, 300, 70):
+        leaves = [leaf(size + i) for i in range(batch)]
+        assert store.append_many(leaves, ("p", size)) == batch
+        memory.put(nodes_for_appends(size, [x.leaf_hash for x in leaves], memory))
+        size += batch
+        for probe in range(1, size + 1, 97):
+            assert root(probe, store) == root(probe, memory)
+            for index in range(0, probe, 131):
+                assert inclusion_proof(index, probe, store) == \
+                    inclusion_proof(index, probe, memory)
+                assert consistency_proof(index + 1, probe, store) == \
+                    consistency_proof(index + 1, probe, memory)
+    store.close()
+    fresh = LogStore(tmp_path / "audit.db")  # nothing kept yet: every node from the file
+    assert [inclusion_proof(i, size, fresh) for i in range(0, size, 211)] == \
+        [inclusion_proof(i, size, memory) for i in range(0, size, 211)]
 
 
 def test_an_id_seen_again_with_other_bytes_is_named_and_not_appended(tmp_path: Path) -> None:
