@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, from_kafka
+from bench.run import RESULTS, from_kafka, start_suite
 from dunwell import devstack
 from shared.kafka import prepare_broker
 from shared.settings import KafkaSettings
@@ -89,21 +89,7 @@ def main() -> None:
         try:
             bootstrap = f"127.0.0.1:{port}"
             asyncio.run(prepare_broker(KafkaSettings(bootstrap=bootstrap)))
-            ports = {name: devstack.free_port() for name in devstack.SERVICES}
-            urls = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
-            sinks = devstack.start_sinks(
-                var_dir, urls["reminder"], var_dir / "logs",
-                ports={"provider": devstack.free_port(), "smtp": devstack.free_port()})
-            processes += [sinks.provider, sinks.smtp]
-            services = {}
-            for name in devstack.SERVICES:
-                env = devstack.service_env(name, ports[name], var_dir, bootstrap,
-                                           {"DUNWELL_LOG_LEVEL": "WARNING",
-                                            **sinks.reminder_env()})
-                services[name] = devstack.start_service(name, env, var_dir / "logs")
-                processes.append(services[name])
-            for name, process in services.items():
-                devstack.wait_ready(urls[name], process)
+            _, services = start_suite(var_dir, bootstrap, processes)
             for name, process in services.items():
                 out = RESULTS / f"profile-{name}.txt"
                 spies[name] = subprocess.Popen(

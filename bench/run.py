@@ -260,6 +260,29 @@ def main() -> None:
     console.print(f"figures written to {path}")
 
 
+def start_suite(var_dir: Path, bootstrap: str, processes: list[devstack.Process]
+                ) -> tuple[dict[str, str], dict[str, devstack.Process]]:
+    """The channel sinks and the four services on `bootstrap`, each ready; every process is
+    added to `processes` as it starts, for the caller to stop. Returns the services' URLs and
+    processes by name."""
+    ports = {name: devstack.free_port() for name in devstack.SERVICES}
+    urls = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
+    # The real channels: SMS through the provider sink, which posts receipts back.
+    sinks = devstack.start_sinks(
+        var_dir, urls["reminder"], var_dir / "logs",
+        ports={"provider": devstack.free_port(), "smtp": devstack.free_port()})
+    processes += [sinks.provider, sinks.smtp]
+    services = {}
+    for name in devstack.SERVICES:
+        env = devstack.service_env(name, ports[name], var_dir, bootstrap,
+                                   {"DUNWELL_LOG_LEVEL": "WARNING", **sinks.reminder_env()})
+        services[name] = devstack.start_service(name, env, var_dir / "logs")
+        processes.append(services[name])
+    for name, process in services.items():
+        devstack.wait_ready(urls[name], process)
+    return urls, services
+
+
 def pipeline(count: int, table: Table) -> dict[str, Any]:
     """Raw broker round trip beside POST → ReminderSent in the audit log, N loans."""
     with tempfile.TemporaryDirectory(prefix="dunwell-bench-") as tmp:
@@ -275,20 +298,7 @@ def pipeline(count: int, table: Table) -> dict[str, Any]:
                              source="/bench", time=now_utc(), causation_id=None,
                              correlation_id=None).encode()
             raw = asyncio.run(raw_broker(bootstrap, count, value))
-            ports = {name: devstack.free_port() for name in devstack.SERVICES}
-            urls = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
-            # The real channels: SMS through the provider sink, which posts receipts back.
-            sinks = devstack.start_sinks(
-                var_dir, urls["reminder"], var_dir / "logs",
-                ports={"provider": devstack.free_port(), "smtp": devstack.free_port()})
-            processes += [sinks.provider, sinks.smtp]
-            for name in devstack.SERVICES:
-                env = devstack.service_env(name, ports[name], var_dir, bootstrap,
-                                           {"DUNWELL_LOG_LEVEL": "WARNING",
-                                            **sinks.reminder_env()})
-                processes.append(devstack.start_service(name, env, var_dir / "logs"))
-            for process, name in zip(processes[2:], devstack.SERVICES, strict=True):
-                devstack.wait_ready(urls[name], process)
+            urls, _ = start_suite(var_dir, bootstrap, processes)
             e2e = asyncio.run(end_to_end(urls, var_dir, count))
             kafka = asyncio.run(from_kafka(bootstrap, var_dir, count))
             batched = asyncio.run(via_batch(urls, var_dir, count))

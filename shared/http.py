@@ -195,8 +195,7 @@ def _add_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-                   for e in error.errors()[:20]]
+        details = field_problems(error.errors())
         return JSONResponse(error_body("invalid_request", "the request does not fit the schema",
                                        details), 422)
 
@@ -230,6 +229,12 @@ def _allowed(request: Request) -> str:
         if match is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
     return ", ".join(sorted(methods))
+
+
+def field_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """What a 422's `details` lists: each field that does not fit, at most 20."""
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors[:20]]
 
 
 def _code(status: int) -> str:

@@ -40,7 +40,7 @@ from shared.events import (
     Time,
     Via,
 )
-from shared.http import error_responses
+from shared.http import error_responses, field_problems
 from shared.roles import Role
 
 from services.escalation.application import (
@@ -423,12 +423,10 @@ def loans_overdue_batch(body: BatchIn, cases: CasesDep, user: LenderDep,
         try:
             valid.append((index, LoanOverdue.model_validate(raw)))
         except ValidationError as error:
-            problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"),
-                         "type": e.get("type")} for e in error.errors()[:20]]
             items[index] = BatchItem(
                 index=index, loan_id=_given_loan_id(raw), status="rejected", error=ItemProblem(
                     code="invalid_request", message="the loan does not fit the schema",
-                    details=problems))
+                    details=field_problems(error.errors())))
     results = cases.report_batch([loan for _, loan in valid], user.subject, key) \
         if valid else []
     for (index, loan), result in zip(valid, results, strict=True):
