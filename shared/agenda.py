@@ -34,8 +34,9 @@ PENDING = Gauge("dunwell_agenda_pending", "Agenda entries in the store")
 PARKED = Gauge("dunwell_agenda_parked", "Agenda entries parked after their firing kept failing")
 
 Fire = Callable[[UUID, str, datetime], None]
-# Fires several due entries of one kind in one unit of work (one transaction); raises when
-# that unit cannot be committed, and the entries are then fired one by one.
+# Fires several due entries of one kind together (their changes in one transaction, any outside
+# calls made together); raises when that cannot be done before anything is recorded or sent,
+# and the entries are then fired one by one.
 FireMany = Callable[[list[UUID], str, datetime], None]
 
 
@@ -58,7 +59,7 @@ class Agenda:
     on_progress: Callable[[], None] = lambda: None
     wake: Wakeup = field(default_factory=Wakeup)
     concurrency: int = 8  # firings at once (each in a worker thread)
-    fire_many: FireMany | None = None  # a service whose firings need no outside call
+    fire_many: FireMany | None = None  # fires a claim's entries of one kind together
 
     def __post_init__(self) -> None:
         self.app.on_agenda_change(self.wake.set)

@@ -110,6 +110,10 @@ class Unit:
                 for pending in aggregate.pending_events:
                     self.traces.setdefault(id(pending), (pending, traceparent))
 
+    def changed(self) -> bool:
+        """Whether committing would write anything."""
+        return bool(self._saved or self.inbox or self.dead_letters or self.positions)
+
     def agenda(self) -> list[AgendaEntry]:
         return [AgendaEntry(aggregate_id, type(aggregate).__name__, aggregate.next_due())
                 for aggregate_id, aggregate in self._saved.items()

@@ -14,6 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -50,11 +51,11 @@ from shared.templates import (
 
 from services.reminder import policy
 from services.reminder.channels import (
-    SENDS,
     ChannelError,
     ChannelRefused,
     Gateway,
     OutboundMessage,
+    send_all,
 )
 from services.reminder.domain import (
     CANCELLED,
@@ -433,20 +434,38 @@ class Reminders(ServiceApplication):
     # --- the agenda ---
 
     def fire(self, aggregate_id: UUID, kind: str, gateways: Mapping[str, Gateway],
-             now: datetime, retry_after: timedelta) -> None:
+             now: datetime, retry_after: timedelta, pool: Executor | None = None) -> None:
         """What the agenda calls when something of this service falls due."""
-        if kind == "ContactPlan":
-            self.take_step(aggregate_id, now)
-        elif kind == "Reminder":
-            self.send_due(aggregate_id, gateways, now, retry_after)
-        elif kind == "CallTask":
-            self.issue_task(aggregate_id, now)
-        else:
+        self.fire_many([aggregate_id], kind, gateways, now, retry_after, pool)
+
+    def fire_many(self, aggregate_ids: list[UUID], kind: str, gateways: Mapping[str, Gateway],
+                  now: datetime, retry_after: timedelta, pool: Executor | None = None) -> None:
+        """Several due entries of one kind: plans' steps and call tasks in one transaction,
+        reminders sent together (`send_many`). Raises when a transaction before any send
+        cannot be committed, and nothing of it is recorded: the agenda then fires the entries
+        one by one."""
+        if kind == "Reminder":
+            self.send_many(aggregate_ids, gateways, now, retry_after, pool)
+            return
+        if kind not in ("ContactPlan", "CallTask"):
             raise ValueError(f"nothing of kind {kind!r} is due in the reminder service")
+        unit = self.unit()
+        for aggregate_id in aggregate_ids:
+            if kind == "ContactPlan":
+                self._step(unit, aggregate_id, now)
+            else:
+                self._issue(unit, aggregate_id, now)
+        if unit.changed():
+            self.commit(unit)
 
     def take_step(self, plan_id: UUID, now: datetime) -> None:
         """The plan's next cadence step: a reminder on its channel, or a call task."""
         unit = self.unit()
+        self._step(unit, plan_id, now)
+        if unit.changed():
+            self.commit(unit)
+
+    def _step(self, unit: Unit, plan_id: UUID, now: datetime) -> None:
         plan: ContactPlan = unit.get(plan_id)
         due = plan.next_due()
         cadence = plan.cadence_now
@@ -470,7 +489,6 @@ class Reminders(ServiceApplication):
             if reminder is not None:
                 unit.save(reminder)
         unit.save(plan)
-        self.commit(unit)
 
     def _reminder(self, plan: ContactPlan, key: str, channel: str,
                   now: datetime) -> Reminder | None:
@@ -534,15 +552,47 @@ class Reminders(ServiceApplication):
     def send_due(self, reminder_id: UUID, gateways: Mapping[str, Gateway], now: datetime,
                  retry_after: timedelta) -> None:
         """Send one due reminder if every rule still allows it; record before and after."""
+        self.send_many([reminder_id], gateways, now, retry_after)
+
+    def send_many(self, reminder_ids: list[UUID], gateways: Mapping[str, Gateway],
+                  now: datetime, retry_after: timedelta, pool: Executor | None = None) -> None:
+        """Send due reminders, each only if every rule still allows it.
+
+        Before: every rule asked, and each send that may go recorded as started, one
+        transaction for the lot (a conflict raises here, before anything is sent). Then the
+        sends, together (`pool`). After: what each provider said, one transaction again, or
+        one per reminder when that one meets a conflict. A crash between the two leaves the
+        reminders sending: they are due again and go under the same key, which the provider
+        knows.
+        """
         unit = self.unit()
+        outgoing = [message for reminder_id in reminder_ids
+                    if (message := self._ready_to_send(unit, reminder_id, now)) is not None]
+        if unit.changed():
+            self.commit(unit)
+        if not outgoing:
+            return
+        answers = send_all(gateways, outgoing, pool)
+        settled = self.unit()
+        for message, answer in zip(outgoing, answers, strict=True):
+            self._answered(settled, UUID(message.idempotency_key), answer, now, retry_after)
+        try:
+            self.commit(settled)
+        except Conflict:
+            for message, answer in zip(outgoing, answers, strict=True):
+                self._settle(UUID(message.idempotency_key), answer, now, retry_after)
+
+    def _ready_to_send(self, unit: Unit, reminder_id: UUID,
+                       now: datetime) -> OutboundMessage | None:
+        """The message to send now, the reminder marked sending in `unit`; None when it is not
+        to go now (not due, paused, past, or refused by a rule: all of it saved in `unit`)."""
         reminder: Reminder = unit.get(reminder_id)
         if reminder.next_due() is None or reminder.due_at > now:
-            return
+            return None
         plan: ContactPlan = unit.get(ContactPlan.create_id(reminder.loan_id))
         if self._paused(plan, reminder, now) or self._courtesy_past(plan, reminder, now):
             unit.save(reminder)
-            self.commit(unit)
-            return
+            return None
         standing = Decision.allow()
         if reminder.visit is not None:
             # A visit's notice, worded now in the borrower's zone as it is now; it goes only
@@ -569,29 +619,32 @@ class Reminders(ServiceApplication):
             # A notice a contact rule drops is reported blocked as well (C3: nothing goes).
             barred = reminder.visit is not None and decision is contact
             self._refuse(unit, plan, reminder, decision, now, barred)
-            return
+            return None
         reminder.start_sending(now)
-        self.save(reminder)
+        unit.save(reminder)
         template = approved(reminder.template_id, reminder.template_version)
         assert template is not None  # C5 above
-        message = OutboundMessage(str(reminder_id), reminder.channel, reminder.recipient,
-                                  template.text(reminder.language).format(**content),
-                                  subject=reminder.subject, language=reminder.language)
-        try:
-            provider_id = gateways[reminder.channel].send(message)
-        except ChannelRefused as refusal:
-            SENDS.labels(reminder.channel, "refused").inc()
-            reason = describe(refusal)
-            self._settle(reminder.id, lambda r: r.refused(reason, now), now)
+        return OutboundMessage(str(reminder_id), reminder.channel, reminder.recipient,
+                               template.text(reminder.language).format(**content),
+                               subject=reminder.subject, language=reminder.language)
+
+    def _answered(self, unit: Unit, reminder_id: UUID, answer: str | ChannelError,
+                  now: datetime, retry_after: timedelta) -> None:
+        """What the provider said of a send, recorded in `unit`: sent (its id) or refused,
+        with the plan's step done; a failure that may pass, tried again `retry_after` on."""
+        reminder: Reminder = unit.get(reminder_id)
+        if isinstance(answer, ChannelRefused):
+            reminder.refused(describe(answer), now)
+        elif isinstance(answer, ChannelError):
+            reminder.fail(describe(answer), now, now + retry_after)
+            unit.save(reminder)
             return
-        except ChannelError as error:
-            SENDS.labels(reminder.channel, "failed").inc()
-            reminder.fail(describe(error), now, now + retry_after)
-            self.save(reminder)
-            return
-        SENDS.labels(reminder.channel, "sent").inc()
-        local = now.astimezone(ZoneInfo(reminder.timezone)).isoformat(timespec="seconds")
-        self._settle(reminder.id, lambda r: r.mark_sent(now, local, provider_id), now)
+        else:
+            local = now.astimezone(ZoneInfo(reminder.timezone)).isoformat(timespec="seconds")
+            reminder.mark_sent(now, local, answer)
+        plan: ContactPlan = unit.get(ContactPlan.create_id(reminder.loan_id))
+        plan.step_done(reminder.id, now)
+        unit.save(reminder, plan)
 
     def _paused(self, plan: ContactPlan, item: Reminder | CallTask, now: datetime) -> bool:
         """Whether a pause holds the item back now (then it waits off the agenda). A closed
@@ -632,19 +685,14 @@ class Reminders(ServiceApplication):
             plan.step_done(reminder.id, now)
             unit.save(plan)
         unit.save(reminder)
-        self.commit(unit)
 
-    def _settle(self, reminder_id: UUID, change: Any, now: datetime) -> None:
-        """The provider has answered: that is a fact, recorded with the plan's step done in
-        one transaction, even if the reminder changed meanwhile (a payment arriving during
-        the hand-over)."""
+    def _settle(self, reminder_id: UUID, answer: str | ChannelError, now: datetime,
+                retry_after: timedelta) -> None:
+        """The provider has answered: that is a fact, recorded in a transaction of its own
+        even if the reminder changed meanwhile (a payment arriving during the hand-over)."""
         for _ in range(5):
             unit = self.unit()
-            reminder: Reminder = unit.get(reminder_id)
-            plan: ContactPlan = unit.get(ContactPlan.create_id(reminder.loan_id))
-            change(reminder)
-            plan.step_done(reminder.id, now)
-            unit.save(reminder, plan)
+            self._answered(unit, reminder_id, answer, now, retry_after)
             try:
                 self.commit(unit)
                 return
@@ -656,6 +704,11 @@ class Reminders(ServiceApplication):
         """A call task falls due: issued for the rest of the borrower's hours that day if the
         rules allow; an issued one expires when its window closes."""
         unit = self.unit()
+        self._issue(unit, task_id, now)
+        if unit.changed():
+            self.commit(unit)
+
+    def _issue(self, unit: Unit, task_id: UUID, now: datetime) -> None:
         task: CallTask = unit.get(task_id)
         due = task.next_due()
         if due is None or due > now:
@@ -667,7 +720,6 @@ class Reminders(ServiceApplication):
             if not self._paused(plan, task, now):
                 self._issue_or_refuse(plan, task, now)
         unit.save(task)
-        self.commit(unit)
 
     def _issue_or_refuse(self, plan: ContactPlan, task: CallTask, now: datetime) -> None:
         decision = self._rules_before_contact(plan, "call", now)

@@ -24,7 +24,8 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -72,6 +73,30 @@ class Gateway(Protocol):
     def send(self, message: OutboundMessage) -> str:
         """Hand the message over; the provider's message id, or ChannelError."""
         ...
+
+
+def send_all(gateways: Mapping[str, Gateway], messages: Sequence[OutboundMessage],
+             pool: Executor | None = None) -> list[str | ChannelError]:
+    """Each message handed to its channel's gateway, together on `pool` (one after the other
+    without): per message, in order, the provider's id or the ChannelError it gave. Anything
+    else a gateway raises is raised, after every send has ended."""
+    def one(message: OutboundMessage) -> str | ChannelError:
+        try:
+            provider_id = gateways[message.channel].send(message)
+        except ChannelRefused as refusal:
+            SENDS.labels(message.channel, "refused").inc()
+            return refusal
+        except ChannelError as error:
+            SENDS.labels(message.channel, "failed").inc()
+            return error
+        SENDS.labels(message.channel, "sent").inc()
+        return provider_id
+
+    if pool is None or len(messages) < 2:
+        return [one(message) for message in messages]
+    futures = [pool.submit(one, message) for message in messages]
+    wait(futures)
+    return [future.result() for future in futures]
 
 
 # --- HTTP: the SMS gateway and the push service ----------------------------------------------

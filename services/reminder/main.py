@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -36,14 +37,19 @@ def create(settings: Settings | None = None, clock: Clock | None = None,
     channels = gateways if gateways is not None else build_gateways(settings)
     retry_after = timedelta(seconds=settings.retry_after_seconds)
 
+    senders = ThreadPoolExecutor(settings.send_concurrency, thread_name_prefix="send")
+
     def fire(aggregate_id: UUID, kind: str, now: datetime) -> None:
-        reminders.fire(aggregate_id, kind, channels, now, retry_after)
+        reminders.fire(aggregate_id, kind, channels, now, retry_after, senders)
+
+    def fire_many(aggregate_ids: list[UUID], kind: str, now: datetime) -> None:
+        reminders.fire_many(aggregate_ids, kind, channels, now, retry_after, senders)
 
     def agenda(runtime: Runtime, beat: Callable[[], None]) -> Loop:
         owner = settings.replica_id or f"{socket.gethostname()}:{settings.port}"
-        return Agenda(app=reminders, fire=fire, clock=clock, owner=owner,
+        return Agenda(app=reminders, fire=fire, fire_many=fire_many, clock=clock, owner=owner,
                       lease=timedelta(seconds=settings.agenda_lease_seconds),
-                      on_progress=beat).run
+                      batch=settings.agenda_batch, on_progress=beat).run
 
     parts = Parts(
         name="reminder", settings=settings, clock=clock, store=reminders,

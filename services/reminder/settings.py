@@ -21,6 +21,10 @@ class Settings(ServiceSettings):
     # pod), so a restarted replica takes back what it held at once.
     replica_id: str | None = None
     agenda_lease_seconds: float = 60.0
+    # Due entries claimed at once: a claim's plans step in one transaction, its reminders are
+    # sent together, `send_concurrency` at a time (each waits on its provider in a thread).
+    agenda_batch: int = Field(200, ge=1, le=2000)
+    send_concurrency: int = Field(32, ge=1, le=256)
     verification_channel: str = "the official hotline printed on your loan contract"
     # Where a visit's notice sends the borrower to check a collector's letter, by its code
     # (the visit service's `GET /v1/verify/{code}`).
