@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -56,7 +57,7 @@ def summarise(path: Path) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         stack_text, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
@@ -75,9 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loans", type=int, default=3000)
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples a second")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only each process's CPU time a loan, without py-spy")
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL: where the CPU goes")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(".venv/bin/py-spy"))
-    if not Path(spy).exists():
+    if not args.cpu_only and not Path(spy).exists():
         raise SystemExit("py-spy is missing: .venv/bin/pip install py-spy==0.4.1")
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dunwell-profile-") as tmp:
@@ -90,13 +95,19 @@ def main() -> None:
             bootstrap = f"127.0.0.1:{port}"
             asyncio.run(prepare_broker(KafkaSettings(bootstrap=bootstrap)))
             _, services = start_suite(var_dir, bootstrap, processes)
-            for name, process in services.items():
+            watched = {**{name: process.pid for name, process in services.items()},
+                       "channel sinks": processes[0].pid, "broker": broker.pid}
+            before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            for name, process in ({} if args.cpu_only else services).items():
                 out = RESULTS / f"profile-{name}.txt"
                 spies[name] = subprocess.Popen(
                     [spy, "record", "--pid", str(process.pid), "--rate", str(args.rate),
-                     "--format", "raw", "--output", str(out), "--nonblocking"],
+                     "--format", "raw", "--output", str(out), "--nonblocking",
+                     *(["--gil"] if args.gil else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             rate = asyncio.run(from_kafka(bootstrap, var_dir, args.loans))
+            cpu = {name: round((cpu_seconds(pid) - before[name]) * 1000 / args.loans, 2)
+                   for name, pid in watched.items()}
         finally:
             for spied in spies.values():
                 spied.send_signal(2)  # py-spy writes its file on SIGINT
@@ -105,12 +116,25 @@ def main() -> None:
             for process in processes:
                 process.stop()
             broker.stop()
-    summary = {"loans": args.loans, "under_py_spy": rate,
+    print(json.dumps({"loans_per_s": round(rate["loans_per_s"], 1),
+                      "cpu_ms_a_loan": cpu, "in_all": round(sum(cpu.values()), 2)}, indent=2))
+    if args.cpu_only:
+        (RESULTS / "profile-cpu.json").write_text(json.dumps(
+            {"loans": args.loans, "rate": rate, "cpu_ms_a_loan": cpu}, indent=2) + "\n")
+        return
+    summary = {"loans": args.loans, "under_py_spy": rate, "cpu_ms_a_loan": cpu,
                "services": {name: summarise(RESULTS / f"profile-{name}.txt")
                             for name in devstack.SERVICES}}
     (RESULTS / "profile.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({name: s["percent_by_kind"] for name, s in summary["services"].items()},
                      indent=2))
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) a process and its waited-for children have used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(value) for value in fields[11:15]) / ticks
 
 
 if __name__ == "__main__":
