@@ -161,11 +161,14 @@ class ReceiptPolicy:
 
 
 PENDING, POSTED, GIVEN_UP = "pending", "posted", "given_up"
+BATCH = 500  # receipts posted in one request, at most (the reminder takes up to 1 000)
 
 
 class Receipts:
-    """Receipts posted to `{reminder_url}/v1/receipts/{channel}` by a few worker threads, each
-    one due at its time, so one that must wait never holds back the others.
+    """Receipts posted to `{reminder_url}/v1/receipts/{channel}:batch` by a few worker threads,
+    each one due at its time, so one that must wait never holds back the others: a worker
+    takes every receipt due (up to `BATCH`) and posts each channel's in one request, as
+    providers that report receipts in batches do.
 
     With a journal (`keep_in`, which the provider sink does next to its outbox) each receipt's
     state is kept on disk: pending when expected (fsynced before the send is answered), then
@@ -275,41 +278,61 @@ class Receipts:
             heapq.heappush(self._due, receipt)
             self._ready.notify()
 
-    def _next(self) -> Receipt | None:
-        """The next receipt once it is due; None when stopping."""
+    def _next(self) -> list[Receipt]:
+        """The receipts due now, at most `BATCH` of them, once one is due; [] when stopping."""
         with self._ready:
             while not self._stopping:
                 wait = self._due[0].due - time.monotonic() if self._due else None
                 if wait is not None and wait <= 0:
-                    return heapq.heappop(self._due)
+                    due: list[Receipt] = []
+                    now = time.monotonic()
+                    while self._due and self._due[0].due <= now and len(due) < BATCH:
+                        due.append(heapq.heappop(self._due))
+                    return due
                 self._ready.wait(wait)
-            return None
+            return []
 
     def _work(self) -> None:
-        while (receipt := self._next()) is not None:
-            self._post(receipt)
+        while due := self._next():
+            channels: dict[str, list[Receipt]] = {}
+            for receipt in due:
+                channels.setdefault(receipt.channel, []).append(receipt)
+            for channel, receipts in channels.items():
+                self._post(channel, receipts)
 
-    def _post(self, receipt: Receipt) -> None:
-        receipt.body.setdefault("at", self._now().astimezone(UTC).isoformat(
-            timespec="milliseconds").replace("+00:00", "Z"))
+    def _post(self, channel: str, receipts: list[Receipt]) -> None:
+        """One channel's due receipts in one request to the batch route; each is settled by
+        its own item of the answer, or tried again as the whole answer says."""
+        at = self._now().astimezone(UTC).isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z")
+        for receipt in receipts:
+            receipt.body.setdefault("at", at)
         try:
             response = self._client.post(
-                f"{self.url}/v1/receipts/{receipt.channel}", json=receipt.body,
+                f"{self.url}/v1/receipts/{channel}:batch",
+                json={"receipts": [receipt.body for receipt in receipts]},
                 headers={"authorization": f"Bearer {self._token()}"})
             status = response.status_code
-        except (httpx.HTTPError, OSError) as error:
-            status, why = 0, type(error).__name__
+            items = response.json()["items"] if status == 200 else []
+        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError) as error:
+            status, why, items = 0, type(error).__name__, []
         else:
             why = str(status)
-        if 200 <= status < 300:
-            self._settled(receipt, POSTED)
-            self.posted.append(receipt.body)
-            return
-        if self._again(receipt, status):
-            return
-        self._settled(receipt, GIVEN_UP)
-        log.warning("receipt for %s given up after %d attempts (%s)",
-                    receipt.body["message_id"], receipt.attempt, why)
+        answered = {item.get("index"): item for item in items if isinstance(item, dict)}
+        for index, receipt in enumerate(receipts):
+            item = answered.get(index)
+            if item is not None and item.get("status") == "accepted":
+                self._settled(receipt, POSTED)
+                self.posted.append(receipt.body)
+                continue
+            # A rejected item is not (yet) known as sent: as a 404 of the single route.
+            said = 404 if item is not None else (status if status != 200 else 0)
+            if self._again(receipt, said):
+                continue
+            self._settled(receipt, GIVEN_UP)
+            log.warning("receipt for %s given up after %d attempts (%s)",
+                        receipt.body["message_id"], receipt.attempt,
+                        "not_found" if item is not None else why)
 
     def _again(self, receipt: Receipt, status: int) -> bool:
         """Schedule another try when the answer may change; False when it will not."""

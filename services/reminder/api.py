@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared import telemetry
 from shared.auth import Principal, require
@@ -321,6 +321,56 @@ class ReceiptIn(BaseModel):
 
 class ReceiptOut(BaseModel):
     status: Literal["accepted"] = "accepted"
+
+
+RECEIPTS_A_BATCH = 1000
+
+
+class ReceiptsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    receipts: list[ReceiptIn] = Field(min_length=1, max_length=RECEIPTS_A_BATCH)
+
+
+class ReceiptProblem(BaseModel):
+    code: Literal["not_found"]
+    message: str
+
+
+class ReceiptItem(BaseModel):
+    index: int
+    message_id: UUID
+    status: Literal["accepted", "rejected"]
+    error: ReceiptProblem | None = None
+
+
+class ReceiptsOut(BaseModel):
+    accepted: int
+    rejected: int
+    items: list[ReceiptItem]
+
+
+@router.post("/receipts/{channel}:batch", response_model=ReceiptsOut,
+             responses=error_responses(
+                 400, 401, 403, 413, 422,
+                 meaning={400: UNREADABLE,
+                          422: "The body is not `{receipts: [...]}` with 1 to 1 000 receipts, "
+                               "each as the single route takes it."}))
+def receipts(channel: Literal["sms", "email", "push"], body: ReceiptsIn,
+             reminders: RemindersDep, user: ProviderDep) -> Any:
+    """Many delivery receipts of one channel, recorded in one transaction (a provider that
+    reports receipts in batches). Each is answered on its own: `accepted`, or `rejected` with
+    `not_found` when no message with its id was sent on this channel (or its send is not
+    recorded yet: send that receipt again shortly). A repeated receipt changes nothing."""
+    said = reminders.receipts(channel, [
+        (item.message_id, item.status == "delivered", item.at, item.reason)
+        for item in body.receipts])
+    items = [ReceiptItem(index=index, message_id=item.message_id,
+                         status="accepted" if why is None else "rejected",
+                         error=None if why is None else ReceiptProblem(code="not_found",
+                                                                       message=why))
+             for index, (item, why) in enumerate(zip(body.receipts, said, strict=True))]
+    accepted = sum(item.status == "accepted" for item in items)
+    return ReceiptsOut(accepted=accepted, rejected=len(items) - accepted, items=items)
 
 
 @router.post("/receipts/{channel}", status_code=202, response_model=ReceiptOut,

@@ -180,6 +180,10 @@ class Attempt:
     promise: dict[str, str] | None = None
 
 
+# A provider's delivery receipt: the reminder id, delivered or not, when, and its words.
+Receipt = tuple[UUID, bool, datetime, str | None]
+
+
 class Reminders(ServiceApplication):
     name = "reminder"
 
@@ -897,19 +901,50 @@ class Reminders(ServiceApplication):
                 reason: str | None) -> None:
         for _ in range(5):
             unit = self.unit()
-            reminder: Reminder | None = unit.find(message_id)
-            if not isinstance(reminder, Reminder) or reminder.channel != channel:
-                raise NotFound(f"no {channel} message {message_id}")
-            said = mask(reason)[:500] if reason else None  # a provider's words go on the log
-            if not reminder.receipt(delivered, at, said):
-                raise NotFound(f"{channel} message {message_id} is not recorded as sent")
-            unit.save(reminder)
+            self._receipt(unit, channel, message_id, delivered, at, reason)
             try:
                 self.commit(unit)
                 return
             except Conflict:
                 continue
         raise Conflict(f"message {message_id} kept changing; send the receipt again")
+
+    def receipts(self, channel: str, receipts: list[Receipt]) -> list[str | None]:
+        """Many receipts of one channel in one transaction: per receipt, in order, None when it
+        was taken, or why not (NotFound's words). When that transaction meets a conflict (a
+        reminder changed meanwhile), each is recorded on its own."""
+        unit = self.unit()
+        said: list[str | None] = []
+        for message_id, delivered, at, reason in receipts:
+            try:
+                self._receipt(unit, channel, message_id, delivered, at, reason)
+                said.append(None)
+            except NotFound as error:
+                said.append(str(error))
+        try:
+            if unit.changed():
+                self.commit(unit)
+            return said
+        except Conflict:
+            pass
+        said = []
+        for message_id, delivered, at, reason in receipts:
+            try:
+                self.receipt(channel, message_id, delivered, at, reason)
+                said.append(None)
+            except NotFound as error:
+                said.append(str(error))
+        return said
+
+    def _receipt(self, unit: Unit, channel: str, message_id: UUID, delivered: bool,
+                 at: datetime, reason: str | None) -> None:
+        reminder: Reminder | None = unit.find(message_id)
+        if not isinstance(reminder, Reminder) or reminder.channel != channel:
+            raise NotFound(f"no {channel} message {message_id}")
+        said = mask(reason)[:500] if reason else None  # a provider's words go on the log
+        if not reminder.receipt(delivered, at, said):
+            raise NotFound(f"{channel} message {message_id} is not recorded as sent")
+        unit.save(reminder)
 
     # --- queries ---
 

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from dunwell import devstack, sinks
 from dunwell.sinks import (
@@ -74,10 +75,12 @@ def sms(key: str = "11111111-0000-4000-8000-000000000001", to: str = PHONE) -> O
 
 @dataclass
 class ReceiptDesk:
-    """Takes receipts as the reminder service would, answering the statuses it is told to."""
+    """Takes receipts as the reminder service's batch route would, answering the statuses it
+    is told to: a 404 is each receipt's own `rejected` (`not_found`) in a 200, as that route
+    answers a receipt whose send is not known; any other status is the whole request's."""
 
     port: int
-    answers: list[int] = field(default_factory=list)  # then 202 for ever
+    answers: list[int] = field(default_factory=list)  # then 200, every receipt accepted
     received: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
 
     @property
@@ -87,11 +90,19 @@ class ReceiptDesk:
     def app(self) -> FastAPI:
         app = FastAPI()
 
-        @app.post("/v1/receipts/{channel}")
-        async def receipt(channel: str, request: Request) -> Response:
-            self.received.append((channel, await request.json(),
-                                  request.headers.get("authorization", "")))
-            return Response(status_code=self.answers.pop(0) if self.answers else 202)
+        @app.post("/v1/receipts/{channel}:batch")
+        async def receipts(channel: str, request: Request) -> Response:
+            body = await request.json()
+            for receipt in body["receipts"]:
+                self.received.append((channel, receipt,
+                                      request.headers.get("authorization", "")))
+            status = self.answers.pop(0) if self.answers else 200
+            if status not in (200, 404):
+                return Response(status_code=status)
+            said = "accepted" if status == 200 else "rejected"
+            return JSONResponse({"items": [
+                {"index": index, "message_id": receipt["message_id"], "status": said}
+                for index, receipt in enumerate(body["receipts"])]})
 
         return app
 
