@@ -46,6 +46,8 @@ log = logging.getLogger("dunwell.sinks")
 
 CHANNELS = ("sms", "push")
 MAX_BODY = 64 * 1024
+MAX_BATCH_BODY = 4 * 1024 * 1024  # `POST /v1/messages:batch`: up to MESSAGES_A_BATCH messages
+MESSAGES_A_BATCH = 1000
 BODY_SECONDS = 5.0  # how long a request's body may take, in all, once its headers came
 LINGER_SECONDS = 1.0  # how long what follows a request refused mid-way is read and dropped
 _DIGITS = re.compile(r"[0-9]{1,12}")
@@ -94,6 +96,36 @@ class Outbox:
             append_line(self.path(message["channel"]), json.dumps(entry, ensure_ascii=False))
             self._accepted[key] = provider_id
             return provider_id, True
+
+    def accept_many(self, messages: list[dict[str, str]], at: datetime
+                    ) -> list[tuple[str, bool]]:
+        """`accept` for many, each channel's new lines written and fsynced once."""
+        with self._lock:
+            answers: list[tuple[str, bool]] = []
+            lines: dict[str, list[str]] = {}
+            for message in messages:
+                key = (message["channel"], message["idempotency_key"])
+                earlier = self._accepted.get(key)
+                if earlier is not None:
+                    answers.append((earlier, False))
+                    continue
+                provider_id = f"prov-{uuid.uuid4().hex[:16]}"
+                entry = {**message, "provider_id": provider_id,
+                         "accepted_at": at.isoformat(timespec="milliseconds")}
+                lines.setdefault(message["channel"], []).append(
+                    json.dumps(entry, ensure_ascii=False))
+                self._accepted[key] = provider_id
+                answers.append((provider_id, True))
+            try:
+                for channel, written in lines.items():
+                    append_line(self.path(channel), "\n".join(written))
+            except OSError:
+                for message, (_, new) in zip(messages, answers, strict=True):
+                    if new:  # not kept: not accepted, so a try again is new again
+                        self._accepted.pop((message["channel"], message["idempotency_key"]),
+                                           None)
+                raise
+            return answers
 
 
 def append_line(path: Path, line: str) -> None:
@@ -231,14 +263,33 @@ class Receipts:
     def expect(self, channel: str, message_id: str, failed_reason: str | None = None) -> None:
         """A receipt for a message just accepted, due after the policy's delay; nothing when
         that message's receipt is already pending or posted (a repeated send)."""
-        body = {"message_id": message_id, "status": "failed" if failed_reason else "delivered"}
-        if failed_reason:
-            body["reason"] = failed_reason
+        self.expect_many([(channel, message_id, failed_reason)])
+
+    def expect_many(self, expected: list[tuple[str, str, str | None]]) -> None:
+        """`expect` for many (channel, message id, failed reason), journalled in one write."""
+        due = time.monotonic() + self.policy.delay
+        fresh: list[Receipt] = []
         with self._kept:
-            if self._states.get((channel, message_id)) in (PENDING, POSTED):
-                return
-            self._record(channel, message_id, PENDING, body)
-        self._put(Receipt(time.monotonic() + self.policy.delay, channel, body))
+            lines = []
+            for channel, message_id, failed_reason in expected:
+                if self._states.get((channel, message_id)) in (PENDING, POSTED):
+                    continue
+                body = {"message_id": message_id,
+                        "status": "failed" if failed_reason else "delivered"}
+                if failed_reason:
+                    body["reason"] = failed_reason
+                self._states[(channel, message_id)] = PENDING
+                lines.append(json.dumps({"channel": channel, "message_id": message_id,
+                                         "state": PENDING, "body": body}, ensure_ascii=False))
+                fresh.append(Receipt(due, channel, body))
+            if lines and self.journal is not None:
+                try:
+                    append_line(self.journal, "\n".join(lines))
+                except OSError as error:
+                    log.error("the receipts journal %s could not be written: %s", self.journal,
+                              error.strerror)
+        for receipt in fresh:
+            self._put(receipt)
 
     def close(self) -> None:
         with self._ready:
@@ -463,6 +514,49 @@ class ProviderSink:
             self.receipts.expect(message["channel"], message["idempotency_key"], failed)
         return (HTTPStatus.CREATED if new else HTTPStatus.OK), provider_id
 
+    def take_many(self, authorization: str | None, body: Any) -> list[dict[str, Any]]:
+        """Many sends, `{messages: [...]}`: each checked and answered on its own (`status`
+        201, 200 for a repeat, or the single route's 4xx with `error`), the new ones kept in
+        one write. Raises Refusal for the whole request (busy, token, not a batch)."""
+        self._count_and_maybe_busy()
+        token = self.behaviour.api_token
+        if token is not None and authorization != f"Bearer {token}":
+            raise Refusal(HTTPStatus.UNAUTHORIZED, "unauthorized", "a bearer token is required")
+        items = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not 1 <= len(items) <= MESSAGES_A_BATCH:
+            raise Refusal(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid",
+                          f"the body is not {{messages: [1 to {MESSAGES_A_BATCH}]}}")
+        answers: list[dict[str, Any]] = [{} for _ in items]
+        taken: list[tuple[int, dict[str, str]]] = []
+        for index, item in enumerate(items):
+            try:
+                message = _message(item, None)
+                if message["to"] in self.behaviour.refuse_to:
+                    raise Refusal(HTTPStatus.BAD_REQUEST, "recipient_refused",
+                                  "the provider does not deliver to this recipient")
+            except Refusal as refusal:
+                answers[index] = {"index": index, "status": int(refusal.status),
+                                  **_error(refusal.code, str(refusal))}
+                continue
+            taken.append((index, message))
+        try:
+            kept = self.outbox.accept_many([message for _, message in taken], self._now())
+        except OSError as error:
+            log.error("the outbox could not be written: %s", error.strerror)
+            raise Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable",
+                          "the messages could not be kept; try again") from None
+        for (index, _), (provider_id, new) in zip(taken, kept, strict=True):
+            answers[index] = {"index": index, "status": 201 if new else 200,
+                              "provider_id": provider_id}
+        if self.receipts is not None:  # a repeat: again, unless its receipt is under way
+            self.receipts.expect_many([
+                (message["channel"], message["idempotency_key"],
+                 "unreachable" if message["to"] in self.behaviour.fail_to else None)
+                for _, message in taken])
+        log.info("accepted %d of %d messages of a batch", sum(a.get("status") == 201
+                                                              for a in answers), len(items))
+        return answers
+
     def _count_and_maybe_busy(self) -> None:
         with self._lock:
             self.requests += 1
@@ -509,7 +603,11 @@ class _Handler(BaseHTTPRequestHandler):
     left_unread = False  # a body refused before it was read in full: the connection ends
 
     def do_POST(self) -> None:
-        if self.path.split("?", 1)[0] != "/v1/messages":
+        path = self.path.split("?", 1)[0]
+        if path == "/v1/messages:batch":
+            self._batch()
+            return
+        if path != "/v1/messages":
             self._end_after_answer()  # its body is not read
             self._answer(HTTPStatus.NOT_FOUND, _error("not_found", "no such route"))
             return
@@ -531,7 +629,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._answer(status, {"provider_id": provider_id})
 
-    def _body(self) -> Any:
+    def _batch(self) -> None:
+        sink = cast(_Server, self.server).sink
+        try:
+            items = sink.take_many(self.headers.get("authorization"),
+                                   self._body(MAX_BATCH_BODY))
+        except Refusal as refusal:
+            extra = {"retry-after": "0"} if refusal.status == HTTPStatus.SERVICE_UNAVAILABLE \
+                else {}
+            self._answer(refusal.status, _error(refusal.code, str(refusal)), extra)
+            return
+        except Exception:  # logged: a request is answered, whatever went wrong
+            log.exception("a batch of sends could not be taken")
+            self.close_connection = True
+            self._answer(HTTPStatus.INTERNAL_SERVER_ERROR,
+                         _error("internal", "the sends could not be taken; try again"))
+            return
+        self._answer(HTTPStatus.OK, {"items": items})
+
+    def _body(self, most: int = MAX_BODY) -> Any:
         """The request's JSON body, or Refusal. A body whose end is not known (no usable
         Content-Length), too large, or cut short also ends the connection after the answer:
         what follows on it could not be told apart from the next request."""
@@ -544,7 +660,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._end_after_answer()
             raise Refusal(HTTPStatus.BAD_REQUEST, "invalid", "Content-Length is not a length")
         length = int(said)
-        if length > MAX_BODY:
+        if length > most:
             self._end_after_answer()
             raise Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large", "body too large")
         data = self._read(length)

@@ -33,7 +33,7 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, parseaddr
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 import httpx
 from prometheus_client import Counter
@@ -43,6 +43,7 @@ from shared.errors import describe, mask
 from services.reminder.settings import Settings
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Each handing-over of a message: `sent` (the provider took it), `refused` (its no for this
 # message, not retried), `failed` (may pass; the reminder is tried again later).
@@ -75,28 +76,55 @@ class Gateway(Protocol):
         ...
 
 
+BATCH = 100  # messages of one channel in one request to a provider that takes batches
+
+
 def send_all(gateways: Mapping[str, Gateway], messages: Sequence[OutboundMessage],
              pool: Executor | None = None) -> list[str | ChannelError]:
-    """Each message handed to its channel's gateway, together on `pool` (one after the other
-    without): per message, in order, the provider's id or the ChannelError it gave. Anything
-    else a gateway raises is raised, after every send has ended."""
-    def one(message: OutboundMessage) -> str | ChannelError:
-        try:
-            provider_id = gateways[message.channel].send(message)
-        except ChannelRefused as refusal:
-            SENDS.labels(message.channel, "refused").inc()
-            return refusal
-        except ChannelError as error:
-            SENDS.labels(message.channel, "failed").inc()
-            return error
-        SENDS.labels(message.channel, "sent").inc()
-        return provider_id
+    """Each message handed to its channel's gateway: per message, in order, the provider's id
+    or the ChannelError it gave. A gateway that `takes_batches` gets its channel's messages
+    `BATCH` at a time (`send_many`); the others get them one by one. Both go together on
+    `pool` (one after the other without). Anything else a gateway raises is raised, after
+    every send ended."""
+    channels: dict[str, list[int]] = {}
+    for index, message in enumerate(messages):
+        channels.setdefault(message.channel, []).append(index)
+    jobs: list[list[int]] = []
+    for channel, indexes in channels.items():
+        if getattr(gateways[channel], "takes_batches", False) and len(indexes) > 1:
+            jobs += [indexes[at:at + BATCH] for at in range(0, len(indexes), BATCH)]
+        else:
+            jobs += [[index] for index in indexes]
+    answers: list[str | ChannelError] = [ChannelError("not sent")] * len(messages)
 
-    if pool is None or len(messages) < 2:
-        return [one(message) for message in messages]
-    futures = [pool.submit(one, message) for message in messages]
-    wait(futures)
-    return [future.result() for future in futures]
+    def run(job: list[int]) -> None:
+        batch = [messages[index] for index in job]
+        gateway = gateways[batch[0].channel]
+        said = gateway.send_many(batch) if len(batch) > 1 else None  # type: ignore[attr-defined]
+        if said is None:  # one by one (a single message, or no batches at this provider)
+            said = [_one(gateway, message) for message in batch]
+        for index, message, answer in zip(job, batch, said, strict=True):
+            outcome = ("refused" if isinstance(answer, ChannelRefused) else
+                       "failed" if isinstance(answer, ChannelError) else "sent")
+            SENDS.labels(message.channel, outcome).inc()
+            answers[index] = answer
+
+    if pool is None or len(jobs) < 2:
+        for job in jobs:
+            run(job)
+    else:
+        futures = [pool.submit(run, job) for job in jobs]
+        wait(futures)
+        for future in futures:
+            future.result()
+    return answers
+
+
+def _one(gateway: Gateway, message: OutboundMessage) -> str | ChannelError:
+    try:
+        return gateway.send(message)
+    except ChannelError as error:
+        return error
 
 
 # --- HTTP: the SMS gateway and the push service ----------------------------------------------
@@ -138,6 +166,8 @@ class HttpGateway:
                  retry: Retry | None = None, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.url = f"{base_url.rstrip('/')}/v1/messages"
+        self.batch_url = f"{self.url}:batch"
+        self._batches = True  # until the provider says it has no batch route
         self.retry = retry or Retry()
         self._timeouts = (connect_timeout, read_timeout)
         self._sleep = sleep
@@ -150,49 +180,109 @@ class HttpGateway:
         self._client.close()
 
     def send(self, message: OutboundMessage) -> str:
+        return self._tried(lambda deadline: self._attempt(message, deadline), message.channel,
+                           message.idempotency_key)
+
+    @property
+    def takes_batches(self) -> bool:
+        """Until the provider answered that it has no batch route."""
+        return self._batches
+
+    def send_many(self, messages: Sequence[OutboundMessage]) -> list[str | ChannelError] | None:
+        """Messages of one channel in one request, `POST {base_url}/v1/messages:batch` with
+        `{messages: [...]}`, answered `{items: [{index, status, provider_id | error}]}`: per
+        message, in order, the provider's id or its ChannelError, each item judged as the
+        single route's answer would be. The request is tried as a send is (backoff, all
+        within the deadline); when it keeps failing every message has that failure. None when
+        the provider has no such route (404, 405) or refuses the request whole (400, 413,
+        415, 422): the messages then go one by one."""
+        if not messages or not self._batches:
+            return None
+        channel = messages[0].channel
+        label = f"a batch of {len(messages)} from {messages[0].idempotency_key}"
+        try:
+            return self._tried(lambda deadline: self._attempt_many(messages, deadline),
+                               channel, label)
+        except (_NoBatches, ChannelRefused):
+            self._batches = False
+            log.warning("%s provider takes no batches (%s); sending one by one", channel,
+                        _shown(self.batch_url))
+            return None
+        except ChannelError as error:
+            return [error] * len(messages)
+
+    def _tried(self, once: Callable[[float], _T], channel: str, what: str) -> _T:
+        """`once(deadline)` tried with doubling pauses while it may pass, within the deadline."""
         deadline = time.monotonic() + self.retry.deadline
         for attempt in range(1, self.retry.attempts + 1):
             try:
-                return self._attempt(message, deadline)
-            except ChannelRefused:
+                return once(deadline)
+            except (ChannelRefused, _NoBatches):
                 raise
             except _Misdirected as error:
                 log.error("%s send of %s: %s, an answer about the request, not the message: "
                           "check this installation's gateway URL (%s) and token; the reminder "
-                          "is tried again later", message.channel, message.idempotency_key,
-                          error, _shown(self.url))
+                          "is tried again later", channel, what, error, _shown(self.url))
                 raise
             except ChannelError as error:
                 pause = self._pause(attempt, error)
                 if attempt == self.retry.attempts or time.monotonic() + pause >= deadline:
                     raise
-                log.warning("%s send of %s: %s; trying again in %.1f s", message.channel,
-                            message.idempotency_key, error, pause)
+                log.warning("%s send of %s: %s; trying again in %.1f s", channel, what, error,
+                            pause)
                 self._sleep(pause)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _attempt(self, message: OutboundMessage, deadline: float) -> str:
         """One POST; the provider id, or ChannelError / ChannelRefused saying what happened."""
-        channel, left = message.channel, deadline - time.monotonic()
+        body = {"idempotency_key": message.idempotency_key, "channel": message.channel,
+                "to": message.to, "text": message.text, "language": message.language}
+        status, answer, retry_after = self._post(
+            self.url, body, {"idempotency-key": message.idempotency_key}, message.channel,
+            deadline, ANSWER_LIMIT)
+        return _provider_id(status, answer, retry_after, message)
+
+    def _attempt_many(self, messages: Sequence[OutboundMessage],
+                      deadline: float) -> list[str | ChannelError]:
+        channel = messages[0].channel
+        body = {"messages": [{"idempotency_key": m.idempotency_key, "channel": m.channel,
+                              "to": m.to, "text": m.text, "language": m.language}
+                             for m in messages]}
+        status, answer, retry_after = self._post(self.batch_url, body, {}, channel, deadline,
+                                                 ANSWER_LIMIT * 32)
+        if status in (404, 405):
+            raise _NoBatches(f"{channel} provider answered {status}")
+        if not 200 <= status < 300:
+            _provider_id(status, answer, retry_after, messages[0])  # raises what it means
+            raise ChannelError(f"{channel} provider answered {status} to a batch")
+        try:
+            items = {item["index"]: item for item in json.loads(answer)["items"]
+                     if isinstance(item, dict) and isinstance(item.get("index"), int)}
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise ChannelError(f"{channel} provider answered a batch without its items"
+                               ) from None
+        return [_item(items.get(index), message) for index, message in enumerate(messages)]
+
+    def _post(self, url: str, body: dict[str, Any], headers: dict[str, str], channel: str,
+              deadline: float, most: int) -> tuple[int, bytes, float | None]:
+        """One POST cut off at the deadline: the status, at most `most` of the answer, and a
+        short Retry-After."""
+        left = deadline - time.monotonic()
         if left <= 0:
             raise ChannelError(f"{channel} provider: no time left within the send's deadline")
         connect, read = (min(limit, left) for limit in self._timeouts)
-        body = {"idempotency_key": message.idempotency_key, "channel": channel,
-                "to": message.to, "text": message.text, "language": message.language}
         try:
             with _Watchdog(deadline) as watchdog, self._client.stream(
-                    "POST", self.url, json=body,
-                    headers={"idempotency-key": message.idempotency_key},
+                    "POST", url, json=body, headers=headers,
                     timeout=httpx.Timeout(read, connect=connect, write=left, pool=left),
                     extensions={"trace": watchdog.trace}) as response:
-                status, answer = response.status_code, _read_until(response, deadline)
-                retry_after = _retry_after(response)
+                return (response.status_code, _read_until(response, deadline, most),
+                        _retry_after(response))
         except httpx.HTTPError as error:
             if time.monotonic() >= deadline:
                 raise _late(channel, self.retry.deadline) from None
             raise ChannelError(f"{channel} provider unreachable: "
                                f"{describe(error)}") from None
-        return _provider_id(status, answer, retry_after, message)
 
     def _pause(self, attempt: int, error: ChannelError) -> float:
         """Doubling pauses; longer when a busy provider asked for a (short) wait."""
@@ -200,6 +290,23 @@ class HttpGateway:
         if isinstance(error, _Busy) and error.retry_after is not None:
             return max(pause, error.retry_after)
         return pause
+
+
+class _NoBatches(ChannelError):
+    """The provider has no batch route."""
+
+
+def _item(item: dict[str, Any] | None, message: OutboundMessage) -> str | ChannelError:
+    """A batch answer's item for one message, judged as the single route's answer."""
+    if item is None:
+        return ChannelError(f"{message.channel} provider answered a batch without this message")
+    status = item.get("status")
+    if not isinstance(status, int):
+        return ChannelError(f"{message.channel} provider answered an item without its status")
+    try:
+        return _provider_id(status, json.dumps(item).encode(), None, message)
+    except ChannelError as error:
+        return error
 
 
 class _Busy(ChannelError):
@@ -270,14 +377,14 @@ class _Watchdog:
                 self._socket.shutdown(socket.SHUT_RDWR)
 
 
-def _read_until(response: httpx.Response, deadline: float) -> bytes:
-    """The answer's body, at most ANSWER_LIMIT of it, read before the deadline."""
+def _read_until(response: httpx.Response, deadline: float, most: int = ANSWER_LIMIT) -> bytes:
+    """The answer's body, at most `most` of it, read before the deadline."""
     data = bytearray()
     for chunk in response.iter_bytes():
         if time.monotonic() >= deadline:
             raise httpx.ReadTimeout("the answer did not end within the deadline")
         data += chunk
-        if len(data) >= ANSWER_LIMIT:
+        if len(data) >= most:
             break
     return bytes(data)
 
