@@ -1238,12 +1238,15 @@ def _holds_nul(value: object) -> bool:
 def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object that says a field twice could be read two ways: the audit log keeps the bytes,
     and one reader would take the first value, another the last."""
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
             raise _RepeatedKey(mask(json.dumps(key[:64])))
-        found[key] = value
-    return found
+        seen.add(key)
+    raise AssertionError("unreachable: a shorter dict has a repeated key")
 
 
 def _short(error: ValidationError) -> str:
