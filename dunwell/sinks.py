@@ -116,16 +116,39 @@ class Outbox:
                     json.dumps(entry, ensure_ascii=False))
                 self._accepted[key] = provider_id
                 answers.append((provider_id, True))
+            sizes: dict[Path, int] = {}
             try:
                 for channel, written in lines.items():
-                    append_line(self.path(channel), "\n".join(written))
+                    path = self.path(channel)
+                    sizes[path] = path.stat().st_size if path.exists() else 0
+                    append_line(path, "\n".join(written))
             except OSError:
+                # Nothing of the batch kept: the lines written of it (another channel's, or
+                # those before a write failed part-way) are cut off again, so that a restart
+                # never reads an id its sender was not given.
+                for path, size in sizes.items():
+                    _cut_back(path, size)
                 for message, (_, new) in zip(messages, answers, strict=True):
                     if new:  # not kept: not accepted, so a try again is new again
                         self._accepted.pop((message["channel"], message["idempotency_key"]),
                                            None)
                 raise
             return answers
+
+
+def _cut_back(path: Path, size: int) -> None:
+    """`path` cut back to `size` bytes and fsynced, if it can be (else logged: a restart may
+    then read a line of a batch that was refused)."""
+    try:
+        if path.stat().st_size <= size:
+            return  # nothing of the batch reached it
+        with path.open("rb+") as handle:
+            handle.truncate(size)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        log.error("the outbox %s could not be cut back after a failed write: %s", path.name,
+                  error.strerror)
 
 
 def append_line(path: Path, line: str) -> None:
@@ -353,7 +376,8 @@ class Receipts:
 
     def _post(self, channel: str, receipts: list[Receipt]) -> None:
         """One channel's due receipts in one request to the batch route; each is settled by
-        its own item of the answer, or tried again as the whole answer says."""
+        its own item of the answer, or tried again as the whole answer says. A request refused
+        whole (400, 413, 422) is posted again a receipt to a request."""
         at = self._now().astimezone(UTC).isoformat(timespec="milliseconds").replace(
             "+00:00", "Z")
         for receipt in receipts:
@@ -365,11 +389,18 @@ class Receipts:
                 headers={"authorization": f"Bearer {self._token()}"})
             status = response.status_code
             items = response.json()["items"] if status == 200 else []
+            answered = {item["index"]: item for item in items
+                        if isinstance(item, dict) and type(item.get("index")) is int}
         except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError) as error:
-            status, why, items = 0, type(error).__name__, []
+            status, why, answered = 0, type(error).__name__, {}
         else:
             why = str(status)
-        answered = {item.get("index"): item for item in items if isinstance(item, dict)}
+        if status in (400, 413, 422) and len(receipts) > 1:
+            # The request refused whole, maybe for one receipt of it (a message id the
+            # reminder cannot take): each is posted on its own, so only that one is lost.
+            for receipt in receipts:
+                self._post(channel, [receipt])
+            return
         for index, receipt in enumerate(receipts):
             item = answered.get(index)
             if item is not None and item.get("status") == "accepted":
@@ -397,7 +428,9 @@ class Receipts:
                 log.warning("receipt for %s: the reminder service refused the provider token "
                             "(401); trying again", receipt.body["message_id"])
         else:
-            worth_it = status == 0 or status >= 500
+            # A 409 is the reminder's "changed meanwhile, send it again" (a batch of receipts
+            # that kept conflicting): a repeated receipt changes nothing there.
+            worth_it = status in (0, 409) or status >= 500
         if not worth_it or receipt.attempt >= self.policy.attempts:
             return False
         pause = min(self.policy.first_pause * 2 ** (receipt.attempt - 1),

@@ -55,6 +55,7 @@ from services.reminder.channels import (
     ChannelRefused,
     Gateway,
     OutboundMessage,
+    SendsBroke,
     send_all,
 )
 from services.reminder.domain import (
@@ -576,15 +577,32 @@ class Reminders(ServiceApplication):
             self.commit(unit)
         if not outgoing:
             return
-        answers = send_all(gateways, outgoing, pool)
+        try:
+            answers: list[str | ChannelError | None] = list(send_all(gateways, outgoing, pool))
+        except SendsBroke as broke:
+            # What the providers took is recorded before the fault is raised: the agenda then
+            # fires the claim one by one, and only the broken sends are tried again.
+            self._record_answers(outgoing, broke.answers, now, retry_after)
+            raise broke.error from None
+        self._record_answers(outgoing, answers, now, retry_after)
+
+    def _record_answers(self, outgoing: list[OutboundMessage],
+                        answers: list[str | ChannelError | None], now: datetime,
+                        retry_after: timedelta) -> None:
+        """What the providers said, in one transaction, or one per reminder after a conflict;
+        a message with no answer (None: its send broke) is left sending."""
+        said = [(UUID(message.idempotency_key), answer)
+                for message, answer in zip(outgoing, answers, strict=True) if answer is not None]
         settled = self.unit()
-        for message, answer in zip(outgoing, answers, strict=True):
-            self._answered(settled, UUID(message.idempotency_key), answer, now, retry_after)
+        for reminder_id, answer in said:
+            self._answered(settled, reminder_id, answer, now, retry_after)
+        if not settled.changed():
+            return
         try:
             self.commit(settled)
         except Conflict:
-            for message, answer in zip(outgoing, answers, strict=True):
-                self._settle(UUID(message.idempotency_key), answer, now, retry_after)
+            for reminder_id, answer in said:
+                self._settle(reminder_id, answer, now, retry_after)
 
     def _ready_to_send(self, unit: Unit, reminder_id: UUID,
                        now: datetime) -> OutboundMessage | None:

@@ -79,13 +79,25 @@ class Gateway(Protocol):
 BATCH = 100  # messages of one channel in one request to a provider that takes batches
 
 
+class SendsBroke(Exception):
+    """A gateway raised something that is no ChannelError (a fault of its own) while the others
+    sent: `answers` holds, per message, what its provider said, None for the messages of the
+    sends that broke, and `error` the first such fault."""
+
+    def __init__(self, answers: list[str | ChannelError | None], error: Exception) -> None:
+        super().__init__(describe(error))
+        self.answers = answers
+        self.error = error
+
+
 def send_all(gateways: Mapping[str, Gateway], messages: Sequence[OutboundMessage],
              pool: Executor | None = None) -> list[str | ChannelError]:
     """Each message handed to its channel's gateway: per message, in order, the provider's id
     or the ChannelError it gave. A gateway that `takes_batches` gets its channel's messages
     `BATCH` at a time (`send_many`); the others get them one by one. Both go together on
-    `pool` (one after the other without). Anything else a gateway raises is raised, after
-    every send ended."""
+    `pool` (one after the other without). Anything else a gateway raises is raised as
+    SendsBroke, after every send ended, with what the other providers said: those messages
+    were handed over and must be recorded so, not sent again."""
     channels: dict[str, list[int]] = {}
     for index, message in enumerate(messages):
         channels.setdefault(message.channel, []).append(index)
@@ -95,7 +107,7 @@ def send_all(gateways: Mapping[str, Gateway], messages: Sequence[OutboundMessage
             jobs += [indexes[at:at + BATCH] for at in range(0, len(indexes), BATCH)]
         else:
             jobs += [[index] for index in indexes]
-    answers: list[str | ChannelError] = [ChannelError("not sent")] * len(messages)
+    answers: list[str | ChannelError | None] = [None] * len(messages)
 
     def run(job: list[int]) -> None:
         batch = [messages[index] for index in job]
@@ -109,15 +121,22 @@ def send_all(gateways: Mapping[str, Gateway], messages: Sequence[OutboundMessage
             SENDS.labels(message.channel, outcome).inc()
             answers[index] = answer
 
+    broke: list[Exception] = []
+
+    def guarded(job: list[int]) -> None:
+        try:
+            run(job)
+        except Exception as error:  # noqa: BLE001 - raised below, once every send ended
+            broke.append(error)
+
     if pool is None or len(jobs) < 2:
         for job in jobs:
-            run(job)
+            guarded(job)
     else:
-        futures = [pool.submit(run, job) for job in jobs]
-        wait(futures)
-        for future in futures:
-            future.result()
-    return answers
+        wait([pool.submit(guarded, job) for job in jobs])
+    if broke:
+        raise SendsBroke(answers, broke[0])
+    return [answer if answer is not None else ChannelError("not sent") for answer in answers]
 
 
 def _one(gateway: Gateway, message: OutboundMessage) -> str | ChannelError:
@@ -194,8 +213,9 @@ class HttpGateway:
         message, in order, the provider's id or its ChannelError, each item judged as the
         single route's answer would be. The request is tried as a send is (backoff, all
         within the deadline); when it keeps failing every message has that failure. None when
-        the provider has no such route (404, 405) or refuses the request whole (400, 413,
-        415, 422): the messages then go one by one."""
+        the provider has no such route (404, 405) or refuses the request whole (400, 415,
+        422): the messages then go one by one, and later ones too; and None when it finds
+        this batch too large (413): these go one by one, later batches still as batches."""
         if not messages or not self._batches:
             return None
         channel = messages[0].channel
@@ -203,6 +223,10 @@ class HttpGateway:
         try:
             return self._tried(lambda deadline: self._attempt_many(messages, deadline),
                                channel, label)
+        except _TooLarge:
+            # This batch is too large for the provider, not its batches: these go one by one.
+            log.info("%s provider found %s too large; sending it one by one", channel, label)
+            return None
         except (_NoBatches, ChannelRefused):
             self._batches = False
             log.warning("%s provider takes no batches (%s); sending one by one", channel,
@@ -252,15 +276,22 @@ class HttpGateway:
                                                  ANSWER_LIMIT * 32)
         if status in (404, 405):
             raise _NoBatches(f"{channel} provider answered {status}")
+        if status == 413:
+            raise _TooLarge(f"{channel} provider answered 413 to a batch")
         if not 200 <= status < 300:
             _provider_id(status, answer, retry_after, messages[0])  # raises what it means
             raise ChannelError(f"{channel} provider answered {status} to a batch")
         try:
-            items = {item["index"]: item for item in json.loads(answer)["items"]
-                     if isinstance(item, dict) and isinstance(item.get("index"), int)}
+            found = [item for item in json.loads(answer)["items"]
+                     if isinstance(item, dict) and type(item.get("index")) is int]
         except (ValueError, KeyError, TypeError, RecursionError):
             raise ChannelError(f"{channel} provider answered a batch without its items"
                                ) from None
+        # An index answered twice says two things of one message: neither is taken (a 201
+        # and a 422 must not make it refused for good); a retry under its key is safe.
+        items: dict[int, dict[str, Any] | None] = {}
+        for item in found:
+            items[item["index"]] = None if item["index"] in items else item
         return [_item(items.get(index), message) for index, message in enumerate(messages)]
 
     def _post(self, url: str, body: dict[str, Any], headers: dict[str, str], channel: str,
@@ -294,6 +325,10 @@ class HttpGateway:
 
 class _NoBatches(ChannelError):
     """The provider has no batch route."""
+
+
+class _TooLarge(ChannelRefused):
+    """The provider takes batches, but not one this large (413)."""
 
 
 def _item(item: dict[str, Any] | None, message: OutboundMessage) -> str | ChannelError:
