@@ -637,48 +637,41 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
+        sink = cast(_Server, self.server).sink
+        authorization = self.headers.get("authorization")
         if path == "/v1/messages:batch":
-            self._batch()
-            return
-        if path != "/v1/messages":
+            self._taken("a batch of sends", lambda: (
+                HTTPStatus.OK, {"items": sink.take_many(authorization,
+                                                        self._body(MAX_BATCH_BODY))}))
+        elif path == "/v1/messages":
+            def one() -> tuple[HTTPStatus, dict[str, Any]]:
+                status, provider_id = sink.take(authorization,
+                                                self.headers.get("idempotency-key"),
+                                                self._body())
+                return status, {"provider_id": provider_id}
+
+            self._taken("a send", one)
+        else:
             self._end_after_answer()  # its body is not read
             self._answer(HTTPStatus.NOT_FOUND, _error("not_found", "no such route"))
-            return
-        sink = cast(_Server, self.server).sink
-        try:
-            body = self._body()
-            status, provider_id = sink.take(self.headers.get("authorization"),
-                                            self.headers.get("idempotency-key"), body)
-        except Refusal as refusal:
-            extra = {"retry-after": "0"} if refusal.status == HTTPStatus.SERVICE_UNAVAILABLE \
-                else {}
-            self._answer(refusal.status, _error(refusal.code, str(refusal)), extra)
-            return
-        except Exception:  # logged: a request is answered, whatever went wrong
-            log.exception("a send could not be taken")
-            self.close_connection = True
-            self._answer(HTTPStatus.INTERNAL_SERVER_ERROR,
-                         _error("internal", "the send could not be taken; try again"))
-            return
-        self._answer(status, {"provider_id": provider_id})
 
-    def _batch(self) -> None:
-        sink = cast(_Server, self.server).sink
+    def _taken(self, what: str, take: Callable[[], tuple[HTTPStatus, dict[str, Any]]]
+               ) -> None:
+        """Answer what `take` gives, its Refusal as such, anything else as a 500."""
         try:
-            items = sink.take_many(self.headers.get("authorization"),
-                                   self._body(MAX_BATCH_BODY))
+            status, answer = take()
         except Refusal as refusal:
             extra = {"retry-after": "0"} if refusal.status == HTTPStatus.SERVICE_UNAVAILABLE \
                 else {}
             self._answer(refusal.status, _error(refusal.code, str(refusal)), extra)
             return
         except Exception:  # logged: a request is answered, whatever went wrong
-            log.exception("a batch of sends could not be taken")
+            log.exception("%s could not be taken", what)
             self.close_connection = True
             self._answer(HTTPStatus.INTERNAL_SERVER_ERROR,
-                         _error("internal", "the sends could not be taken; try again"))
+                         _error("internal", f"{what} could not be taken; try again"))
             return
-        self._answer(HTTPStatus.OK, {"items": items})
+        self._answer(status, answer)
 
     def _body(self, most: int = MAX_BODY) -> Any:
         """The request's JSON body, or Refusal. A body whose end is not known (no usable

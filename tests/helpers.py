@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -62,3 +64,20 @@ def case_opened(loan_id: str, event_id: str, at: datetime, *,
         stage="soft_reminders", opened_at=at)
     return envelope(data, event_id=event_id, source="/dunwell/escalation", time=at,
                     causation_id=None, correlation_id=None)
+
+
+@contextlib.contextmanager
+def served(app: Any, port: int, what: str) -> Iterator[None]:
+    """An ASGI app served by uvicorn on 127.0.0.1:`port` in a thread, stopped on the way out."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=10, every=0.02, what=what)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

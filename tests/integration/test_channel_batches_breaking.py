@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from dunwell import devstack
 from dunwell.sinks import Outbox, ProviderSink, Receipts, read_jsonl
-from tests.helpers import wait_for
+from tests.helpers import served, wait_for
 from tests.integration.test_channel_batches import gateway, keyed
 from tests.integration.test_channels import QUICK
 
@@ -249,16 +248,8 @@ class ReminderDesk:
 @pytest.fixture
 def reminder_desk() -> Iterator[ReminderDesk]:
     desk = ReminderDesk(devstack.free_port())
-    server = uvicorn.Server(uvicorn.Config(desk.app(), host="127.0.0.1", port=desk.port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=10, every=0.02, what="the reminder desk")
-    try:
+    with served(desk.app(), desk.port, "the reminder desk"):
         yield desk
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_one_receipt_the_reminder_cannot_take_does_not_give_up_the_rest_of_its_batch(

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,7 +47,7 @@ from dunwell.sinks import (
     SmtpSink,
     read_jsonl,
 )
-from tests.helpers import wait_for
+from tests.helpers import served, wait_for
 
 from services.reminder.channels import (
     ChannelError,
@@ -110,16 +109,8 @@ class ReceiptDesk:
 @pytest.fixture
 def desk() -> Iterator[ReceiptDesk]:
     desk = ReceiptDesk(devstack.free_port())
-    server = uvicorn.Server(uvicorn.Config(desk.app(), host="127.0.0.1", port=desk.port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=10, every=0.02, what="the receipt desk")
-    try:
+    with served(desk.app(), desk.port, "the receipt desk"):
         yield desk
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
