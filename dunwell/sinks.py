@@ -293,24 +293,19 @@ class Receipts:
         due = time.monotonic() + self.policy.delay
         fresh: list[Receipt] = []
         with self._kept:
-            lines = []
+            entries = []
             for channel, message_id, failed_reason in expected:
                 if self._states.get((channel, message_id)) in (PENDING, POSTED):
                     continue
+                self._states[(channel, message_id)] = PENDING  # a key twice in `expected`
                 body = {"message_id": message_id,
                         "status": "failed" if failed_reason else "delivered"}
                 if failed_reason:
                     body["reason"] = failed_reason
-                self._states[(channel, message_id)] = PENDING
-                lines.append(json.dumps({"channel": channel, "message_id": message_id,
-                                         "state": PENDING, "body": body}, ensure_ascii=False))
+                entries.append({"channel": channel, "message_id": message_id,
+                                "state": PENDING, "body": body})
                 fresh.append(Receipt(due, channel, body))
-            if lines and self.journal is not None:
-                try:
-                    append_line(self.journal, "\n".join(lines))
-                except OSError as error:
-                    log.error("the receipts journal %s could not be written: %s", self.journal,
-                              error.strerror)
+            self._record(entries)
         for receipt in fresh:
             self._put(receipt)
 
@@ -328,24 +323,24 @@ class Receipts:
         elif left:
             log.warning("stopped with %d receipts not yet posted", left)
 
-    def _record(self, channel: str, message_id: str, state: str,
-                body: dict[str, str] | None = None) -> None:
-        """The receipt's new state, in memory and in the journal. Holds `_kept`."""
-        self._states[(channel, message_id)] = state
-        if self.journal is None:
+    def _record(self, entries: list[dict[str, Any]]) -> None:
+        """Receipts' new states (`{channel, message_id, state[, body]}`), in memory and in the
+        journal, in one write. Holds `_kept`."""
+        for entry in entries:
+            self._states[(entry["channel"], entry["message_id"])] = entry["state"]
+        if not entries or self.journal is None:
             return
-        entry: dict[str, Any] = {"channel": channel, "message_id": message_id, "state": state}
-        if body is not None:
-            entry["body"] = body
         try:
-            append_line(self.journal, json.dumps(entry, ensure_ascii=False))
+            append_line(self.journal, "\n".join(json.dumps(entry, ensure_ascii=False)
+                                                for entry in entries))
         except OSError as error:
             log.error("the receipts journal %s could not be written: %s", self.journal,
                       error.strerror)
 
-    def _settled(self, receipt: Receipt, state: str) -> None:
+    def _settled(self, settled: list[tuple[Receipt, str]]) -> None:
         with self._kept:
-            self._record(receipt.channel, receipt.body["message_id"], state)
+            self._record([{"channel": receipt.channel, "message_id": receipt.body["message_id"],
+                           "state": state} for receipt, state in settled])
 
     def _put(self, receipt: Receipt) -> None:
         with self._ready:
@@ -401,20 +396,22 @@ class Receipts:
             for receipt in receipts:
                 self._post(channel, [receipt])
             return
+        settled: list[tuple[Receipt, str]] = []
         for index, receipt in enumerate(receipts):
             item = answered.get(index)
             if item is not None and item.get("status") == "accepted":
-                self._settled(receipt, POSTED)
-                self.posted.append(receipt.body)
+                settled.append((receipt, POSTED))
                 continue
             # A rejected item is not (yet) known as sent: as a 404 of the single route.
             said = 404 if item is not None else (status if status != 200 else 0)
             if self._again(receipt, said):
                 continue
-            self._settled(receipt, GIVEN_UP)
+            settled.append((receipt, GIVEN_UP))
             log.warning("receipt for %s given up after %d attempts (%s)",
                         receipt.body["message_id"], receipt.attempt,
                         "not_found" if item is not None else why)
+        self._settled(settled)
+        self.posted.extend(receipt.body for receipt, state in settled if state == POSTED)
 
     def _again(self, receipt: Receipt, status: int) -> bool:
         """Schedule another try when the answer may change; False when it will not."""
